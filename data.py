@@ -1,0 +1,290 @@
+"""XNLI data: reading the release files, tokenizing into windows, and batching.
+
+The files are read in the original release layout:
+
+    DIR/XNLI-1.0/xnli.{dev,test}.tsv
+    DIR/XNLI-MT-1.0/multinli/multinli.train.<lang>.tsv
+
+or PaddleNLP's download cache, where each release folder is nested twice
+(`$PPNLP_HOME/datasets/XNLI/XNLI-1.0/XNLI-1.0/...`).
+"""
+
+import os
+from dataclasses import dataclass
+from typing import List, NamedTuple
+
+import numpy as np
+
+from utils import LABELS, XNLI_LANGUAGES, InputError
+
+LABEL_IDS = {label: index for index, label in enumerate(LABELS)}
+# XNLI-MT spells one label differently from XNLI.
+LABEL_IDS["contradictory"] = LABEL_IDS["contradiction"]
+
+# Columns are found by header name; the release files carry more columns than these.
+PREMISE_COLUMNS = ("sentence1", "premise")
+HYPOTHESIS_COLUMNS = ("sentence2", "hypo", "hypothesis")
+LABEL_COLUMNS = ("gold_label", "label")
+
+# `[CLS] A [SEP] [SEP] B [SEP]`
+NUM_SPECIAL_TOKENS = 4
+
+
+class XnliDataError(InputError):
+    """A missing or malformed XNLI file; the message names the file (and line)."""
+
+
+class Pair(NamedTuple):
+    premise: str
+    hypothesis: str
+    label: int
+
+
+class XnliFile(NamedTuple):
+    pairs_by_language: dict
+    num_skipped: int
+
+
+def _find_column(header, names, path):
+    for name in names:
+        if name in header:
+            return header.index(name)
+    raise XnliDataError(f"{path}:1: header has no {' or '.join(names)} column (found: {', '.join(header)})")
+
+
+def read_xnli_tsv(path):
+    """Read one XNLI TSV into `Pair`s grouped by language ("language" column, else None).
+
+    Quotes are not special (like `csv.QUOTE_NONE`): the text has unbalanced `"`. Rows with an
+    empty premise, hypothesis or label are skipped and counted; any other bad row is an error.
+    """
+    pairs_by_language, num_skipped = {}, 0
+    with open(path, "rb") as file:
+        header = _decode_line(file.readline(), path, 1).lstrip("\ufeff").split("\t")
+        if header == [""]:
+            raise XnliDataError(f"{path}: the file is empty (expected a header line)")
+        columns = [_find_column(header, names, path) for names in (PREMISE_COLUMNS, HYPOTHESIS_COLUMNS, LABEL_COLUMNS)]
+        language_column = header.index("language") if "language" in header else None
+        for line_number, raw_line in enumerate(file, start=2):
+            fields = _decode_line(raw_line, path, line_number).split("\t")
+            if fields == [""]:
+                num_skipped += 1
+                continue
+            if len(fields) != len(header):
+                raise XnliDataError(f"{path}:{line_number}: expected {len(header)} tab-separated fields, found {len(fields)}")
+            premise, hypothesis, label = (fields[column] for column in columns)
+            if not (premise and hypothesis and label):
+                num_skipped += 1
+                continue
+            if label not in LABEL_IDS:
+                raise XnliDataError(f"{path}:{line_number}: unknown label {label!r} (expected one of {', '.join(LABELS)})")
+            language = fields[language_column] if language_column is not None else None
+            pairs_by_language.setdefault(language, []).append(Pair(premise, hypothesis, LABEL_IDS[label]))
+    return XnliFile(pairs_by_language, num_skipped)
+
+
+def _decode_line(raw_line, path, line_number):
+    try:
+        return raw_line.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError as error:
+        raise XnliDataError(f"{path}:{line_number}: invalid UTF-8 ({error.reason} at byte {error.start})") from None
+
+
+def _release_folder(data_dir, release):
+    nested = os.path.join(data_dir, release, release)
+    return nested if os.path.isdir(nested) else os.path.join(data_dir, release)
+
+
+def xnli_file_paths(data_dir, train_languages):
+    """The dev, test and training files under `data_dir`; names every missing one."""
+    eval_folder = _release_folder(data_dir, "XNLI-1.0")
+    train_folder = os.path.join(_release_folder(data_dir, "XNLI-MT-1.0"), "multinli")
+    paths = {split: os.path.join(eval_folder, f"xnli.{split}.tsv") for split in ("dev", "test")}
+    paths["train"] = {lang: os.path.join(train_folder, f"multinli.train.{lang}.tsv") for lang in train_languages}
+    missing = [path for path in [paths["dev"], paths["test"], *paths["train"].values()] if not os.path.isfile(path)]
+    if missing:
+        raise XnliDataError(f"{data_dir}: missing XNLI file(s): {', '.join(missing)}")
+    return paths
+
+
+def download_xnli():
+    """Download XNLI-1.0 and XNLI-MT-1.0 through PaddleNLP; returns the folder they land in."""
+    from paddlenlp.datasets import load_dataset
+    from paddlenlp.utils.env import DATA_HOME
+
+    # `lazy=True` fetches and checks the archives (rank by rank, as PaddleNLP coordinates it)
+    # without reading them: our own reader does that, once.
+    load_dataset("xnli", "en", splits=("train", "dev", "test"), lazy=True)
+    return os.path.join(DATA_HOME, "XNLI")
+
+
+def read_eval_split(path):
+    """Dev or test pairs for each of the 15 languages."""
+    xnli_file = read_xnli_tsv(path)
+    missing = [lang for lang in XNLI_LANGUAGES if lang not in xnli_file.pairs_by_language]
+    if missing:
+        raise XnliDataError(f"{path}: no rows for language(s) {', '.join(missing)}")
+    return XnliFile({lang: xnli_file.pairs_by_language[lang] for lang in XNLI_LANGUAGES}, xnli_file.num_skipped)
+
+
+def read_train_split(paths_by_language):
+    """The union of the given training files (one language for cross-lingual transfer, 15 otherwise)."""
+    pairs, num_skipped = [], 0
+    for path in paths_by_language.values():
+        xnli_file = read_xnli_tsv(path)
+        pairs.extend(pair for language_pairs in xnli_file.pairs_by_language.values() for pair in language_pairs)
+        num_skipped += xnli_file.num_skipped
+    return XnliFile({None: pairs}, num_skipped)
+
+
+
+@dataclass
+class Features:
+    """Tokenized windows of a list of pairs; `example_ids[i]` is the pair window i comes from.
+
+    Indexing gives one training sample, `(input_ids, label)`.
+    """
+
+    input_ids: List[np.ndarray]
+    labels: np.ndarray
+    example_ids: np.ndarray
+    num_examples: int
+
+    def __len__(self):
+        return len(self.input_ids)
+
+    def __getitem__(self, index):
+        return self.input_ids[index], self.labels[index]
+
+    def lengths(self):
+        return np.array([len(ids) for ids in self.input_ids])
+
+    def example_labels(self):
+        labels = np.zeros(self.num_examples, dtype=np.int64)
+        labels[self.example_ids] = self.labels
+        return labels
+
+
+def truncate_longest_first(premise_length, hypothesis_length, budget):
+    """Lengths after the tokenizer's `longest_first` truncation: drop one token at a time from
+    the longer text (the hypothesis on ties) until both fit in `budget`."""
+    excess = premise_length + hypothesis_length - budget
+    if excess <= 0:
+        return premise_length, hypothesis_length
+    if premise_length > hypothesis_length:
+        cut = min(excess, premise_length - hypothesis_length)
+        premise_length -= cut
+    else:
+        cut = min(excess, hypothesis_length - premise_length)
+        hypothesis_length -= cut
+    excess -= cut
+    return premise_length - excess // 2, hypothesis_length - (excess + 1) // 2
+
+
+def pair_windows(premise, hypothesis, budget, memory_length):
+    """Split a tokenized pair into (premise part, hypothesis) windows of at most `budget` tokens.
+
+    With `memory_length` 0, or when the pair fits, this is plain `longest_first` truncation (one
+    window). Otherwise the premise is cut into successive windows, consecutive ones sharing
+    `memory_length` tokens, each paired with the hypothesis; a hypothesis too long to leave the
+    premise half of the budget is truncated first.
+    """
+    if memory_length == 0 or len(premise) + len(hypothesis) <= budget:
+        premise_length, hypothesis_length = truncate_longest_first(len(premise), len(hypothesis), budget)
+        return [(premise[:premise_length], hypothesis[:hypothesis_length])]
+    window = min(len(premise), max(budget - len(hypothesis), budget // 2, memory_length + 1))
+    hypothesis = hypothesis[: budget - window]
+    stride = window - memory_length
+    windows, start = [], 0
+    while True:
+        windows.append((premise[start : start + window], hypothesis))
+        if start + window >= len(premise):
+            return windows
+        start += stride
+
+
+def _token_ids(tokenizer, texts):
+    encoded = tokenizer(texts, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False)
+    return encoded["input_ids"]
+
+
+def encode_pairs(tokenizer, pairs, max_seq_length, memory_length):
+    """Tokenize pairs once into `[CLS] A [SEP] [SEP] B [SEP]` windows (ERNIE-M has no token types)."""
+    premises = _token_ids(tokenizer, [pair.premise for pair in pairs])
+    hypotheses = _token_ids(tokenizer, [pair.hypothesis for pair in pairs])
+    budget = max_seq_length - NUM_SPECIAL_TOKENS
+    input_ids, labels, example_ids = [], [], []
+    for example_id, (pair, premise, hypothesis) in enumerate(zip(pairs, premises, hypotheses)):
+        for premise_part, hypothesis_part in pair_windows(premise, hypothesis, budget, memory_length):
+            ids = tokenizer.build_inputs_with_special_tokens(premise_part, hypothesis_part)
+            input_ids.append(np.array(ids, dtype=np.int64))
+            labels.append(pair.label)
+            example_ids.append(example_id)
+    return Features(input_ids, np.array(labels, dtype=np.int64), np.array(example_ids, dtype=np.int64), len(pairs))
+
+
+def average_window_logits(logits, example_ids, num_examples):
+    """One row of logits per example: the mean over its windows."""
+    sums = np.zeros((num_examples, logits.shape[1]), dtype=np.float64)
+    np.add.at(sums, example_ids, logits)
+    counts = np.bincount(example_ids, minlength=num_examples)
+    return sums / np.maximum(counts, 1)[:, None]
+
+
+
+def pad_batch(input_ids, pad_token_id):
+    """Right-pad to the longest sequence; the attention mask marks the real tokens."""
+    max_length = max(len(ids) for ids in input_ids)
+    batch = np.full((len(input_ids), max_length), pad_token_id, dtype=np.int64)
+    attention_mask = np.zeros((len(input_ids), max_length), dtype=np.int64)
+    for row, ids in enumerate(input_ids):
+        batch[row, : len(ids)] = ids
+        attention_mask[row, : len(ids)] = 1
+    return batch, attention_mask
+
+
+def collate_training_batch(samples, pad_token_id):
+    input_ids, attention_mask = pad_batch([ids for ids, _ in samples], pad_token_id)
+    return input_ids, attention_mask, np.array([label for _, label in samples], dtype=np.int64)
+
+
+class ShardedBatchSampler:
+    """Shuffled training batches for one rank of `world_size`.
+
+    Every rank draws the same permutation (seeded by `seed` and the epoch), padded by wrapping
+    around so that it divides evenly, and takes every `world_size`-th index: ranks see disjoint
+    examples and the same number of batches, so data-parallel steps stay in lockstep.
+    """
+
+    def __init__(self, num_samples, batch_size, rank=0, world_size=1, seed=0, shuffle=True):
+        self.num_samples, self.batch_size = num_samples, batch_size
+        self.rank, self.world_size = rank, world_size
+        self.seed, self.shuffle = seed, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        indices = np.arange(self.num_samples)
+        if self.shuffle:
+            np.random.RandomState(self.seed + self.epoch).shuffle(indices)
+        padded_size = -(-self.num_samples // self.world_size) * self.world_size
+        indices = np.resize(indices, padded_size)[self.rank :: self.world_size]
+        for start in range(0, len(indices), self.batch_size):
+            yield indices[start : start + self.batch_size].tolist()
+
+    def __len__(self):
+        samples_per_rank = -(-self.num_samples // self.world_size)
+        return -(-samples_per_rank // self.batch_size)
+
+
+def eval_batches(features, batch_size, rank=0, world_size=1):
+    """This rank's share of evaluation batches, as window indices.
+
+    Examples (not windows) are split across ranks, so that all windows of a pair are averaged on
+    one rank; within a shard, windows are sorted by length so that batches carry little padding.
+    """
+    indices = np.flatnonzero(features.example_ids % world_size == rank)
+    indices = indices[np.argsort(features.lengths()[indices], kind="stable")]
+    return [indices[start : start + batch_size] for start in range(0, len(indices), batch_size)]

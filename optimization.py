@@ -1,0 +1,56 @@
+"""AdamW with layerwise learning-rate decay, weight decay on weights only, and linear warmup/decay."""
+
+import paddle
+from paddlenlp.transformers import LinearDecayWithWarmup
+
+
+def layerwise_lr_ratio(parameter_name, num_layers, decay):
+    """The learning-rate ratio of PaddleNLP's `layerwise_lr_decay`, from the structured name.
+
+    Layers near the input hold the most general multilingual knowledge, so they move least:
+    encoder layer i (0-based) of n gets `decay ** (n - i)`, embeddings `decay ** (n + 1)`, and
+    the pooler and classifier 1.0.
+    """
+    if "encoder.layers." in parameter_name:
+        layer = int(parameter_name.split("encoder.layers.")[1].split(".")[0])
+        return decay ** (num_layers - layer)
+    if "embedding" in parameter_name:
+        return decay ** (num_layers + 1)
+    return 1.0
+
+
+def uses_weight_decay(parameter_name):
+    return not any(word in parameter_name for word in ("bias", "norm"))
+
+
+def parameter_groups(model, num_layers, layerwise_decay, weight_decay):
+    """One optimizer group per (learning-rate ratio, weight decay) pair.
+
+    Paddle scales the scheduled learning rate by a group's `learning_rate`. Groups replace
+    upstream's `AdamW(lr_ratio=...)`, which Paddle implements only on GPU.
+    """
+    groups = {}
+    for name, parameter in model.named_parameters():
+        key = (layerwise_lr_ratio(name, num_layers, layerwise_decay), weight_decay if uses_weight_decay(name) else 0.0)
+        groups.setdefault(key, []).append(parameter)
+    return [
+        {"params": params, "learning_rate": ratio, "weight_decay": decay} for (ratio, decay), params in groups.items()
+    ]
+
+
+def create_optimizer(model, num_layers, learning_rate, num_training_steps, warmup, layerwise_decay, weight_decay, epsilon):
+    """AdamW (beta 0.9/0.999) and its linear warmup/decay schedule.
+
+    `warmup` is a step count (int) or a proportion of `num_training_steps` (float), as in
+    `LinearDecayWithWarmup`.
+    """
+    lr_scheduler = LinearDecayWithWarmup(learning_rate, num_training_steps, warmup)
+    optimizer = paddle.optimizer.AdamW(
+        learning_rate=lr_scheduler,
+        beta1=0.9,
+        beta2=0.999,
+        epsilon=epsilon,
+        parameters=parameter_groups(model, num_layers, layerwise_decay, weight_decay),
+        weight_decay=weight_decay,
+    )
+    return optimizer, lr_scheduler

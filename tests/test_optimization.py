@@ -1,0 +1,87 @@
+"""Layerwise learning-rate decay, weight decay and the schedule, measured on a real ErnieM."""
+
+from functools import partial
+
+import numpy as np
+import paddle
+import pytest
+from paddlenlp.ops.optimizer import layerwise_lr_decay
+from paddlenlp.transformers import ErnieMForSequenceClassification
+
+from optimization import create_optimizer, layerwise_lr_ratio, uses_weight_decay
+
+PEAK_LR = 1e-3
+
+
+@pytest.fixture()
+def model(tiny_model_dir):
+    paddle.seed(1)
+    return ErnieMForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=3)
+
+
+def one_step(model, optimizer, loss_scale):
+    """One optimizer step; returns each parameter's gradient."""
+    input_ids = paddle.to_tensor([[0, 5, 6, 7, 2, 2, 8, 9, 2], [0, 10, 11, 2, 2, 12, 2, 1, 1]])
+    attention_mask = (input_ids != 1).astype("int64")
+    logits = model(input_ids, attention_mask=attention_mask)
+    (loss_scale * paddle.nn.functional.cross_entropy(logits, paddle.to_tensor([0, 2]))).backward()
+    gradients = {name: parameter.grad.numpy().copy() for name, parameter in model.named_parameters()}
+    optimizer.step()
+    optimizer.clear_grad()
+    return gradients
+
+
+def test_ratios_equal_paddlenlp_layerwise_lr_decay(model):
+    names = {parameter.name: name for name, parameter in model.named_parameters()}
+    upstream = partial(layerwise_lr_decay, 0.8, names, 2)
+    for name, parameter in model.named_parameters():
+        assert layerwise_lr_ratio(name, 2, 0.8) == upstream(parameter), name
+    assert layerwise_lr_ratio("ernie_m.encoder.layers.0.linear1.weight", 2, 0.8) == pytest.approx(0.64)
+    assert layerwise_lr_ratio("ernie_m.embeddings.word_embeddings.weight", 2, 0.8) == pytest.approx(0.512)
+    assert layerwise_lr_ratio("classifier.weight", 2, 0.8) == 1.0
+
+
+def test_each_parameter_moves_by_its_layerwise_learning_rate(model):
+    """Adam's first step moves every weight with a gradient by lr * ratio (|m / sqrt(v)| = 1)."""
+    optimizer, _ = create_optimizer(model, 2, PEAK_LR, 100, 0, layerwise_decay=0.8, weight_decay=0.0, epsilon=1e-8)
+    before = {name: parameter.numpy().copy() for name, parameter in model.named_parameters()}
+    gradients = one_step(model, optimizer, loss_scale=1000.0)
+    without_gradient = []
+    for name, parameter in model.named_parameters():
+        has_gradient = np.abs(gradients[name]) > 1e-4
+        if not has_gradient.any():
+            without_gradient.append(name)
+            continue
+        step = np.abs(parameter.numpy() - before[name])[has_gradient]
+        np.testing.assert_allclose(step, PEAK_LR * layerwise_lr_ratio(name, 2, 0.8), rtol=1e-3, err_msg=name)
+    # Attention scores do not depend on the key bias: its gradient is zero.
+    assert all(name.endswith("k_proj.bias") for name in without_gradient)
+
+
+def test_weight_decay_spares_biases_and_norms(model):
+    """With zero gradients AdamW only decays: weights shrink by lr * ratio * decay, others stay."""
+    optimizer, _ = create_optimizer(model, 2, PEAK_LR, 100, 0, layerwise_decay=0.8, weight_decay=0.1, epsilon=1e-8)
+    before = {name: parameter.numpy().copy() for name, parameter in model.named_parameters()}
+    one_step(model, optimizer, loss_scale=0.0)
+    decayed = []
+    for name, parameter in model.named_parameters():
+        expected_factor = 1 - PEAK_LR * layerwise_lr_ratio(name, 2, 0.8) * 0.1 if uses_weight_decay(name) else 1.0
+        np.testing.assert_allclose(parameter.numpy(), before[name] * expected_factor, rtol=1e-6, err_msg=name)
+        decayed.append(uses_weight_decay(name))
+    assert any(decayed) and not all(decayed)
+    assert not uses_weight_decay("ernie_m.encoder.layers.1.norm2.weight")
+    assert not uses_weight_decay("classifier.bias")
+    assert uses_weight_decay("ernie_m.encoder.layers.1.linear2.weight")
+
+
+@pytest.mark.parametrize("warmup", [0.1, 10])
+def test_linear_warmup_then_linear_decay(model, warmup):
+    _, lr_scheduler = create_optimizer(model, 2, PEAK_LR, 100, warmup, layerwise_decay=0.8, weight_decay=0.0,
+                                       epsilon=1e-8)
+    learning_rates = []
+    for _ in range(101):
+        learning_rates.append(lr_scheduler.get_lr())
+        lr_scheduler.step()
+    expected = {0: 0.0, 5: PEAK_LR / 2, 10: PEAK_LR, 55: PEAK_LR / 2, 91: PEAK_LR / 10, 100: 0.0}
+    for step, learning_rate in expected.items():
+        assert learning_rates[step] == pytest.approx(learning_rate, abs=1e-12), step

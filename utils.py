@@ -1,0 +1,66 @@
+"""Small helpers shared by the XNLI scripts: constants, argument parsing, seeding, reporting."""
+
+import json
+import os
+import random
+import tempfile
+
+import numpy as np
+
+# The order of the ERNIE-M paper's tables; every table and JSON file uses it.
+XNLI_LANGUAGES = ("en", "fr", "es", "de", "el", "bg", "ru", "tr", "ar", "vi", "th", "zh", "hi", "sw", "ur")
+
+# The label ids of PaddleNLP's and Hugging Face's XNLI loaders.
+LABELS = ("entailment", "neutral", "contradiction")
+
+
+class InputError(Exception):
+    """Bad input from the user (an argument, a file, the machine): reported in one line, exit code 2."""
+
+
+_TRUE_WORDS = ("true", "t", "yes", "y", "1", "on")
+_FALSE_WORDS = ("false", "f", "no", "n", "0", "off")
+
+
+def str2bool(value):
+    """Parse a command-line boolean the way upstream's `distutils.util.strtobool` did."""
+    if isinstance(value, bool):
+        return value
+    word = value.strip().lower()
+    if word in _TRUE_WORDS:
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def set_seed(seed, rank=0):
+    """Seed data order identically on every rank, but dropout differently per rank."""
+    import paddle
+
+    random.seed(seed)
+    np.random.seed(seed)
+    paddle.seed(seed + rank)
+
+
+def average_accuracy(accuracy_by_language):
+    """Mean accuracy over the 15 XNLI languages."""
+    return float(np.mean([accuracy_by_language[lang] for lang in XNLI_LANGUAGES]))
+
+
+def format_results_table(row_name, accuracy_by_language):
+    """A Markdown table of accuracies in percent, one decimal, languages in the paper's order."""
+    header = "| Model | " + " | ".join(XNLI_LANGUAGES) + " | Avg |"
+    rule = "|" + "---|" * (len(XNLI_LANGUAGES) + 2)
+    cells = [f"{100 * accuracy_by_language[lang]:.1f}" for lang in XNLI_LANGUAGES]
+    cells.append(f"{100 * average_accuracy(accuracy_by_language):.1f}")
+    return "\n".join([header, rule, f"| {row_name} | " + " | ".join(cells) + " |"])
+
+
+def write_json_atomically(path, data):
+    """Write JSON so that a reader never sees a half-written file, even if the writer dies."""
+    directory = os.path.dirname(os.path.abspath(path))
+    with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".tmp", delete=False, encoding="utf-8") as tmp:
+        json.dump(data, tmp, indent=2, ensure_ascii=False)
+        tmp.write("\n")
+    os.replace(tmp.name, path)
