@@ -128,14 +128,13 @@ def read_eval_split(path):
 
 
 def read_train_split(paths_by_language):
-    """The union of the given training files (one language for cross-lingual transfer, 15 otherwise)."""
-    pairs, num_skipped = [], 0
-    for path in paths_by_language.values():
+    """Training pairs of each given language (one for cross-lingual transfer, 15 otherwise)."""
+    pairs_by_language, num_skipped = {}, 0
+    for lang, path in paths_by_language.items():
         xnli_file = read_xnli_tsv(path)
-        pairs.extend(pair for language_pairs in xnli_file.pairs_by_language.values() for pair in language_pairs)
+        pairs_by_language[lang] = [pair for pairs in xnli_file.pairs_by_language.values() for pair in pairs]
         num_skipped += xnli_file.num_skipped
-    return XnliFile({None: pairs}, num_skipped)
-
+    return XnliFile(pairs_by_language, num_skipped)
 
 
 @dataclass

@@ -216,7 +216,7 @@ def configure_logging(rank, world_size):
         level=logging.INFO if rank == 0 else logging.WARNING,
         force=True,
     )
-    paddlenlp_logger.set_level("WARNING")
+    paddlenlp_logger.set_level("WARNING" if rank == 0 else "ERROR")
 
 
 def prepare_features(args, tokenizer):
@@ -228,23 +228,23 @@ def prepare_features(args, tokenizer):
     train_features = None
     if not args.eval_only:
         train_file = read_train_split(paths["train"])
-        train_features = encode(train_file.pairs_by_language[None])
-        log_split("train", {"+".join(train_languages): train_features}, train_file.num_skipped)
+        train_features = encode([pair for pairs in train_file.pairs_by_language.values() for pair in pairs])
+        log_split("train", len(train_languages), [train_features], train_file.num_skipped)
     eval_features = []
     for split in ("dev", "test"):
         eval_file = read_eval_split(paths[split])
         features = {lang: encode(pairs) for lang, pairs in eval_file.pairs_by_language.items()}
-        log_split(split, features, eval_file.num_skipped)
+        log_split(split, len(features), features.values(), eval_file.num_skipped)
         eval_features.append(features)
     return train_features, *eval_features
 
 
-def log_split(split, features_by_language, num_skipped):
-    num_examples = sum(features.num_examples for features in features_by_language.values())
-    num_windows = sum(len(features) for features in features_by_language.values())
+def log_split(split, num_languages, features_list, num_skipped):
+    num_examples = sum(features.num_examples for features in features_list)
+    num_inputs = sum(len(features) for features in features_list)
     logger.info(
         "%s: %d pairs in %d language(s) -> %d inputs; %d rows with an empty field skipped",
-        split, num_examples, len(features_by_language), num_windows, num_skipped,
+        split, num_examples, num_languages, num_inputs, num_skipped,
     )
 
 

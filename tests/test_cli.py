@@ -1,0 +1,198 @@
+"""The command line, end to end: arguments, training, evaluation-only, both settings, two processes."""
+
+import json
+import os
+import re
+import shutil
+
+import paddle
+import pytest
+from conftest import run_script, write_xnli_corpus
+
+from run_classifier import parse_args
+from utils import XNLI_LANGUAGES
+
+REQUIRED = ["--task_type", "cross-lingual-transfer", "--model_name_or_path", "ernie-m-base", "--output_dir", "out"]
+
+# Settings under which the tiny model learns the synthetic task within a few seconds.
+FAST_TRAINING = ["--device", "cpu", "--learning_rate", "1e-2", "--layerwise_decay", "1.0", "--warmup_proportion",
+                 "0.1", "--batch_size", "16", "--logging_steps", "25"]
+
+
+def read_results(output_dir):
+    with open(os.path.join(output_dir, "results.json"), encoding="utf-8") as file:
+        return json.load(file)
+
+
+def printed_table(stdout):
+    """{language: accuracy in %} from the Markdown table the script prints."""
+    lines = [line for line in stdout.splitlines() if line.startswith("| ")]
+    header, row = lines[0], lines[-1]
+    names = [cell.strip() for cell in header.strip("|").split("|")][1:]
+    values = [cell.strip() for cell in row.strip("|").split("|")][1:]
+    return dict(zip(names, map(float, values)))
+
+
+def assert_table_matches_results(stdout, results):
+    table = printed_table(stdout)
+    assert list(table) == [*XNLI_LANGUAGES, "Avg"]
+    for lang in XNLI_LANGUAGES:
+        assert table[lang] == round(100 * results["test_accuracy"][lang], 1)
+    assert table["Avg"] == round(100 * results["test_accuracy"]["avg"], 1)
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--batch_size", "0"], "--batch_size must be at least 1, got 0"),
+        (["--layerwise_decay", "0"], "--layerwise_decay must be in (0, 1], got 0.0"),
+        (["--layerwise_decay", "1.5"], "--layerwise_decay must be in (0, 1], got 1.5"),
+        (["--learning_rate", "-1"], "--learning_rate must be positive"),
+        (["--max_seq_length", "513"], "--max_seq_length must be between 6 and 512"),
+        (["--max_seq_length", "64", "--memory_length", "60"], "--memory_length must be at least 0 and below"),
+        (["--model_name_or_path", "no/such/dir"], "--model_name_or_path no/such/dir: neither ernie-m-base"),
+        (["--data_dir", "no/such/dir"], "--data_dir no/such/dir: no such directory"),
+        (["--task_type", "zero-shot"], "argument --task_type: invalid choice: 'zero-shot'"),
+        (["--use_amp", "maybe"], "argument --use_amp: invalid str2bool value: 'maybe'"),
+        (["--eval_only"], "--eval_only needs a fine-tuned checkpoint directory"),
+    ],
+)
+def test_invalid_arguments_are_refused_with_the_argument_named(capsys, arguments, message):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(REQUIRED + arguments)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_upstream_defaults_and_boolean_flags():
+    args = parse_args(REQUIRED)
+    assert (args.max_seq_length, args.learning_rate, args.batch_size, args.num_train_epochs) == (256, 5e-5, 16, 5)
+    assert (args.layerwise_decay, args.warmup_proportion, args.scale_loss, args.device) == (0.8, 0.1, 32768, "gpu")
+    assert args.use_amp is False and args.memory_length == 0 and args.select_on == "avg"
+    assert parse_args(REQUIRED + ["--use_amp", "True"]).use_amp is True
+    assert parse_args(REQUIRED + ["--use_amp", "false"]).use_amp is False
+    assert parse_args(REQUIRED + ["--use_amp"]).use_amp is True
+
+
+def test_a_directory_without_config_is_refused_before_loading(tmp_path):
+    result = run_script(*REQUIRED[:3], tmp_path, "--output_dir", tmp_path / "out", "--device", "cpu")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].endswith(f"--model_name_or_path {tmp_path}: no config.json "
+                                                           "(expected a directory saved with save_pretrained)")
+
+
+def test_missing_xnli_files_are_named_in_one_line(tmp_path, tiny_model_dir, xnli_dir):
+    data_dir = tmp_path / "xnli"
+    shutil.copytree(xnli_dir, data_dir)
+    os.remove(data_dir / "XNLI-MT-1.0" / "multinli" / "multinli.train.sw.tsv")
+    result = run_script("--task_type", "translate-train-all", "--model_name_or_path", tiny_model_dir,
+                        "--output_dir", tmp_path / "out", "--data_dir", data_dir, "--device", "cpu")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("run_classifier.py: error: ") and "multinli.train.sw.tsv" in last_line
+
+
+@pytest.mark.skipif(paddle.is_compiled_with_cuda(), reason="this PaddlePaddle build has CUDA")
+def test_an_unavailable_device_is_said_plainly(tmp_path, tiny_model_dir, xnli_dir):
+    result = run_script(*REQUIRED[:3], tiny_model_dir, "--output_dir", tmp_path, "--data_dir", xnli_dir)
+    assert result.returncode == 2
+    assert "--device gpu: this PaddlePaddle build has no CUDA support" in result.stderr.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model_dir, xnli_dir):
+    """A cross-lingual-transfer run of 150 steps with dev evaluation and checkpoints every 50."""
+    output_dir = tmp_path_factory.mktemp("clt")
+    result = run_script("--task_type", "cross-lingual-transfer", "--model_name_or_path", tiny_model_dir,
+                        "--output_dir", output_dir, "--data_dir", xnli_dir, "--max_steps", 150,
+                        "--save_steps", 50, *FAST_TRAINING)
+    assert result.returncode == 0, result.stderr
+    return output_dir, result
+
+
+def test_training_writes_checkpoints_results_and_the_table(trained):
+    output_dir, result = trained
+    results = read_results(output_dir)
+    assert sorted(os.listdir(output_dir)) == ["checkpoint-100", "checkpoint-150", "checkpoint-50", "results.json"]
+    checkpoint = output_dir / "checkpoint-150"
+    for name in ("config.json", "model_state.pdparams", "vocab.txt", "sentencepiece.bpe.model",
+                 "tokenizer_config.json", "optimizer.pdopt", "trainer_state.json"):
+        assert (checkpoint / name).is_file(), name
+    config = json.loads((checkpoint / "config.json").read_text())
+    assert config["id2label"] == {"0": "entailment", "1": "neutral", "2": "contradiction"}
+    assert json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] == 150
+
+    assert results["global_step"] == 150
+    assert [entry["step"] for entry in results["dev_history"]] == [50, 100, 150]
+    best = max(results["dev_history"], key=lambda entry: entry["avg"])
+    assert results["checkpoint"] == str(output_dir / f"checkpoint-{best['step']}")
+    assert results["dev_accuracy"]["avg"] == pytest.approx(best["avg"])
+    assert_table_matches_results(result.stdout, results)
+    assert "train: 240 pairs in 1 language(s)" in result.stderr
+    assert re.search(r"step 150/150, epoch 10, loss [\d.]+, lr 0.000e\+00, [\d.]+ examples/s", result.stderr)
+
+
+def test_training_learns_the_task_and_shuffled_labels_do_not(trained, tmp_path, tiny_model_dir):
+    accuracy = read_results(trained[0])["test_accuracy"]
+    assert accuracy["en"] >= 0.9 and accuracy["avg"] >= 0.75
+
+    shuffled_dir = write_xnli_corpus(tmp_path / "xnli", shuffle_train_labels=True)
+    result = run_script("--task_type", "cross-lingual-transfer", "--model_name_or_path", tiny_model_dir,
+                        "--output_dir", tmp_path / "out", "--data_dir", shuffled_dir, "--max_steps", 150,
+                        "--save_steps", 150, *FAST_TRAINING)
+    assert result.returncode == 0, result.stderr
+    assert read_results(tmp_path / "out")["test_accuracy"]["avg"] <= 0.55
+
+
+def test_evaluation_only_reproduces_the_selected_checkpoint(trained, tmp_path, xnli_dir):
+    training_results = read_results(trained[0])
+    result = run_script("--eval_only", "--task_type", "cross-lingual-transfer", "--model_name_or_path",
+                        training_results["checkpoint"], "--output_dir", tmp_path, "--data_dir", xnli_dir,
+                        "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    results = read_results(tmp_path)
+    assert results["dev_accuracy"] == training_results["dev_accuracy"]
+    assert results["test_accuracy"] == training_results["test_accuracy"]
+    assert "train:" not in result.stderr and "training" not in result.stderr
+    assert_table_matches_results(result.stdout, results)
+
+
+def test_translate_train_all_trains_on_all_15_languages(tmp_path, tiny_model_dir, xnli_dir):
+    result = run_script("--task_type", "translate-train-all", "--model_name_or_path", tiny_model_dir,
+                        "--output_dir", tmp_path, "--data_dir", xnli_dir, "--max_steps", 30, "--save_steps", 30,
+                        *FAST_TRAINING)
+    assert result.returncode == 0, result.stderr
+    assert f"train: {15 * 240} pairs in 15 language(s)" in result.stderr
+    assert "225 steps per epoch" in result.stderr
+    assert read_results(tmp_path)["task_type"] == "translate-train-all"
+    assert_table_matches_results(result.stdout, read_results(tmp_path))
+
+
+def test_memory_length_turns_long_pairs_into_windows(tmp_path, tiny_model_dir):
+    data_dir = write_xnli_corpus(tmp_path / "xnli", num_train=60, num_eval=6, long_premises=True)
+    common = ["--task_type", "cross-lingual-transfer", "--model_name_or_path", tiny_model_dir, "--data_dir",
+              data_dir, "--max_seq_length", 24, "--max_steps", 10, "--save_steps", 10, *FAST_TRAINING]
+    result = run_script(*common, "--output_dir", tmp_path / "windows", "--memory_length", 8)
+    assert result.returncode == 0, result.stderr
+    inputs = int(re.search(r"dev: 90 pairs in 15 language\(s\) -> (\d+) inputs", result.stderr).group(1))
+    assert inputs > 2 * 90
+
+    truncated = run_script(*common, "--output_dir", tmp_path / "truncated")
+    assert "dev: 90 pairs in 15 language(s) -> 90 inputs" in truncated.stderr
+
+
+def test_two_processes_share_the_work_and_rank_0_reports(tmp_path, tiny_model_dir, xnli_dir):
+    log_dir = tmp_path / "log"
+    result = run_script("--task_type", "cross-lingual-transfer", "--model_name_or_path", tiny_model_dir,
+                        "--output_dir", tmp_path / "out", "--data_dir", xnli_dir, "--max_steps", 16,
+                        "--save_steps", 8, *FAST_TRAINING,
+                        launcher=["-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", log_dir])
+    rank0_log = (log_dir / "workerlog.0").read_text()
+    rank1_log = (log_dir / "workerlog.1").read_text()
+    assert result.returncode == 0, rank0_log[-3000:] + rank1_log[-3000:]
+    assert "16 per card x 2 card(s), 8 steps per epoch" in rank0_log
+    results = read_results(tmp_path / "out")
+    assert_table_matches_results(rank0_log, results)
+    assert "| Model |" not in rank1_log and "INFO" not in rank1_log
+    assert sorted(os.listdir(tmp_path / "out")) == ["checkpoint-16", "checkpoint-8", "results.json"]
