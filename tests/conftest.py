@@ -86,7 +86,7 @@ def write_xnli_corpus(root, num_train=240, num_eval=24, seed=0, shuffle_train_la
     return str(root)
 
 
-def build_tiny_ernie_m(directory, text_file):
+def build_tiny_ernie_m(directory, text_file, vocab_size=120):
     """A 2-layer random ErnieM and an ErnieMTokenizer whose sentencepiece model is trained on
     `text_file`. The vocabulary is laid out like the real one ([CLS] [PAD] [SEP] [UNK], the
     pieces, [MASK] last), so [PAD] is id 1, as in the pretrained models."""
@@ -96,7 +96,7 @@ def build_tiny_ernie_m(directory, text_file):
     os.makedirs(directory, exist_ok=True)
     model_prefix = os.path.join(directory, "spm")
     spm.SentencePieceTrainer.train(
-        input=text_file, model_prefix=model_prefix, vocab_size=120, model_type="bpe", character_coverage=1.0,
+        input=text_file, model_prefix=model_prefix, vocab_size=vocab_size, model_type="bpe", character_coverage=1.0,
         unk_id=0, bos_id=-1, eos_id=-1, hard_vocab_limit=False, minloglevel=2,
     )
     processor = spm.SentencePieceProcessor(model_file=model_prefix + ".model")
