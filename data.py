@@ -107,14 +107,14 @@ def xnli_file_paths(data_dir, train_languages):
     return paths
 
 
-def download_xnli():
-    """Download XNLI-1.0 and XNLI-MT-1.0 through PaddleNLP; returns the folder they land in."""
+def download_xnli(with_train=True):
+    """Download XNLI-1.0 (and XNLI-MT-1.0) through PaddleNLP; returns the folder they land in."""
     from paddlenlp.datasets import load_dataset
     from paddlenlp.utils.env import DATA_HOME
 
     # `lazy=True` fetches and checks the archives (rank by rank, as PaddleNLP coordinates it)
     # without reading them: our own reader does that, once.
-    load_dataset("xnli", "en", splits=("train", "dev", "test"), lazy=True)
+    load_dataset("xnli", "en", splits=("train", "dev", "test") if with_train else ("dev", "test"), lazy=True)
     return os.path.join(DATA_HOME, "XNLI")
 
 

@@ -183,7 +183,8 @@ def main(argv=None):
         dev_results = evaluate_split(model, dev_features)
     else:
         state = train(args, model, tokenizer, train_features, dev_features, evaluate_split, rank, world_size)
-        restore_weights(model, state.best_checkpoint, rank, world_size)
+        if state.best_step != state.global_step:
+            restore_weights(model, state.best_checkpoint, rank, world_size)
         dev_results = state.best_dev
     test_results = evaluate_split(model, test_features)
 
@@ -222,7 +223,7 @@ def configure_logging(rank, world_size):
 def prepare_features(args, tokenizer):
     """Read XNLI and tokenize every split once for the whole run."""
     train_languages = () if args.eval_only else TRAIN_LANGUAGES[args.task_type]
-    paths = xnli_file_paths(args.data_dir or download_xnli(), train_languages)
+    paths = xnli_file_paths(args.data_dir or download_xnli(with_train=bool(train_languages)), train_languages)
     encode = partial(encode_pairs, tokenizer, max_seq_length=args.max_seq_length, memory_length=args.memory_length)
 
     train_features = None
@@ -255,6 +256,7 @@ class TrainingState:
     global_step: int = 0
     epoch: int = 0
     best_score: float = -1.0
+    best_step: int = 0
     best_checkpoint: str = ""
     best_dev: dict = field(default_factory=dict)
     dev_history: list = field(default_factory=list)
@@ -335,7 +337,7 @@ def update_best(state, dev_results, select_on, output_dir):
     score = average_accuracy(accuracy) if select_on == "avg" else accuracy["en"]
     state.dev_history.append({"step": state.global_step, "avg": average_accuracy(accuracy), "en": accuracy["en"]})
     if score > state.best_score:
-        state.best_score, state.best_dev = score, dev_results
+        state.best_score, state.best_step, state.best_dev = score, state.global_step, dev_results
         state.best_checkpoint = os.path.join(output_dir, f"checkpoint-{state.global_step}")
         logger.info("new best dev score (%s) %.2f at step %d", select_on, 100 * score, state.global_step)
 

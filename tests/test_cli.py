@@ -196,3 +196,12 @@ def test_two_processes_share_the_work_and_rank_0_reports(tmp_path, tiny_model_di
     assert_table_matches_results(rank0_log, results)
     assert "| Model |" not in rank1_log and "INFO" not in rank1_log
     assert sorted(os.listdir(tmp_path / "out")) == ["checkpoint-16", "checkpoint-8", "results.json"]
+
+    # The test split was evaluated on the selected checkpoint, half the pairs on each rank.
+    single = run_script("--eval_only", "--task_type", "cross-lingual-transfer", "--model_name_or_path",
+                        results["checkpoint"], "--output_dir", tmp_path / "eval", "--data_dir", xnli_dir,
+                        "--device", "cpu")
+    assert single.returncode == 0, single.stderr
+    single_results = read_results(tmp_path / "eval")
+    assert single_results["test_accuracy"] == results["test_accuracy"]
+    assert single_results["test_loss"] == pytest.approx(results["test_loss"], rel=1e-5)
