@@ -259,10 +259,11 @@ class ShardedBatchSampler:
         self.num_samples, self.batch_size = num_samples, batch_size
         self.rank, self.world_size = rank, world_size
         self.seed, self.shuffle = seed, shuffle
-        self.epoch = 0
+        self.epoch, self.start_batch = 0, 0
 
-    def set_epoch(self, epoch):
-        self.epoch = epoch
+    def set_epoch(self, epoch, start_batch=0):
+        """Draw `epoch`'s order; the next pass starts at its batch `start_batch` (to resume)."""
+        self.epoch, self.start_batch = epoch, start_batch
 
     def __iter__(self):
         indices = np.arange(self.num_samples)
@@ -270,7 +271,7 @@ class ShardedBatchSampler:
             np.random.RandomState(self.seed + self.epoch).shuffle(indices)
         padded_size = -(-self.num_samples // self.world_size) * self.world_size
         indices = np.resize(indices, padded_size)[self.rank :: self.world_size]
-        for start in range(0, len(indices), self.batch_size):
+        for start in range(self.start_batch * self.batch_size, len(indices), self.batch_size):
             yield indices[start : start + self.batch_size].tolist()
 
     def __len__(self):

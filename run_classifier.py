@@ -20,12 +20,14 @@ Settings:
 
 import argparse
 import logging
+import math
 import os
 import shutil
+import signal
 import sys
 import time
+import traceback
 import warnings
-from dataclasses import asdict, dataclass, field
 from functools import partial
 
 import numpy as np
@@ -40,6 +42,19 @@ import paddle.nn.functional as F  # noqa: E402
 from paddlenlp.transformers import AutoTokenizer, ErnieMForSequenceClassification  # noqa: E402
 from paddlenlp.utils.log import logger as paddlenlp_logger  # noqa: E402
 
+from checkpoints import (  # noqa: E402
+    STATE_FILE,
+    WEIGHTS_FILE,
+    TrainingState,
+    capture_rng_state,
+    check_resumable,
+    checkpoint_path,
+    latest_checkpoint,
+    list_checkpoints,
+    load_training_checkpoint,
+    prune_checkpoints,
+    write_checkpoint,
+)
 from data import (  # noqa: E402
     NUM_SPECIAL_TOKENS,
     ShardedBatchSampler,
@@ -68,7 +83,10 @@ from utils import (  # noqa: E402
 TASK_TYPES = ("cross-lingual-transfer", "translate-train-all")
 TRAIN_LANGUAGES = {"cross-lingual-transfer": ("en",), "translate-train-all": XNLI_LANGUAGES}
 PRETRAINED_MODELS = ("ernie-m-base", "ernie-m-large")
-# ErnieM adds 2 to position ids and has 514 position embeddings.
+WEIGHT_FILES = ("model_state.pdparams", "model.safetensors")
+RESULTS_FILE = "results.json"
+# ErnieM adds 2 to position ids: the pretrained models' 514 position embeddings hold 512 tokens.
+ERNIE_M_POSITION_OFFSET = 2
 MAX_POSITIONS = 512
 
 logger = logging.getLogger("run_classifier")
@@ -102,10 +120,16 @@ def parse_args(argv=None):
     add("--max_steps", type=int, default=-1, help="Training steps; > 0 overrides --num_train_epochs.")
     add("--select_on", choices=("avg", "en"), default="avg",
         help="Select the best checkpoint on average dev accuracy, or English dev only (strict zero-shot).")
+    add("--save_total_limit", type=int, default=None,
+        help="Keep only the newest this many checkpoints, and the best. Default: keep all.")
+    add("--resume_from_checkpoint", default=None,
+        help="Continue a run exactly from a checkpoint directory, or 'latest' in --output_dir.")
+    add("--overwrite_output_dir", action="store_true", help="Replace a run already in --output_dir.")
     add("--seed", type=int, default=42, help="Random seed.")
     add("--device", choices=("gpu", "xpu", "cpu"), default="gpu", help="Device to train on.")
     add("--use_amp", type=str2bool, nargs="?", const=True, default=False, help="Mixed precision (true/false).")
     add("--scale_loss", type=float, default=2**15, help="Initial loss scaling of mixed precision.")
+    add("--debug", action="store_true", help="Show the Python traceback of input errors.")
     args = parser.parse_args(argv)
     problem = find_invalid_argument(args)
     if problem:
@@ -136,6 +160,10 @@ def find_invalid_argument(args):
          f"--memory_length must be at least 0 and below max_seq_length - {NUM_SPECIAL_TOKENS} "
          f"(the premise tokens one window holds), got {args.memory_length}"),
         (args.scale_loss > 0, f"--scale_loss must be positive, got {args.scale_loss}"),
+        (args.save_total_limit is None or args.save_total_limit >= 1,
+         f"--save_total_limit must be at least 1, got {args.save_total_limit}"),
+        (not (args.eval_only and args.resume_from_checkpoint), "--resume_from_checkpoint goes with training, "
+         "not --eval_only"),
         (args.data_dir is None or os.path.isdir(args.data_dir), f"--data_dir {args.data_dir}: no such directory"),
         (not os.path.isfile(args.output_dir), f"--output_dir {args.output_dir} is a file, expected a directory"),
     ]
@@ -157,21 +185,15 @@ def find_invalid_model(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    rank, world_size = set_up_device(args.device)
+    rank, world_size = set_up_device(args.device, args.use_amp)
     configure_logging(rank, world_size)
     set_seed(args.seed, rank)
-    if args.use_amp and args.device == "cpu":
-        logger.warning("--use_amp has no effect on cpu: Paddle computes in float32 there")
+    resume_dir = prepare_output_dir(args, rank, world_size)
 
-    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
+    model_dir = resume_dir or args.model_name_or_path
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = load_model(model_dir, args.dropout, len(tokenizer), args.max_seq_length)
     train_features, dev_features, test_features = prepare_features(args, tokenizer)
-    model = ErnieMForSequenceClassification.from_pretrained(
-        args.model_name_or_path,
-        num_labels=len(LABELS),
-        classifier_dropout=args.dropout,
-        id2label=dict(enumerate(LABELS)),
-        label2id={label: index for index, label in enumerate(LABELS)},
-    )
     evaluate_split = partial(
         evaluate_languages, batch_size=args.eval_batch_size, pad_token_id=tokenizer.pad_token_id,
         use_amp=args.use_amp, rank=rank, world_size=world_size,
@@ -182,7 +204,8 @@ def main(argv=None):
         state = TrainingState()
         dev_results = evaluate_split(model, dev_features)
     else:
-        state = train(args, model, tokenizer, train_features, dev_features, evaluate_split, rank, world_size)
+        state = train(args, model, tokenizer, train_features, dev_features, evaluate_split, resume_dir, rank,
+                      world_size)
         if state.best_step != state.global_step:
             restore_weights(model, state.best_checkpoint, rank, world_size)
         dev_results = state.best_dev
@@ -192,7 +215,7 @@ def main(argv=None):
         report_results(args, state, dev_results, test_results, time.time() - started)
 
 
-def set_up_device(device):
+def set_up_device(device, use_amp):
     """Select the device and, under `paddle.distributed.launch`, join the process group."""
     if device == "gpu" and not paddle.is_compiled_with_cuda():
         raise InputError("--device gpu: this PaddlePaddle build has no CUDA support "
@@ -202,6 +225,8 @@ def set_up_device(device):
     if device == "gpu" and paddle.device.cuda.device_count() == 0:
         raise InputError("--device gpu: no GPU is visible (check CUDA_VISIBLE_DEVICES and the driver)")
     paddle.set_device(device)
+    if use_amp and device != "cpu" and not paddle.amp.is_float16_supported():
+        raise InputError(f"--use_amp: this {device} has no float16 support; run without --use_amp")
     world_size = paddle.distributed.get_world_size()
     if world_size > 1:
         paddle.distributed.init_parallel_env()
@@ -218,6 +243,65 @@ def configure_logging(rank, world_size):
         force=True,
     )
     paddlenlp_logger.set_level("WARNING" if rank == 0 else "ERROR")
+    if rank == 0 and logging.getLogger().isEnabledFor(logging.INFO):
+        logger.info("%s", " ".join(sys.argv))
+
+
+def prepare_output_dir(args, rank, world_size):
+    """Guard `output_dir` against mixing two runs; returns the checkpoint to resume from, if any."""
+    previous_run = list_checkpoints(args.output_dir) or os.path.isfile(os.path.join(args.output_dir, RESULTS_FILE))
+    if previous_run and not (args.resume_from_checkpoint or args.overwrite_output_dir):
+        raise InputError(f"--output_dir {args.output_dir} already holds a run: pass --resume_from_checkpoint latest "
+                         "to continue it, --overwrite_output_dir to replace it, or another --output_dir")
+    try:
+        os.makedirs(args.output_dir, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"--output_dir {args.output_dir}: cannot create it ({error.strerror})") from None
+    if not os.access(args.output_dir, os.W_OK):
+        raise InputError(f"--output_dir {args.output_dir}: not writable")
+    if args.overwrite_output_dir and not args.resume_from_checkpoint and rank == 0:
+        for _, path in list_checkpoints(args.output_dir):
+            shutil.rmtree(path)
+    if world_size > 1:
+        paddle.distributed.barrier()
+
+    resume_dir = args.resume_from_checkpoint
+    if resume_dir == "latest":
+        resume_dir = latest_checkpoint(args.output_dir)
+        if resume_dir is None:
+            raise InputError(f"--resume_from_checkpoint latest: no complete checkpoint in {args.output_dir}")
+    if resume_dir:
+        if not os.path.isfile(os.path.join(resume_dir, STATE_FILE)):
+            raise InputError(f"--resume_from_checkpoint {resume_dir}: not a complete checkpoint (no {STATE_FILE})")
+        check_resumable(resume_dir, args, world_size)
+        logger.info("resuming from %s", resume_dir)
+    return resume_dir
+
+
+def load_model(model_dir, dropout, tokenizer_size, max_seq_length):
+    """ErnieM with a 3-way classifier, checked against the tokenizer and `max_seq_length`."""
+    if os.path.isdir(model_dir) and not any(os.path.isfile(os.path.join(model_dir, name)) for name in WEIGHT_FILES):
+        raise InputError(f"--model_name_or_path {model_dir}: no weights ({' or '.join(WEIGHT_FILES)})")
+    try:
+        model = ErnieMForSequenceClassification.from_pretrained(
+            model_dir,
+            num_labels=len(LABELS),
+            classifier_dropout=dropout,
+            id2label=dict(enumerate(LABELS)),
+            label2id={label: index for index, label in enumerate(LABELS)},
+        )
+    except (RuntimeError, ValueError) as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = next((line for line in lines if "shape" in line), lines[-1] if lines else type(error).__name__)
+        raise InputError(f"--model_name_or_path {model_dir}: weights do not fit config.json ({reason})") from None
+    if tokenizer_size > model.config.vocab_size:
+        raise InputError(f"--model_name_or_path {model_dir}: the tokenizer has {tokenizer_size} tokens "
+                         f"but the model only {model.config.vocab_size} embeddings")
+    max_length = model.config.max_position_embeddings - ERNIE_M_POSITION_OFFSET
+    if max_seq_length > max_length:
+        raise InputError(f"--max_seq_length {max_seq_length}: this model has position embeddings "
+                         f"for at most {max_length} tokens")
+    return model
 
 
 def prepare_features(args, tokenizer):
@@ -249,20 +333,7 @@ def log_split(split, num_languages, features_list, num_skipped):
     )
 
 
-@dataclass
-class TrainingState:
-    """What a checkpoint records of the run so far."""
-
-    global_step: int = 0
-    epoch: int = 0
-    best_score: float = -1.0
-    best_step: int = 0
-    best_checkpoint: str = ""
-    best_dev: dict = field(default_factory=dict)
-    dev_history: list = field(default_factory=list)
-
-
-def train(args, model, tokenizer, train_features, dev_features, evaluate_split, rank, world_size):
+def train(args, model, tokenizer, train_features, dev_features, evaluate_split, resume_dir, rank, world_size):
     """Train, evaluating dev and saving a checkpoint every `save_steps` and at the end."""
     sampler = ShardedBatchSampler(len(train_features), args.batch_size, rank, world_size, args.seed)
     train_loader = paddle.io.DataLoader(
@@ -276,60 +347,133 @@ def train(args, model, tokenizer, train_features, dev_features, evaluate_split, 
         args.layerwise_decay, args.weight_decay, args.adam_epsilon,
     )
     scaler = paddle.amp.GradScaler(enable=args.use_amp, init_loss_scaling=args.scale_loss)
+    state = load_training_checkpoint(resume_dir, optimizer, scaler, rank) if resume_dir else TrainingState()
+    save = partial(save_checkpoint, args=args, model=model, tokenizer=tokenizer, optimizer=optimizer,
+                   scaler=scaler, rank=rank, world_size=world_size)
     trained_model = paddle.DataParallel(model) if world_size > 1 else model
     logger.info(
         "training %d steps: %d inputs, %d per card x %d card(s), %d steps per epoch",
         num_training_steps, len(train_features), args.batch_size, world_size, len(sampler),
     )
 
-    state = TrainingState()
-    running_loss, skipped_steps, log_started = paddle.zeros([]), 0, time.time()
+    step_log = StepLog(args.logging_steps, num_training_steps, args.batch_size * world_size)
     model.train()
-    for epoch, (input_ids, attention_mask, labels) in batches_for_steps(train_loader, sampler, num_training_steps):
-        with paddle.amp.auto_cast(enable=args.use_amp):
-            logits = trained_model(input_ids, attention_mask=attention_mask)
-            loss = F.cross_entropy(logits.astype("float32"), labels)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.clear_grad()
-        lr_scheduler.step()
-        state.global_step, state.epoch = state.global_step + 1, epoch
-        running_loss += loss.detach()
-        if scaler.is_enable():
-            skipped_steps += int(scaler._found_inf)  # the scaler skipped a step with inf/nan gradients
+    with StopRequest() as stop_request:
+        for epoch, batch_index, batch in batches_from(train_loader, sampler, state.epoch, state.next_batch):
+            if state.global_step == num_training_steps:
+                break
+            loss, skipped = training_step(trained_model, batch, optimizer, lr_scheduler, scaler, args.use_amp)
+            state.global_step, state.epoch, state.next_batch = state.global_step + 1, epoch, batch_index + 1
+            step_log.record(state.global_step, epoch, loss, skipped, lr_scheduler.get_lr(), args.output_dir)
 
-        if state.global_step % args.logging_steps == 0:
-            elapsed = time.time() - log_started
-            logger.info(
-                "step %d/%d, epoch %d, loss %.4f, lr %.3e, %.1f examples/s%s",
-                state.global_step, num_training_steps, epoch + 1, float(running_loss) / args.logging_steps,
-                lr_scheduler.get_lr(), args.logging_steps * args.batch_size * world_size / elapsed,
-                f", {skipped_steps} steps skipped (non-finite gradients)" if skipped_steps else "",
-            )
-            running_loss, log_started = paddle.zeros([]), time.time()
-        if state.global_step % args.save_steps == 0 or state.global_step == num_training_steps:
-            dev_results = evaluate_split(model, dev_features)
-            log_evaluation("dev", state.global_step, dev_results)
-            update_best(state, dev_results, args.select_on, args.output_dir)
-            if rank == 0:
-                save_checkpoint(state, args, model, tokenizer, optimizer, scaler)
-            if world_size > 1:
-                paddle.distributed.barrier()
+            saved = state.global_step % args.save_steps == 0 or state.global_step == num_training_steps
+            if saved:
+                dev_results = evaluate_split(model, dev_features)
+                log_evaluation("dev", state.global_step, dev_results)
+                update_best(state, dev_results, args.select_on, args.output_dir)
+                save(state)
+            signum = stop_request.agreed(world_size)
+            if signum:
+                checkpoint = save(state) if not saved else checkpoint_path(args.output_dir, state.global_step)
+                raise TrainingStopped(signum, state.global_step, checkpoint)
     return state
 
 
-def batches_for_steps(loader, sampler, num_steps):
-    """(epoch, batch) pairs, epoch after epoch, until `num_steps` batches."""
-    step, epoch = 0, 0
+def batches_from(loader, sampler, epoch, start_batch):
+    """(epoch, index in the epoch, batch), epoch after epoch, from a position in the data order."""
     while True:
-        sampler.set_epoch(epoch)
-        for batch in loader:
-            yield epoch, batch
-            step += 1
-            if step == num_steps:
-                return
-        epoch += 1
+        sampler.set_epoch(epoch, start_batch)
+        for index, batch in enumerate(loader, start=start_batch):
+            yield epoch, index, batch
+        epoch, start_batch = epoch + 1, 0
+
+
+def training_step(model, batch, optimizer, lr_scheduler, scaler, use_amp):
+    """One optimizer step, the same code for every precision; returns (loss, whether the scaler
+    skipped the update because the gradients were not finite)."""
+    input_ids, attention_mask, labels = batch
+    with paddle.amp.auto_cast(enable=use_amp):
+        logits = model(input_ids, attention_mask=attention_mask)
+        loss = F.cross_entropy(logits.astype("float32"), labels)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.clear_grad()
+    lr_scheduler.step()
+    skipped = scaler.is_enable() and bool(scaler._found_inf)
+    return float(loss), skipped
+
+
+class StepLog:
+    """Logs loss, learning rate and speed every `logging_steps` steps, and stops a run whose loss
+    is not finite or whose loss scaler keeps skipping steps."""
+
+    def __init__(self, logging_steps, num_training_steps, examples_per_step, max_skipped_in_a_row=100):
+        self.logging_steps, self.num_training_steps = logging_steps, num_training_steps
+        self.examples_per_step, self.max_skipped_in_a_row = examples_per_step, max_skipped_in_a_row
+        self.loss_sum, self.skipped, self.skipped_in_a_row, self.started = 0.0, 0, 0, time.time()
+
+    def record(self, step, epoch, loss, skipped, learning_rate, output_dir):
+        self.skipped_in_a_row = self.skipped_in_a_row + 1 if skipped else 0
+        self.skipped += skipped
+        if self.skipped_in_a_row >= self.max_skipped_in_a_row:
+            raise TrainingFailed(f"the loss scaler skipped {self.skipped_in_a_row} steps in a row (non-finite "
+                                 f"gradients) up to step {step}", output_dir)
+        if not skipped and not math.isfinite(loss):
+            raise TrainingFailed(f"the loss is {loss} at step {step}", output_dir)
+        self.loss_sum += 0.0 if skipped else loss
+        if step % self.logging_steps == 0:
+            elapsed = time.time() - self.started
+            logger.info(
+                "step %d/%d, epoch %d, loss %.4f, lr %.3e, %.1f examples/s%s",
+                step, self.num_training_steps, epoch + 1, self.loss_sum / self.logging_steps, learning_rate,
+                self.logging_steps * self.examples_per_step / elapsed,
+                f", {self.skipped} steps skipped so far (non-finite gradients)" if self.skipped else "",
+            )
+            self.loss_sum, self.started = 0.0, time.time()
+
+
+class StopRequest:
+    """Turns SIGTERM (preemption) and SIGINT (Ctrl-C) into a request to stop after the current
+    step, so that a checkpoint can be saved; a second Ctrl-C interrupts at once."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __enter__(self):
+        self.signum = 0
+        self.previous_handlers = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info):
+        for signum, handler in self.previous_handlers.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum, frame):
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def agreed(self, world_size):
+        """The signal any rank received, so that all ranks stop at the same step."""
+        if world_size == 1:
+            return self.signum
+        received = paddle.to_tensor([self.signum], dtype="int64")
+        paddle.distributed.all_reduce(received, op=paddle.distributed.ReduceOp.MAX)
+        return int(received)
+
+
+class TrainingStopped(Exception):
+    def __init__(self, signum, step, checkpoint):
+        super().__init__(f"stopped by {signal.Signals(signum).name} after step {step}; saved {checkpoint}. "
+                         "Continue with the same command and --resume_from_checkpoint latest")
+        self.exit_code = 128 + signum
+
+
+class TrainingFailed(Exception):
+    def __init__(self, what, output_dir):
+        last_good = latest_checkpoint(output_dir) or "none yet"
+        super().__init__(f"{what}; last good checkpoint: {last_good}. Lower --learning_rate, or resume "
+                         "from that checkpoint")
 
 
 def update_best(state, dev_results, select_on, output_dir):
@@ -338,34 +482,32 @@ def update_best(state, dev_results, select_on, output_dir):
     state.dev_history.append({"step": state.global_step, "avg": average_accuracy(accuracy), "en": accuracy["en"]})
     if score > state.best_score:
         state.best_score, state.best_step, state.best_dev = score, state.global_step, dev_results
-        state.best_checkpoint = os.path.join(output_dir, f"checkpoint-{state.global_step}")
+        state.best_checkpoint = checkpoint_path(output_dir, state.global_step)
         logger.info("new best dev score (%s) %.2f at step %d", select_on, 100 * score, state.global_step)
 
 
-def save_checkpoint(state, args, model, tokenizer, optimizer, scaler):
-    """Write `checkpoint-<step>` next to its final place and rename it there when complete,
-    so that a crash never leaves a half-written checkpoint that looks complete."""
-    final_dir = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-    partial_dir = final_dir + ".partial"
-    shutil.rmtree(partial_dir, ignore_errors=True)
-    model.save_pretrained(partial_dir)
-    tokenizer.save_pretrained(partial_dir)
-    paddle.save(optimizer.state_dict(), os.path.join(partial_dir, "optimizer.pdopt"))
-    if scaler.is_enable():
-        paddle.save(scaler.state_dict(), os.path.join(partial_dir, "scaler.pdparams"))
-    write_json_atomically(
-        os.path.join(partial_dir, "trainer_state.json"), {**asdict(state), "args": vars(args)}
-    )
-    shutil.rmtree(final_dir, ignore_errors=True)
-    os.replace(partial_dir, final_dir)
-    logger.info("saved %s", final_dir)
+def save_checkpoint(state, args, model, tokenizer, optimizer, scaler, rank, world_size):
+    """Save `checkpoint-<step>` from rank 0, with every rank's random state; returns its path."""
+    directory = checkpoint_path(args.output_dir, state.global_step)
+    rng_states = [capture_rng_state()]
+    if world_size > 1:
+        rng_states = []
+        paddle.distributed.all_gather_object(rng_states, capture_rng_state())
+    if rank == 0:
+        write_checkpoint(directory, model, tokenizer, optimizer, scaler, state, args, rng_states)
+        if args.save_total_limit:
+            prune_checkpoints(args.output_dir, args.save_total_limit, protected=state.best_checkpoint)
+        logger.info("saved %s", directory)
+    if world_size > 1:
+        paddle.distributed.barrier()
+    return directory
 
 
 def restore_weights(model, checkpoint_dir, rank, world_size):
     """Load the selected checkpoint's weights on rank 0 (the only one that wrote it) and
     broadcast them, so that no shared file system is needed across machines."""
     if rank == 0:
-        model.set_state_dict(paddle.load(os.path.join(checkpoint_dir, "model_state.pdparams")))
+        model.set_state_dict(paddle.load(os.path.join(checkpoint_dir, WEIGHTS_FILE)))
     if world_size > 1:
         for parameter in model.parameters():
             paddle.distributed.broadcast(parameter, src=0)
@@ -425,7 +567,7 @@ def report_results(args, state, dev_results, test_results, runtime_seconds):
     print(format_results_table(model_name, test_accuracy), flush=True)
 
     os.makedirs(args.output_dir, exist_ok=True)
-    write_json_atomically(os.path.join(args.output_dir, "results.json"), {
+    write_json_atomically(os.path.join(args.output_dir, RESULTS_FILE), {
         "model": args.model_name_or_path,
         "task_type": args.task_type,
         "select_on": args.select_on,
@@ -441,9 +583,17 @@ def report_results(args, state, dev_results, test_results, runtime_seconds):
     })
 
 
-if __name__ == "__main__":
+def run_command_line():
+    """`main()` with the exit codes of the README: 2 for bad input, 128 + signal when stopped by
+    a signal, 1 when training fails; the message is one line, the traceback only with --debug."""
     try:
         main()
-    except InputError as error:
+    except (InputError, TrainingStopped, TrainingFailed) as error:
+        if "--debug" in sys.argv:
+            traceback.print_exc()
         print(f"{os.path.basename(sys.argv[0])}: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(2 if isinstance(error, InputError) else getattr(error, "exit_code", 1))
+
+
+if __name__ == "__main__":
+    run_command_line()
