@@ -29,6 +29,7 @@ import time
 import traceback
 import warnings
 from functools import partial
+from itertools import islice
 
 import numpy as np
 
@@ -187,6 +188,8 @@ def main(argv=None):
     args = parse_args(argv)
     rank, world_size = set_up_device(args.device, args.use_amp)
     configure_logging(rank, world_size)
+    if args.use_amp and args.device == "cpu":
+        logger.warning("--use_amp has no effect on cpu: Paddle computes in float32 there")
     set_seed(args.seed, rank)
     resume_dir = prepare_output_dir(args, rank, world_size)
 
@@ -243,8 +246,7 @@ def configure_logging(rank, world_size):
         force=True,
     )
     paddlenlp_logger.set_level("WARNING" if rank == 0 else "ERROR")
-    if rank == 0 and logging.getLogger().isEnabledFor(logging.INFO):
-        logger.info("%s", " ".join(sys.argv))
+    logger.info("command: %s", " ".join(sys.argv))
 
 
 def prepare_output_dir(args, rank, world_size):
@@ -358,24 +360,23 @@ def train(args, model, tokenizer, train_features, dev_features, evaluate_split, 
 
     step_log = StepLog(args.logging_steps, num_training_steps, args.batch_size * world_size)
     model.train()
+    remaining_batches = islice(batches_from(train_loader, sampler, state.epoch, state.next_batch),
+                               num_training_steps - state.global_step)
     with StopRequest() as stop_request:
-        for epoch, batch_index, batch in batches_from(train_loader, sampler, state.epoch, state.next_batch):
-            if state.global_step == num_training_steps:
-                break
+        for epoch, batch_index, batch in remaining_batches:
             loss, skipped = training_step(trained_model, batch, optimizer, lr_scheduler, scaler, args.use_amp)
             state.global_step, state.epoch, state.next_batch = state.global_step + 1, epoch, batch_index + 1
             step_log.record(state.global_step, epoch, loss, skipped, lr_scheduler.get_lr(), args.output_dir)
 
-            saved = state.global_step % args.save_steps == 0 or state.global_step == num_training_steps
-            if saved:
+            at_save_point = state.global_step % args.save_steps == 0 or state.global_step == num_training_steps
+            if at_save_point:
                 dev_results = evaluate_split(model, dev_features)
                 log_evaluation("dev", state.global_step, dev_results)
                 update_best(state, dev_results, args.select_on, args.output_dir)
-                save(state)
+                checkpoint = save(state)
             signum = stop_request.agreed(world_size)
             if signum:
-                checkpoint = save(state) if not saved else checkpoint_path(args.output_dir, state.global_step)
-                raise TrainingStopped(signum, state.global_step, checkpoint)
+                raise TrainingStopped(signum, state.global_step, checkpoint if at_save_point else save(state))
     return state
 
 

@@ -86,10 +86,11 @@ def write_xnli_corpus(root, num_train=240, num_eval=24, seed=0, shuffle_train_la
     return str(root)
 
 
-def build_tiny_ernie_m(directory, text_file, vocab_size=120):
+def build_tiny_ernie_m(directory, text_file, vocab_size=120, max_position_embeddings=514, embedding_rows=None):
     """A 2-layer random ErnieM and an ErnieMTokenizer whose sentencepiece model is trained on
     `text_file`. The vocabulary is laid out like the real one ([CLS] [PAD] [SEP] [UNK], the
-    pieces, [MASK] last), so [PAD] is id 1, as in the pretrained models."""
+    pieces, [MASK] last), so [PAD] is id 1, as in the pretrained models. The model has one
+    embedding row per token unless `embedding_rows` says otherwise."""
     import sentencepiece as spm
     from paddlenlp.transformers import ErnieMConfig, ErnieMModel, ErnieMTokenizer
 
@@ -107,8 +108,8 @@ def build_tiny_ernie_m(directory, text_file, vocab_size=120):
         file.write("\n".join(vocab) + "\n")
     ErnieMTokenizer(vocab_file, model_prefix + ".model").save_pretrained(directory)
     config = ErnieMConfig(
-        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        max_position_embeddings=514, pad_token_id=1, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        vocab_size=embedding_rows or len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=max_position_embeddings, pad_token_id=1, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
     )
     import paddle
 

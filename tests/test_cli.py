@@ -49,6 +49,9 @@ def assert_table_matches_results(stdout, results):
         (["--layerwise_decay", "1.5"], "--layerwise_decay must be in (0, 1], got 1.5"),
         (["--learning_rate", "-1"], "--learning_rate must be positive"),
         (["--max_seq_length", "513"], "--max_seq_length must be between 6 and 512"),
+        (["--max_seq_length", "5"], "--max_seq_length must be between 6 and 512"),
+        (["--output_dir", "README.md"], "--output_dir README.md is a file, expected a directory"),
+        (["--save_total_limit", "0"], "--save_total_limit must be at least 1"),
         (["--max_seq_length", "64", "--memory_length", "60"], "--memory_length must be at least 0 and below"),
         (["--model_name_or_path", "no/such/dir"], "--model_name_or_path no/such/dir: neither ernie-m-base"),
         (["--data_dir", "no/such/dir"], "--data_dir no/such/dir: no such directory"),
@@ -91,6 +94,25 @@ def test_missing_xnli_files_are_named_in_one_line(tmp_path, tiny_model_dir, xnli
     assert "Traceback" not in result.stderr
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("run_classifier.py: error: ") and "multinli.train.sw.tsv" in last_line
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (b"a\tb\n", "3: expected 3 tab-separated fields, found 2"),
+        (b"a\xff\tb\tneutral\n", "3: invalid UTF-8 (invalid start byte at byte 1)"),
+    ],
+)
+def test_a_malformed_row_is_named_by_file_and_line(tmp_path, tiny_model_dir, xnli_dir, damage, message):
+    data_dir = tmp_path / "xnli"
+    shutil.copytree(xnli_dir, data_dir)
+    train_file = data_dir / "XNLI-MT-1.0" / "multinli" / "multinli.train.en.tsv"
+    lines = train_file.read_bytes().splitlines(keepends=True)
+    train_file.write_bytes(b"".join(lines[:2] + [damage] + lines[3:]))
+    result = run_script(*REQUIRED[:3], tiny_model_dir, "--output_dir", tmp_path / "out", "--data_dir", data_dir,
+                        "--device", "cpu")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == f"run_classifier.py: error: {train_file}:{message}"
 
 
 @pytest.mark.skipif(paddle.is_compiled_with_cuda(), reason="this PaddlePaddle build has CUDA")

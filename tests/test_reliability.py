@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,20 +59,33 @@ def assert_same_run(resumed_dir, reference_dir):
     assert results(resumed_dir)["dev_history"] == results(reference_dir)["dev_history"]
 
 
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, tiny_model_dir, xnli_dir):
+    """Uninterrupted runs, made once per setting: {(processes, use_amp): output_dir}."""
+    made = {}
+
+    def make(processes, use_amp):
+        if (processes, use_amp) not in made:
+            output_dir = tmp_path_factory.mktemp("reference")
+            launcher = LAUNCH_TWO + ["--log_dir", str(output_dir / "logs")] if processes == 2 else []
+            done = run_script(*training_args(tiny_model_dir, xnli_dir, output_dir / "run", "--use_amp", use_amp),
+                              launcher=launcher)
+            assert done.returncode == 0, done.stderr[-3000:]
+            made[processes, use_amp] = output_dir / "run"
+        return made[processes, use_amp]
+
+    return make
+
+
 @pytest.mark.parametrize("processes", [1, 2], ids=["one-process", "two-processes"])
 @pytest.mark.parametrize("use_amp", ["false", "true"], ids=["fp32", "amp"])
 def test_a_run_killed_with_sigkill_resumes_to_identical_weights_and_results(
-    tmp_path, tiny_model_dir, xnli_dir, processes, use_amp
+    tmp_path, tiny_model_dir, xnli_dir, reference_run, processes, use_amp
 ):
     def launcher(name):
         return LAUNCH_TWO + ["--log_dir", str(tmp_path / name)] if processes == 2 else []
 
-    reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
-    done = run_script(*training_args(tiny_model_dir, xnli_dir, reference_dir, "--use_amp", use_amp),
-                      launcher=launcher("reference-logs"))
-    assert done.returncode == 0, done.stderr[-3000:]
-
-    output_path = tmp_path / "killed.out"
+    killed_dir, output_path = tmp_path / "killed", tmp_path / "killed.out"
     process = start(training_args(tiny_model_dir, xnli_dir, killed_dir, "--use_amp", use_amp), output_path,
                     launcher("logs"))
     wait_for("step 100/240", tmp_path / "logs" / "workerlog.0" if processes == 2 else output_path, process)
@@ -83,4 +97,145 @@ def test_a_run_killed_with_sigkill_resumes_to_identical_weights_and_results(
     resumed = run_script(*training_args(tiny_model_dir, xnli_dir, killed_dir, "--use_amp", use_amp,
                                         "--resume_from_checkpoint", "latest"), launcher=launcher("resumed-logs"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert_same_run(killed_dir, reference_dir)
+    assert_same_run(killed_dir, reference_run(processes, use_amp))
+
+
+def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path, tiny_model_dir, xnli_dir, reference_run):
+    output_dir, output_path = tmp_path / "run", tmp_path / "run.out"
+    process = start(training_args(tiny_model_dir, xnli_dir, output_dir), output_path)
+    wait_for("step 90/240", output_path, process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    last_line = open(output_path).read().strip().splitlines()[-1]
+    step = int(last_line.split("after step ")[1].split(";")[0])
+    assert 90 <= step < 240 and step % 80
+    assert last_line == (f"run_classifier.py: error: stopped by SIGTERM after step {step}; saved {output_dir}/"
+                         f"checkpoint-{step}. Continue with the same command and --resume_from_checkpoint latest")
+    assert latest_checkpoint(str(output_dir)) == f"{output_dir}/checkpoint-{step}"
+
+    resumed = run_script(*training_args(tiny_model_dir, xnli_dir, output_dir, "--resume_from_checkpoint", "latest"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_run(output_dir, reference_run(1, "false"))
+
+
+def make_checkpoint(output_dir, step, complete=True):
+    directory = output_dir / f"checkpoint-{step}"
+    directory.mkdir(parents=True)
+    if complete:
+        (directory / STATE_FILE).write_text("{}")
+    return str(directory)
+
+
+def test_latest_checkpoint_skips_partial_and_incomplete_ones(tmp_path):
+    make_checkpoint(tmp_path, 20)
+    make_checkpoint(tmp_path, 100)
+    make_checkpoint(tmp_path, 300, complete=False)
+    (tmp_path / "checkpoint-400.partial").mkdir()
+    (tmp_path / "checkpoint-400.partial" / STATE_FILE).write_text("{}")
+    assert latest_checkpoint(str(tmp_path)) == f"{tmp_path}/checkpoint-100"
+    assert [step for step, _ in list_checkpoints(str(tmp_path))] == [20, 100]
+
+
+def test_pruning_keeps_the_newest_and_the_best(tmp_path):
+    best = make_checkpoint(tmp_path, 10)
+    for step in (20, 30, 40):
+        make_checkpoint(tmp_path, step)
+    prune_checkpoints(str(tmp_path), keep=2, protected=best)
+    assert [step for step, _ in list_checkpoints(str(tmp_path))] == [10, 30, 40]
+
+
+def test_save_total_limit_in_a_run(tmp_path, tiny_model_dir, xnli_dir):
+    result = run_script(*training_args(tiny_model_dir, xnli_dir, tmp_path, "--max_steps", 40, "--save_steps", 10,
+                                       "--save_total_limit", 1, "--learning_rate", "1e-9"))
+    assert result.returncode == 0, result.stderr
+    best = json.load(open(tmp_path / "results.json"))["checkpoint"]
+    remaining = {path for _, path in list_checkpoints(str(tmp_path))}
+    assert remaining == {best, f"{tmp_path}/checkpoint-40"}
+
+
+def test_an_output_dir_holding_a_run_is_refused_unless_asked(tmp_path, tiny_model_dir, xnli_dir):
+    arguments = training_args(tiny_model_dir, xnli_dir, tmp_path, "--max_steps", 4, "--save_steps", 2)
+    assert run_script(*arguments).returncode == 0
+    again = run_script(*arguments)
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines()[-1] == (
+        f"run_classifier.py: error: --output_dir {tmp_path} already holds a run: pass --resume_from_checkpoint "
+        "latest to continue it, --overwrite_output_dir to replace it, or another --output_dir")
+    replaced = run_script(*arguments, "--overwrite_output_dir", "--save_steps", 4)
+    assert replaced.returncode == 0, replaced.stderr
+    assert [step for step, _ in list_checkpoints(str(tmp_path))] == [4]
+
+
+def test_resuming_with_other_settings_is_refused_naming_them(tmp_path, tiny_model_dir, xnli_dir):
+    assert run_script(*training_args(tiny_model_dir, xnli_dir, tmp_path, "--max_steps", 4)).returncode == 0
+    result = run_script(*training_args(tiny_model_dir, xnli_dir, tmp_path, "--max_steps", 4, "--batch_size", 4,
+                                       "--seed", 1, "--resume_from_checkpoint", "latest"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"run_classifier.py: error: --resume_from_checkpoint {tmp_path}/checkpoint-4: the run was started with "
+        "other settings: --batch_size (8 -> 4), --seed (42 -> 1)")
+
+
+def test_a_non_finite_loss_stops_naming_the_step_and_last_good_checkpoint(tmp_path, tiny_model_dir, xnli_dir):
+    result = run_script(*training_args(tiny_model_dir, xnli_dir, tmp_path, "--learning_rate", "1e30",
+                                       "--warmup_steps", 1, "--save_steps", 2))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"run_classifier.py: error: the loss is nan at step 3; last good checkpoint: {tmp_path}/checkpoint-2. "
+        "Lower --learning_rate, or resume from that checkpoint")
+
+
+@pytest.fixture(scope="module")
+def broken_models(tmp_path_factory, tiny_model_dir):
+    """Model directories that are wrong in one way each."""
+    root = tmp_path_factory.mktemp("broken")
+    text_file = root / "text.txt"
+    text_file.write_text("fkaka fsuta flomi yes maybe no\n" * 20)
+
+    def variant(name, edit_config=None, drop_weights=False):
+        directory = root / name
+        directory.mkdir()
+        for file in os.listdir(tiny_model_dir):
+            if not (drop_weights and file == "model_state.pdparams"):
+                shutil.copy(os.path.join(tiny_model_dir, file), directory / file)
+        if edit_config:
+            config = json.loads((directory / "config.json").read_text())
+            edit_config(config)
+            (directory / "config.json").write_text(json.dumps(config))
+        return directory
+
+    return {
+        "no weights": variant("no-weights", drop_weights=True),
+        "mismatched weights": variant("mismatched", edit_config=lambda config: config.update(hidden_size=64)),
+        "few positions": build_tiny_ernie_m(str(root / "few-positions"), str(text_file), max_position_embeddings=34),
+        "small vocabulary": build_tiny_ernie_m(str(root / "small-vocab"), str(text_file), embedding_rows=10),
+    }
+
+
+@pytest.mark.parametrize(
+    "problem, message",
+    [
+        ("no weights", "no weights (model_state.pdparams or model.safetensors)"),
+        ("mismatched weights", "weights do not fit config.json (Skip loading for embeddings.word_embeddings.weight. "
+                               "embeddings.word_embeddings.weight receives a shape [124, 32], but the expected shape "
+                               "is [124, 64].)"),
+        ("few positions", "--max_seq_length 64: this model has position embeddings for at most 32 tokens"),
+        ("small vocabulary", "the tokenizer has"),
+    ],
+)
+def test_a_model_directory_that_does_not_fit_is_named(tmp_path, xnli_dir, broken_models, problem, message):
+    result = run_script(*training_args(broken_models[problem], xnli_dir, tmp_path, "--max_seq_length", 64))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert message in result.stderr.strip().splitlines()[-1]
+
+
+def test_an_output_dir_that_cannot_be_created_and_debug_tracebacks(tmp_path, tiny_model_dir, xnli_dir):
+    (tmp_path / "file").write_text("")
+    arguments = training_args(tiny_model_dir, xnli_dir, tmp_path / "file" / "run")
+    result = run_script(*arguments)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"run_classifier.py: error: --output_dir {tmp_path}/file/run: cannot create it (Not a directory)")
+    debug = run_script(*arguments, "--debug")
+    assert debug.returncode == 2 and "Traceback (most recent call last)" in debug.stderr
