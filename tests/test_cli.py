@@ -7,9 +7,10 @@ import shutil
 
 import paddle
 import pytest
-from conftest import run_script, write_xnli_corpus
+from conftest import run_script
 
 from run_classifier import parse_args
+from synthetic import write_xnli_corpus
 from utils import XNLI_LANGUAGES
 
 REQUIRED = ["--task_type", "cross-lingual-transfer", "--model_name_or_path", "ernie-m-base", "--output_dir", "out"]

@@ -5,9 +5,10 @@ import os
 from collections import Counter
 
 import pytest
-from conftest import XNLI_DIR, build_tiny_ernie_m, run_script
+from conftest import XNLI_DIR, run_script
 
 from data import read_eval_split, read_train_split, xnli_file_paths
+from synthetic import build_tiny_ernie_m
 from utils import XNLI_LANGUAGES
 
 pytestmark = pytest.mark.skipif(

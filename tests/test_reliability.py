@@ -11,9 +11,10 @@ import time
 import numpy as np
 import paddle
 import pytest
-from conftest import REPO_ROOT, build_tiny_ernie_m, run_script
+from conftest import REPO_ROOT, run_script
 
 from checkpoints import STATE_FILE, latest_checkpoint, list_checkpoints, prune_checkpoints
+from synthetic import build_tiny_ernie_m
 
 LAUNCH_TWO = ["-m", "paddle.distributed.launch", "--nproc_per_node", "2"]
 
@@ -239,3 +240,16 @@ def test_an_output_dir_that_cannot_be_created_and_debug_tracebacks(tmp_path, tin
         f"run_classifier.py: error: --output_dir {tmp_path}/file/run: cannot create it (Not a directory)")
     debug = run_script(*arguments, "--debug")
     assert debug.returncode == 2 and "Traceback (most recent call last)" in debug.stderr
+
+
+def test_a_loss_scaler_that_keeps_skipping_stops_the_run(tmp_path):
+    from run_classifier import StepLog, TrainingFailed
+
+    step_log = StepLog(logging_steps=1000, num_training_steps=1000, examples_per_step=16, max_skipped_in_a_row=5)
+    for step in range(1, 5):
+        step_log.record(step, 0, float("inf"), True, 1e-5, str(tmp_path))
+    step_log.record(5, 0, 1.0, False, 1e-5, str(tmp_path))  # a good step resets the count
+    for step in range(6, 10):
+        step_log.record(step, 0, float("nan"), True, 1e-5, str(tmp_path))
+    with pytest.raises(TrainingFailed, match="skipped 5 steps in a row .* up to step 10; last good checkpoint: none"):
+        step_log.record(10, 0, float("nan"), True, 1e-5, str(tmp_path))
