@@ -70,12 +70,12 @@ from data import (  # noqa: E402
     xnli_file_paths,
 )
 from optimization import create_optimizer  # noqa: E402
+from reporting import format_results_table, paper_reference, plot_results  # noqa: E402
 from utils import (  # noqa: E402
     LABELS,
     XNLI_LANGUAGES,
     InputError,
     average_accuracy,
-    format_results_table,
     set_seed,
     str2bool,
     write_json_atomically,
@@ -86,6 +86,8 @@ TRAIN_LANGUAGES = {"cross-lingual-transfer": ("en",), "translate-train-all": XNL
 PRETRAINED_MODELS = ("ernie-m-base", "ernie-m-large")
 WEIGHT_FILES = ("model_state.pdparams", "model.safetensors")
 RESULTS_FILE = "results.json"
+RESULTS_MARKDOWN_FILE = "results.md"
+RESULTS_PLOT_FILE = "results.png"
 # ErnieM adds 2 to position ids: the pretrained models' 514 position embeddings hold 512 tokens.
 ERNIE_M_POSITION_OFFSET = 2
 MAX_POSITIONS = 512
@@ -215,7 +217,7 @@ def main(argv=None):
     test_results = evaluate_split(model, test_features)
 
     if rank == 0:
-        report_results(args, state, dev_results, test_results, time.time() - started)
+        report_results(args, model.config, state, dev_results, test_results, time.time() - started)
 
 
 def set_up_device(device, use_amp):
@@ -240,11 +242,9 @@ def configure_logging(rank, world_size):
     """One log format; rank 0 reports, the other ranks only warn."""
     rank_tag = f"[rank {rank}] " if world_size > 1 else ""
     logging.basicConfig(
-        format=f"%(asctime)s {rank_tag}%(levelname)s %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S",
-        level=logging.INFO if rank == 0 else logging.WARNING,
-        force=True,
+        format=f"%(asctime)s {rank_tag}%(levelname)s %(message)s", datefmt="%Y-%m-%d %H:%M:%S", force=True
     )
+    logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
     paddlenlp_logger.set_level("WARNING" if rank == 0 else "ERROR")
     logger.info("command: %s", " ".join(sys.argv))
 
@@ -558,16 +558,22 @@ def log_evaluation(split, step, results):
     )
 
 
-def report_results(args, state, dev_results, test_results, runtime_seconds):
-    """Print the test table and write `results.json`."""
+def report_results(args, model_config, state, dev_results, test_results, runtime_seconds):
+    """Print the test table; write results.json, results.md (beside the paper) and results.png."""
     model_name = os.path.basename(os.path.normpath(args.model_name_or_path))
     test_accuracy = {lang: result["accuracy"] for lang, result in test_results.items()}
     dev_accuracy = {lang: result["accuracy"] for lang, result in dev_results.items()}
     log_evaluation("test", state.global_step, test_results)
-    print(f"XNLI test accuracy (%), {args.task_type}, selected on dev {args.select_on}:")
-    print(format_results_table(model_name, test_accuracy), flush=True)
+    title = f"XNLI test accuracy (%), {args.task_type}, selected on dev {args.select_on}"
+    print(f"{title}:\n{format_results_table({model_name: test_accuracy})}", flush=True)
 
-    os.makedirs(args.output_dir, exist_ok=True)
+    reference = paper_reference(model_config.num_hidden_layers, model_config.hidden_size, args.task_type)
+    reference_rows = {f"{reference[0]} (paper)": reference[1]} if reference else {}
+    with open(os.path.join(args.output_dir, RESULTS_MARKDOWN_FILE), "w", encoding="utf-8") as file:
+        file.write(f"# {title}\n\n{format_results_table({model_name: test_accuracy, **reference_rows})}\n\n"
+                   f"Dev accuracy (%) of the same checkpoint:\n\n{format_results_table({model_name: dev_accuracy})}\n")
+    plot_results(os.path.join(args.output_dir, RESULTS_PLOT_FILE), f"{model_name}: {title}", test_accuracy, reference)
+
     write_json_atomically(os.path.join(args.output_dir, RESULTS_FILE), {
         "model": args.model_name_or_path,
         "task_type": args.task_type,

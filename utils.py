@@ -1,4 +1,4 @@
-"""Small helpers shared by the XNLI scripts: constants, argument parsing, seeding, reporting."""
+"""Small helpers shared by the XNLI scripts: constants, argument parsing, seeding, files."""
 
 import json
 import os
@@ -46,15 +46,6 @@ def set_seed(seed, rank=0):
 def average_accuracy(accuracy_by_language):
     """Mean accuracy over the 15 XNLI languages."""
     return float(np.mean([accuracy_by_language[lang] for lang in XNLI_LANGUAGES]))
-
-
-def format_results_table(row_name, accuracy_by_language):
-    """A Markdown table of accuracies in percent, one decimal, languages in the paper's order."""
-    header = "| Model | " + " | ".join(XNLI_LANGUAGES) + " | Avg |"
-    rule = "|" + "---|" * (len(XNLI_LANGUAGES) + 2)
-    cells = [f"{100 * accuracy_by_language[lang]:.1f}" for lang in XNLI_LANGUAGES]
-    cells.append(f"{100 * average_accuracy(accuracy_by_language):.1f}")
-    return "\n".join([header, rule, f"| {row_name} | " + " | ".join(cells) + " |"])
 
 
 def write_json_atomically(path, data):

@@ -8,6 +8,7 @@ import shutil
 import paddle
 import pytest
 from conftest import run_script
+from test_reporting import png_size
 
 from run_classifier import parse_args
 from synthetic import write_xnli_corpus
@@ -32,6 +33,10 @@ def printed_table(stdout):
     names = [cell.strip() for cell in header.strip("|").split("|")][1:]
     values = [cell.strip() for cell in row.strip("|").split("|")][1:]
     return dict(zip(names, map(float, values)))
+
+
+def printed_table_row(stdout):
+    return [line for line in stdout.splitlines() if line.startswith("| ")][-1]
 
 
 def assert_table_matches_results(stdout, results):
@@ -137,7 +142,11 @@ def trained(tmp_path_factory, tiny_model_dir, xnli_dir):
 def test_training_writes_checkpoints_results_and_the_table(trained):
     output_dir, result = trained
     results = read_results(output_dir)
-    assert sorted(os.listdir(output_dir)) == ["checkpoint-100", "checkpoint-150", "checkpoint-50", "results.json"]
+    assert sorted(os.listdir(output_dir)) == ["checkpoint-100", "checkpoint-150", "checkpoint-50", "results.json",
+                                              "results.md", "results.png"]
+    table_row = printed_table_row(result.stdout)
+    assert table_row in (output_dir / "results.md").read_text()
+    assert png_size(output_dir / "results.png") == (1200, 500)
     checkpoint = output_dir / "checkpoint-150"
     for name in ("config.json", "model_state.pdparams", "vocab.txt", "sentencepiece.bpe.model",
                  "tokenizer_config.json", "optimizer.pdopt", "trainer_state.json"):
@@ -218,7 +227,8 @@ def test_two_processes_share_the_work_and_rank_0_reports(tmp_path, tiny_model_di
     results = read_results(tmp_path / "out")
     assert_table_matches_results(rank0_log, results)
     assert "| Model |" not in rank1_log and "INFO" not in rank1_log
-    assert sorted(os.listdir(tmp_path / "out")) == ["checkpoint-16", "checkpoint-8", "results.json"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["checkpoint-16", "checkpoint-8", "results.json", "results.md",
+                                                    "results.png"]
 
     # The test split was evaluated on the selected checkpoint, half the pairs on each rank.
     single = run_script("--eval_only", "--task_type", "cross-lingual-transfer", "--model_name_or_path",
