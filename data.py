@@ -18,6 +18,8 @@ import numpy as np
 from utils import LABELS, XNLI_LANGUAGES, InputError
 
 LABEL_IDS = {label: index for index, label in enumerate(LABELS)}
+# The label of a pair to predict whose gold label is unknown.
+NO_LABEL = -1
 # XNLI-MT spells one label differently from XNLI.
 LABEL_IDS["contradictory"] = LABEL_IDS["contradiction"]
 
@@ -45,49 +47,76 @@ class XnliFile(NamedTuple):
     num_skipped: int
 
 
-def _find_column(header, names, path):
+def _find_column(header, names, path, required=True):
     for name in names:
         if name in header:
             return header.index(name)
-    raise XnliDataError(f"{path}:1: header has no {' or '.join(names)} column (found: {', '.join(header)})")
+    if required:
+        raise XnliDataError(f"{path}:1: header has no {' or '.join(names)} column (found: {', '.join(header)})")
+    return None
 
 
-def read_xnli_tsv(path):
+def _tsv_rows(path):
+    """(line number, fields) of each line. Quotes are plain text (like `csv.QUOTE_NONE`: XNLI has
+    unbalanced `"`); a UTF-8 BOM and CRLF line ends are accepted."""
+    with open(path, "rb") as file:
+        for line_number, raw_line in enumerate(file, start=1):
+            try:
+                line = raw_line.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as error:
+                raise XnliDataError(f"{path}:{line_number}: invalid UTF-8 ({error.reason} at byte {error.start})") from None
+            yield line_number, (line.lstrip("\ufeff") if line_number == 1 else line).split("\t")
+
+
+def read_xnli_tsv(path, labelled=True):
     """Read one XNLI TSV into `Pair`s grouped by language ("language" column, else None).
 
-    Quotes are not special (like `csv.QUOTE_NONE`): the text has unbalanced `"`. Rows with an
-    empty premise, hypothesis or label are skipped and counted; any other bad row is an error.
+    Columns are found by header name. Rows with an empty premise or hypothesis (or label, when
+    `labelled`) are skipped and counted; any other bad row is an error naming file and line.
+    Without `labelled`, the label column may be missing or empty: the label is then NO_LABEL.
     """
+    rows = _tsv_rows(path)
+    _, header = next(rows, (1, [""]))
+    if header == [""]:
+        raise XnliDataError(f"{path}: the file is empty (expected a header line)")
+    premise_column, hypothesis_column = (_find_column(header, names, path) for names in (PREMISE_COLUMNS, HYPOTHESIS_COLUMNS))
+    label_column = _find_column(header, LABEL_COLUMNS, path, required=labelled)
+    language_column = _find_column(header, ("language",), path, required=False)
     pairs_by_language, num_skipped = {}, 0
-    with open(path, "rb") as file:
-        header = _decode_line(file.readline(), path, 1).lstrip("\ufeff").split("\t")
-        if header == [""]:
-            raise XnliDataError(f"{path}: the file is empty (expected a header line)")
-        columns = [_find_column(header, names, path) for names in (PREMISE_COLUMNS, HYPOTHESIS_COLUMNS, LABEL_COLUMNS)]
-        language_column = header.index("language") if "language" in header else None
-        for line_number, raw_line in enumerate(file, start=2):
-            fields = _decode_line(raw_line, path, line_number).split("\t")
-            if fields == [""]:
-                num_skipped += 1
-                continue
-            if len(fields) != len(header):
-                raise XnliDataError(f"{path}:{line_number}: expected {len(header)} tab-separated fields, found {len(fields)}")
-            premise, hypothesis, label = (fields[column] for column in columns)
-            if not (premise and hypothesis and label):
-                num_skipped += 1
-                continue
-            if label not in LABEL_IDS:
-                raise XnliDataError(f"{path}:{line_number}: unknown label {label!r} (expected one of {', '.join(LABELS)})")
-            language = fields[language_column] if language_column is not None else None
-            pairs_by_language.setdefault(language, []).append(Pair(premise, hypothesis, LABEL_IDS[label]))
+    for line_number, fields in rows:
+        if fields == [""]:
+            num_skipped += 1
+            continue
+        if len(fields) != len(header):
+            raise XnliDataError(f"{path}:{line_number}: expected {len(header)} tab-separated fields, found {len(fields)}")
+        label = fields[label_column] if label_column is not None else ""
+        if not (fields[premise_column] and fields[hypothesis_column] and (label or not labelled)):
+            num_skipped += 1
+            continue
+        if label and label not in LABEL_IDS:
+            raise XnliDataError(f"{path}:{line_number}: unknown label {label!r} (expected one of {', '.join(LABELS)})")
+        language = fields[language_column] if language_column is not None else None
+        pair = Pair(fields[premise_column], fields[hypothesis_column], LABEL_IDS[label] if label else NO_LABEL)
+        pairs_by_language.setdefault(language, []).append(pair)
     return XnliFile(pairs_by_language, num_skipped)
 
 
-def _decode_line(raw_line, path, line_number):
-    try:
-        return raw_line.decode("utf-8").rstrip("\r\n")
-    except UnicodeDecodeError as error:
-        raise XnliDataError(f"{path}:{line_number}: invalid UTF-8 ({error.reason} at byte {error.start})") from None
+def read_prediction_file(path):
+    """Pairs to predict, in file order: an XNLI file (columns by header name, labels optional), or
+    `premise<TAB>hypothesis` rows without a header."""
+    _, first_fields = next(_tsv_rows(path), (1, [""]))
+    if any(name in first_fields for name in PREMISE_COLUMNS):
+        xnli_file = read_xnli_tsv(path, labelled=False)
+        return [pair for pairs in xnli_file.pairs_by_language.values() for pair in pairs], xnli_file.num_skipped
+    pairs, num_skipped = [], 0
+    for line_number, fields in _tsv_rows(path):
+        if len(fields) != 2 and fields != [""]:
+            raise XnliDataError(f"{path}:{line_number}: expected premise<TAB>hypothesis, found {len(fields)} field(s)")
+        if not all(fields) or fields == [""]:
+            num_skipped += 1
+            continue
+        pairs.append(Pair(fields[0], fields[1], NO_LABEL))
+    return pairs, num_skipped
 
 
 def _release_folder(data_dir, release):

@@ -59,16 +59,15 @@ from checkpoints import (  # noqa: E402
 from data import (  # noqa: E402
     NUM_SPECIAL_TOKENS,
     ShardedBatchSampler,
-    average_window_logits,
     collate_training_batch,
     download_xnli,
     encode_pairs,
-    eval_batches,
-    pad_batch,
     read_eval_split,
+    read_prediction_file,
     read_train_split,
     xnli_file_paths,
 )
+from evaluation import evaluate_languages, predict_logits, write_predictions  # noqa: E402
 from optimization import create_optimizer  # noqa: E402
 from reporting import format_results_table, paper_reference, plot_results  # noqa: E402
 from utils import (  # noqa: E402
@@ -88,6 +87,7 @@ WEIGHT_FILES = ("model_state.pdparams", "model.safetensors")
 RESULTS_FILE = "results.json"
 RESULTS_MARKDOWN_FILE = "results.md"
 RESULTS_PLOT_FILE = "results.png"
+PREDICTIONS_FILE = "predictions.tsv"
 # ErnieM adds 2 to position ids: the pretrained models' 514 position embeddings hold 512 tokens.
 ERNIE_M_POSITION_OFFSET = 2
 MAX_POSITIONS = 512
@@ -105,6 +105,11 @@ def parse_args(argv=None):
     add("--data_dir", default=None,
         help="Local XNLI in the release layout (XNLI-1.0/, XNLI-MT-1.0/). Default: download through PaddleNLP.")
     add("--eval_only", action="store_true", help="Evaluate --model_name_or_path on dev and test; no training.")
+    add("--predict_file", default=None,
+        help="Write predictions.tsv for this file's pairs (premise<TAB>hypothesis rows, or an XNLI file) with "
+             "--model_name_or_path; no training or evaluation.")
+    add("--export_model_dir", default=None,
+        help="Also save the (selected) model as a static graph for Paddle Inference in this directory.")
     add("--max_seq_length", type=int, default=256, help="Maximum tokens per input, special tokens included.")
     add("--memory_length", type=int, default=0,
         help="Premise tokens shared by consecutive windows of a pair longer than max_seq_length; 0 truncates.")
@@ -165,8 +170,9 @@ def find_invalid_argument(args):
         (args.scale_loss > 0, f"--scale_loss must be positive, got {args.scale_loss}"),
         (args.save_total_limit is None or args.save_total_limit >= 1,
          f"--save_total_limit must be at least 1, got {args.save_total_limit}"),
-        (not (args.eval_only and args.resume_from_checkpoint), "--resume_from_checkpoint goes with training, "
-         "not --eval_only"),
+        (not ((args.eval_only or args.predict_file) and args.resume_from_checkpoint),
+         "--resume_from_checkpoint goes with training, not --eval_only or --predict_file"),
+        (args.predict_file is None or os.path.isfile(args.predict_file), f"--predict_file {args.predict_file}: no such file"),
         (args.data_dir is None or os.path.isdir(args.data_dir), f"--data_dir {args.data_dir}: no such directory"),
         (not os.path.isfile(args.output_dir), f"--output_dir {args.output_dir} is a file, expected a directory"),
     ]
@@ -176,8 +182,9 @@ def find_invalid_argument(args):
 def find_invalid_model(args):
     path = args.model_name_or_path
     if path in PRETRAINED_MODELS:
-        if args.eval_only:
-            return f"--eval_only needs a fine-tuned checkpoint directory, not the pretrained {path}"
+        if args.eval_only or args.predict_file:
+            mode = "--eval_only" if args.eval_only else "--predict_file"
+            return f"{mode} needs a fine-tuned checkpoint directory, not the pretrained {path}"
         return None
     if not os.path.isdir(path):
         return f"--model_name_or_path {path}: neither {' nor '.join(PRETRAINED_MODELS)} nor a directory"
@@ -193,17 +200,27 @@ def main(argv=None):
     if args.use_amp and args.device == "cpu":
         logger.warning("--use_amp has no effect on cpu: Paddle computes in float32 there")
     set_seed(args.seed, rank)
-    resume_dir = prepare_output_dir(args, rank, world_size)
+    prepare_output_dir(args, rank, world_size)
+    resume_dir = find_resume_checkpoint(args, world_size)
 
     model_dir = resume_dir or args.model_name_or_path
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = load_model(model_dir, args.dropout, len(tokenizer), args.max_seq_length)
-    train_features, dev_features, test_features = prepare_features(args, tokenizer)
-    evaluate_split = partial(
-        evaluate_languages, batch_size=args.eval_batch_size, pad_token_id=tokenizer.pad_token_id,
-        use_amp=args.use_amp, rank=rank, world_size=world_size,
-    )
+    predict_options = dict(batch_size=args.eval_batch_size, pad_token_id=tokenizer.pad_token_id,
+                           use_amp=args.use_amp, rank=rank, world_size=world_size)
 
+    if args.predict_file:
+        predict(args, model, tokenizer, predict_options, rank)
+    else:
+        train_and_evaluate(args, model, tokenizer, predict_options, resume_dir, rank, world_size)
+    if args.export_model_dir and rank == 0:
+        export_inference_model(model, args.export_model_dir)
+
+
+def train_and_evaluate(args, model, tokenizer, predict_options, resume_dir, rank, world_size):
+    """Train (unless --eval_only), select on dev, evaluate the selected model on test, report."""
+    train_features, dev_features, test_features = prepare_features(args, tokenizer)
+    evaluate_split = partial(evaluate_languages, **predict_options)
     started = time.time()
     if args.eval_only:
         state = TrainingState()
@@ -215,9 +232,33 @@ def main(argv=None):
             restore_weights(model, state.best_checkpoint, rank, world_size)
         dev_results = state.best_dev
     test_results = evaluate_split(model, test_features)
-
     if rank == 0:
         report_results(args, model.config, state, dev_results, test_results, time.time() - started)
+
+
+def predict(args, model, tokenizer, predict_options, rank):
+    """Write the model's predictions for --predict_file to output_dir/predictions.tsv."""
+    pairs, num_skipped = read_prediction_file(args.predict_file)
+    features = encode_pairs(tokenizer, pairs, args.max_seq_length, args.memory_length)
+    logger.info("predicting %d pairs of %s (%d rows with an empty field skipped)", len(pairs), args.predict_file,
+                num_skipped)
+    logits = predict_logits(model, features, **predict_options)
+    if rank == 0:
+        path = os.path.join(args.output_dir, PREDICTIONS_FILE)
+        write_predictions(path, pairs, logits)
+        logger.info("wrote %s", path)
+
+
+def export_inference_model(model, directory):
+    """Save the model as a static graph for Paddle Inference (`inference.json`, `inference.pdiparams`):
+    int64 inputs input_ids, position_ids and attention_mask, each [batch, length] of any size."""
+    input_spec = [
+        paddle.static.InputSpec(shape=[None, None], dtype="int64", name=name)
+        for name in ("input_ids", "position_ids", "attention_mask")
+    ]
+    model.eval()
+    paddle.jit.save(paddle.jit.to_static(model, input_spec=input_spec), os.path.join(directory, "inference"))
+    logger.info("exported the model for Paddle Inference to %s", directory)
 
 
 def set_up_device(device, use_amp):
@@ -250,8 +291,10 @@ def configure_logging(rank, world_size):
 
 
 def prepare_output_dir(args, rank, world_size):
-    """Guard `output_dir` against mixing two runs; returns the checkpoint to resume from, if any."""
-    previous_run = list_checkpoints(args.output_dir) or os.path.isfile(os.path.join(args.output_dir, RESULTS_FILE))
+    """Create `output_dir`, refusing to mix a new run with one already there."""
+    training = not (args.eval_only or args.predict_file)
+    previous_run = (training and list_checkpoints(args.output_dir)) or (
+        not args.predict_file and os.path.isfile(os.path.join(args.output_dir, RESULTS_FILE)))
     if previous_run and not (args.resume_from_checkpoint or args.overwrite_output_dir):
         raise InputError(f"--output_dir {args.output_dir} already holds a run: pass --resume_from_checkpoint latest "
                          "to continue it, --overwrite_output_dir to replace it, or another --output_dir")
@@ -261,12 +304,15 @@ def prepare_output_dir(args, rank, world_size):
         raise InputError(f"--output_dir {args.output_dir}: cannot create it ({error.strerror})") from None
     if not os.access(args.output_dir, os.W_OK):
         raise InputError(f"--output_dir {args.output_dir}: not writable")
-    if args.overwrite_output_dir and not args.resume_from_checkpoint and rank == 0:
+    if training and args.overwrite_output_dir and not args.resume_from_checkpoint and rank == 0:
         for _, path in list_checkpoints(args.output_dir):
             shutil.rmtree(path)
     if world_size > 1:
         paddle.distributed.barrier()
 
+
+def find_resume_checkpoint(args, world_size):
+    """The checkpoint that --resume_from_checkpoint names, checked to continue this run, or None."""
     resume_dir = args.resume_from_checkpoint
     if resume_dir == "latest":
         resume_dir = latest_checkpoint(args.output_dir)
@@ -512,42 +558,6 @@ def restore_weights(model, checkpoint_dir, rank, world_size):
     if world_size > 1:
         for parameter in model.parameters():
             paddle.distributed.broadcast(parameter, src=0)
-
-
-def evaluate_languages(model, features_by_language, batch_size, pad_token_id, use_amp, rank, world_size):
-    return {
-        lang: evaluate(model, features_by_language[lang], batch_size, pad_token_id, use_amp, rank, world_size)
-        for lang in XNLI_LANGUAGES
-    }
-
-
-@paddle.no_grad()
-def evaluate(model, features, batch_size, pad_token_id, use_amp, rank=0, world_size=1):
-    """Loss and accuracy of one language's pairs, each pair's logits averaged over its windows.
-
-    Each rank evaluates its own share of the pairs and the counts are summed, rather than every
-    rank repeating the whole evaluation.
-    """
-    model.eval()
-    window_logits = np.zeros((len(features), len(LABELS)), dtype=np.float32)
-    for indices in eval_batches(features, batch_size, rank, world_size):
-        input_ids, attention_mask = pad_batch([features.input_ids[i] for i in indices], pad_token_id)
-        with paddle.amp.auto_cast(enable=use_amp):
-            logits = model(paddle.to_tensor(input_ids), attention_mask=paddle.to_tensor(attention_mask))
-        window_logits[indices] = logits.astype("float32").numpy()
-    model.train()
-
-    mine = np.arange(features.num_examples) % world_size == rank
-    logits = average_window_logits(window_logits, features.example_ids, features.num_examples)[mine]
-    labels = features.example_labels()[mine]
-    losses = F.cross_entropy(paddle.to_tensor(logits), paddle.to_tensor(labels), reduction="none")
-    totals = np.array([(logits.argmax(1) == labels).sum(), losses.numpy().sum(), len(labels)], dtype=np.float64)
-    if world_size > 1:
-        totals_tensor = paddle.to_tensor(totals)
-        paddle.distributed.all_reduce(totals_tensor)
-        totals = totals_tensor.numpy()
-    num_correct, loss_sum, count = totals
-    return {"accuracy": float(num_correct / count), "loss": float(loss_sum / count)}
 
 
 def log_evaluation(split, step, results):

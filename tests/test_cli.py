@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 
+import numpy as np
 import paddle
 import pytest
 from conftest import run_script
@@ -238,3 +239,71 @@ def test_two_processes_share_the_work_and_rank_0_reports(tmp_path, tiny_model_di
     single_results = read_results(tmp_path / "eval")
     assert single_results["test_accuracy"] == results["test_accuracy"]
     assert single_results["test_loss"] == pytest.approx(results["test_loss"], rel=1e-5)
+
+
+def read_predictions(path):
+    lines = path.read_text(encoding="utf-8").splitlines()
+    header = lines[0].split("\t")
+    return header, [dict(zip(header, line.split("\t"))) for line in lines[1:]]
+
+
+def test_predictions_for_an_xnli_file_match_the_reported_accuracy(trained, tmp_path, xnli_dir):
+    training_results = read_results(trained[0])
+    result = run_script("--predict_file", os.path.join(xnli_dir, "XNLI-1.0", "xnli.test.tsv"), "--task_type",
+                        "cross-lingual-transfer", "--model_name_or_path", training_results["checkpoint"],
+                        "--output_dir", tmp_path, "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    header, rows = read_predictions(tmp_path / "predictions.tsv")
+    assert header == ["premise", "hypothesis", "prediction", "p_entailment", "p_neutral", "p_contradiction", "label"]
+    assert len(rows) == 15 * 24
+    for row in rows:
+        probabilities = [float(row[f"p_{label}"]) for label in ("entailment", "neutral", "contradiction")]
+        assert sum(probabilities) == pytest.approx(1, abs=1e-5)
+        assert row["prediction"] == ("entailment", "neutral", "contradiction")[probabilities.index(max(probabilities))]
+    accuracy = sum(row["prediction"] == row["label"] for row in rows) / len(rows)
+    assert accuracy == pytest.approx(training_results["test_accuracy"]["avg"])
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_predictions_for_plain_pairs_without_header(trained, tmp_path):
+    pairs_file = tmp_path / "pairs.tsv"
+    pairs_file.write_text("ekaka esuta.\telomi yes.\n\nekaka.\tno esuta.\n", encoding="utf-8")
+    checkpoint = read_results(trained[0])["checkpoint"]
+    result = run_script("--predict_file", pairs_file, "--task_type", "cross-lingual-transfer", "--model_name_or_path",
+                        checkpoint, "--output_dir", tmp_path / "out", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    _, rows = read_predictions(tmp_path / "out" / "predictions.tsv")
+    assert [(row["premise"], row["hypothesis"], row["label"]) for row in rows] == [
+        ("ekaka esuta.", "elomi yes.", ""), ("ekaka.", "no esuta.", "")]
+    assert "predicting 2 pairs" in result.stderr and "(1 rows with an empty field skipped)" in result.stderr
+
+    pairs_file.write_text("a\tb\nc\td\te\n", encoding="utf-8")
+    bad = run_script("--predict_file", pairs_file, "--task_type", "cross-lingual-transfer", "--model_name_or_path",
+                     checkpoint, "--output_dir", tmp_path / "out", "--device", "cpu")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1] == (
+        f"run_classifier.py: error: {pairs_file}:2: expected premise<TAB>hypothesis, found 3 field(s)")
+
+
+def test_the_exported_static_graph_gives_the_dynamic_logits(trained, tmp_path, xnli_dir, tokenizer):
+    from paddlenlp.transformers import ErnieMForSequenceClassification
+
+    from data import encode_pairs, pad_batch, read_eval_split
+
+    checkpoint = read_results(trained[0])["checkpoint"]
+    result = run_script("--eval_only", "--task_type", "cross-lingual-transfer", "--model_name_or_path", checkpoint,
+                        "--output_dir", tmp_path, "--data_dir", xnli_dir, "--device", "cpu",
+                        "--export_model_dir", tmp_path / "export")
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(tmp_path / "export")) == ["inference.json", "inference.pdiparams"]
+
+    pairs = read_eval_split(os.path.join(xnli_dir, "XNLI-1.0", "xnli.dev.tsv")).pairs_by_language["de"][:8]
+    input_ids, attention_mask = pad_batch(encode_pairs(tokenizer, pairs, 64, 0).input_ids, tokenizer.pad_token_id)
+    position_ids = np.tile(np.arange(input_ids.shape[1]), (len(input_ids), 1))
+    dynamic = ErnieMForSequenceClassification.from_pretrained(checkpoint)
+    dynamic.eval()
+    with paddle.no_grad():
+        expected = dynamic(paddle.to_tensor(input_ids), attention_mask=paddle.to_tensor(attention_mask)).numpy()
+    exported = paddle.jit.load(str(tmp_path / "export" / "inference"))
+    logits = exported(paddle.to_tensor(input_ids), paddle.to_tensor(position_ids), paddle.to_tensor(attention_mask))
+    np.testing.assert_allclose(logits.numpy(), expected, atol=1e-5)
