@@ -187,6 +187,18 @@ class Features:
     def lengths(self):
         return np.array([len(ids) for ids in self.input_ids])
 
+    @classmethod
+    def concatenate(cls, features_list):
+        """One Features of several, their examples numbered one after the other."""
+        features_list = list(features_list)
+        offsets = np.cumsum([0] + [features.num_examples for features in features_list])
+        return cls(
+            [ids for features in features_list for ids in features.input_ids],
+            np.concatenate([features.labels for features in features_list]),
+            np.concatenate([features.example_ids + offset for features, offset in zip(features_list, offsets)]),
+            int(offsets[-1]),
+        )
+
     def example_labels(self):
         labels = np.zeros(self.num_examples, dtype=np.int64)
         labels[self.example_ids] = self.labels

@@ -39,10 +39,11 @@ def accuracy_and_loss(logits, labels):
     return {"accuracy": float((logits.argmax(1) == labels).mean()), "loss": float(losses.numpy().mean())}
 
 
-def evaluate_languages(model, features_by_language, **predict_options):
-    """{language: {"accuracy", "loss"}} for the 15 XNLI languages."""
+def evaluate_languages(model, features_by_language, progress=iter, **predict_options):
+    """{language: {"accuracy", "loss"}} for the 15 XNLI languages; `progress` wraps their loop
+    (a progress bar)."""
     results = {}
-    for lang in XNLI_LANGUAGES:
+    for lang in progress(XNLI_LANGUAGES):
         features = features_by_language[lang]
         results[lang] = accuracy_and_loss(predict_logits(model, features, **predict_options), features.example_labels())
     return results

@@ -20,10 +20,8 @@ Settings:
 
 import argparse
 import logging
-import math
 import os
 import shutil
-import signal
 import sys
 import time
 import traceback
@@ -42,6 +40,8 @@ import paddle  # noqa: E402
 import paddle.nn.functional as F  # noqa: E402
 from paddlenlp.transformers import AutoTokenizer, ErnieMForSequenceClassification  # noqa: E402
 from paddlenlp.utils.log import logger as paddlenlp_logger  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+from tqdm.contrib.logging import logging_redirect_tqdm  # noqa: E402
 
 from checkpoints import (  # noqa: E402
     STATE_FILE,
@@ -58,6 +58,7 @@ from checkpoints import (  # noqa: E402
 )
 from data import (  # noqa: E402
     NUM_SPECIAL_TOKENS,
+    Features,
     ShardedBatchSampler,
     collate_training_batch,
     download_xnli,
@@ -70,6 +71,16 @@ from data import (  # noqa: E402
 from evaluation import evaluate_languages, predict_logits, write_predictions  # noqa: E402
 from optimization import create_optimizer  # noqa: E402
 from reporting import format_results_table, paper_reference, plot_results  # noqa: E402
+from run_control import (  # noqa: E402
+    NonFiniteGuard,
+    NoWriter,
+    StopRequest,
+    TrainingFailed,
+    TrainingProgress,
+    TrainingStopped,
+    log_evaluation,
+    open_visualdl,
+)
 from utils import (  # noqa: E402
     LABELS,
     XNLI_LANGUAGES,
@@ -137,6 +148,9 @@ def parse_args(argv=None):
     add("--device", choices=("gpu", "xpu", "cpu"), default="gpu", help="Device to train on.")
     add("--use_amp", type=str2bool, nargs="?", const=True, default=False, help="Mixed precision (true/false).")
     add("--scale_loss", type=float, default=2**15, help="Initial loss scaling of mixed precision.")
+    add("--disable_tqdm", action="store_true", help="No progress bars (they only show on a terminal anyway).")
+    add("--visualdl", type=str2bool, nargs="?", const=True, default=None,
+        help="Write VisualDL logs to output_dir/visualdl (true/false). Default: when VisualDL is installed.")
     add("--debug", action="store_true", help="Show the Python traceback of input errors.")
     args = parser.parse_args(argv)
     problem = find_invalid_argument(args)
@@ -206,28 +220,32 @@ def main(argv=None):
     model_dir = resume_dir or args.model_name_or_path
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = load_model(model_dir, args.dropout, len(tokenizer), args.max_seq_length)
+    # Bars on rank 0 at a terminal only; log lines are written above them.
+    progress_bar = partial(tqdm, disable=rank != 0 or args.disable_tqdm or not sys.stderr.isatty(), leave=False)
     predict_options = dict(batch_size=args.eval_batch_size, pad_token_id=tokenizer.pad_token_id,
                            use_amp=args.use_amp, rank=rank, world_size=world_size)
 
-    if args.predict_file:
-        predict(args, model, tokenizer, predict_options, rank)
-    else:
-        train_and_evaluate(args, model, tokenizer, predict_options, resume_dir, rank, world_size)
+    with logging_redirect_tqdm():
+        if args.predict_file:
+            predict(args, model, tokenizer, predict_options, rank)
+        else:
+            train_and_evaluate(args, model, tokenizer, predict_options, progress_bar, resume_dir, rank, world_size)
     if args.export_model_dir and rank == 0:
         export_inference_model(model, args.export_model_dir)
 
 
-def train_and_evaluate(args, model, tokenizer, predict_options, resume_dir, rank, world_size):
+def train_and_evaluate(args, model, tokenizer, predict_options, progress_bar, resume_dir, rank, world_size):
     """Train (unless --eval_only), select on dev, evaluate the selected model on test, report."""
-    train_features, dev_features, test_features = prepare_features(args, tokenizer)
-    evaluate_split = partial(evaluate_languages, **predict_options)
+    train_features, dev_features, test_features = prepare_features(args, tokenizer, progress_bar)
+    evaluate_split = partial(evaluate_languages, progress=partial(progress_bar, desc="evaluating", unit="language"),
+                             **predict_options)
     started = time.time()
     if args.eval_only:
         state = TrainingState()
         dev_results = evaluate_split(model, dev_features)
     else:
-        state = train(args, model, tokenizer, train_features, dev_features, evaluate_split, resume_dir, rank,
-                      world_size)
+        state = train(args, model, tokenizer, train_features, dev_features, evaluate_split, progress_bar,
+                      resume_dir, rank, world_size)
         if state.best_step != state.global_step:
             restore_weights(model, state.best_checkpoint, rank, world_size)
         dev_results = state.best_dev
@@ -352,24 +370,25 @@ def load_model(model_dir, dropout, tokenizer_size, max_seq_length):
     return model
 
 
-def prepare_features(args, tokenizer):
+def prepare_features(args, tokenizer, progress_bar):
     """Read XNLI and tokenize every split once for the whole run."""
     train_languages = () if args.eval_only else TRAIN_LANGUAGES[args.task_type]
     paths = xnli_file_paths(args.data_dir or download_xnli(with_train=bool(train_languages)), train_languages)
-    encode = partial(encode_pairs, tokenizer, max_seq_length=args.max_seq_length, memory_length=args.memory_length)
+    splits = {split: read_eval_split(paths[split]) for split in ("dev", "test")}
+    if train_languages:
+        splits = {"train": read_train_split(paths["train"]), **splits}
 
-    train_features = None
-    if not args.eval_only:
-        train_file = read_train_split(paths["train"])
-        train_features = encode([pair for pairs in train_file.pairs_by_language.values() for pair in pairs])
-        log_split("train", len(train_languages), [train_features], train_file.num_skipped)
-    eval_features = []
-    for split in ("dev", "test"):
-        eval_file = read_eval_split(paths[split])
-        features = {lang: encode(pairs) for lang, pairs in eval_file.pairs_by_language.items()}
-        log_split(split, len(features), features.values(), eval_file.num_skipped)
-        eval_features.append(features)
-    return train_features, *eval_features
+    num_pairs = sum(len(pairs) for xnli_file in splits.values() for pairs in xnli_file.pairs_by_language.values())
+    features = {}
+    with progress_bar(total=num_pairs, desc="tokenizing", unit="pair") as bar:
+        for split, xnli_file in splits.items():
+            features[split] = {}
+            for lang, pairs in xnli_file.pairs_by_language.items():
+                features[split][lang] = encode_pairs(tokenizer, pairs, args.max_seq_length, args.memory_length)
+                bar.update(len(pairs))
+            log_split(split, len(features[split]), features[split].values(), xnli_file.num_skipped)
+    train_features = Features.concatenate(features["train"].values()) if train_languages else None
+    return train_features, features["dev"], features["test"]
 
 
 def log_split(split, num_languages, features_list, num_skipped):
@@ -381,7 +400,8 @@ def log_split(split, num_languages, features_list, num_skipped):
     )
 
 
-def train(args, model, tokenizer, train_features, dev_features, evaluate_split, resume_dir, rank, world_size):
+def train(args, model, tokenizer, train_features, dev_features, evaluate_split, progress_bar, resume_dir, rank,
+          world_size):
     """Train, evaluating dev and saving a checkpoint every `save_steps` and at the end."""
     sampler = ShardedBatchSampler(len(train_features), args.batch_size, rank, world_size, args.seed)
     train_loader = paddle.io.DataLoader(
@@ -404,7 +424,12 @@ def train(args, model, tokenizer, train_features, dev_features, evaluate_split, 
         num_training_steps, len(train_features), args.batch_size, world_size, len(sampler),
     )
 
-    step_log = StepLog(args.logging_steps, num_training_steps, args.batch_size * world_size)
+    guard = NonFiniteGuard(args.output_dir)
+    progress = TrainingProgress(
+        progress_bar(total=num_training_steps, initial=state.global_step, desc="training", unit="step"),
+        open_visualdl(args.visualdl, os.path.join(args.output_dir, "visualdl")) if rank == 0 else NoWriter(),
+        args.logging_steps, num_training_steps, args.batch_size * world_size,
+    )
     model.train()
     remaining_batches = islice(batches_from(train_loader, sampler, state.epoch, state.next_batch),
                                num_training_steps - state.global_step)
@@ -412,17 +437,20 @@ def train(args, model, tokenizer, train_features, dev_features, evaluate_split, 
         for epoch, batch_index, batch in remaining_batches:
             loss, skipped = training_step(trained_model, batch, optimizer, lr_scheduler, scaler, args.use_amp)
             state.global_step, state.epoch, state.next_batch = state.global_step + 1, epoch, batch_index + 1
-            step_log.record(state.global_step, epoch, loss, skipped, lr_scheduler.get_lr(), args.output_dir)
+            guard.check(state.global_step, loss, skipped)
+            loss_scale = float(scaler._scale) if scaler.is_enable() else None
+            progress.step(state.global_step, epoch, loss, lr_scheduler.get_lr(), loss_scale, guard.skipped)
 
             at_save_point = state.global_step % args.save_steps == 0 or state.global_step == num_training_steps
             if at_save_point:
                 dev_results = evaluate_split(model, dev_features)
-                log_evaluation("dev", state.global_step, dev_results)
+                progress.evaluation("dev", state.global_step, dev_results)
                 update_best(state, dev_results, args.select_on, args.output_dir)
                 checkpoint = save(state)
             signum = stop_request.agreed(world_size)
             if signum:
                 raise TrainingStopped(signum, state.global_step, checkpoint if at_save_point else save(state))
+    progress.close()
     return state
 
 
@@ -449,78 +477,6 @@ def training_step(model, batch, optimizer, lr_scheduler, scaler, use_amp):
     lr_scheduler.step()
     skipped = scaler.is_enable() and bool(scaler._found_inf)
     return float(loss), skipped
-
-
-class StepLog:
-    """Logs loss, learning rate and speed every `logging_steps` steps, and stops a run whose loss
-    is not finite or whose loss scaler keeps skipping steps."""
-
-    def __init__(self, logging_steps, num_training_steps, examples_per_step, max_skipped_in_a_row=100):
-        self.logging_steps, self.num_training_steps = logging_steps, num_training_steps
-        self.examples_per_step, self.max_skipped_in_a_row = examples_per_step, max_skipped_in_a_row
-        self.loss_sum, self.skipped, self.skipped_in_a_row, self.started = 0.0, 0, 0, time.time()
-
-    def record(self, step, epoch, loss, skipped, learning_rate, output_dir):
-        self.skipped_in_a_row = self.skipped_in_a_row + 1 if skipped else 0
-        self.skipped += skipped
-        if self.skipped_in_a_row >= self.max_skipped_in_a_row:
-            raise TrainingFailed(f"the loss scaler skipped {self.skipped_in_a_row} steps in a row (non-finite "
-                                 f"gradients) up to step {step}", output_dir)
-        if not skipped and not math.isfinite(loss):
-            raise TrainingFailed(f"the loss is {loss} at step {step}", output_dir)
-        self.loss_sum += 0.0 if skipped else loss
-        if step % self.logging_steps == 0:
-            elapsed = time.time() - self.started
-            logger.info(
-                "step %d/%d, epoch %d, loss %.4f, lr %.3e, %.1f examples/s%s",
-                step, self.num_training_steps, epoch + 1, self.loss_sum / self.logging_steps, learning_rate,
-                self.logging_steps * self.examples_per_step / elapsed,
-                f", {self.skipped} steps skipped so far (non-finite gradients)" if self.skipped else "",
-            )
-            self.loss_sum, self.started = 0.0, time.time()
-
-
-class StopRequest:
-    """Turns SIGTERM (preemption) and SIGINT (Ctrl-C) into a request to stop after the current
-    step, so that a checkpoint can be saved; a second Ctrl-C interrupts at once."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __enter__(self):
-        self.signum = 0
-        self.previous_handlers = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc_info):
-        for signum, handler in self.previous_handlers.items():
-            signal.signal(signum, handler)
-
-    def _handle(self, signum, frame):
-        if self.signum == signal.SIGINT and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def agreed(self, world_size):
-        """The signal any rank received, so that all ranks stop at the same step."""
-        if world_size == 1:
-            return self.signum
-        received = paddle.to_tensor([self.signum], dtype="int64")
-        paddle.distributed.all_reduce(received, op=paddle.distributed.ReduceOp.MAX)
-        return int(received)
-
-
-class TrainingStopped(Exception):
-    def __init__(self, signum, step, checkpoint):
-        super().__init__(f"stopped by {signal.Signals(signum).name} after step {step}; saved {checkpoint}. "
-                         "Continue with the same command and --resume_from_checkpoint latest")
-        self.exit_code = 128 + signum
-
-
-class TrainingFailed(Exception):
-    def __init__(self, what, output_dir):
-        last_good = latest_checkpoint(output_dir) or "none yet"
-        super().__init__(f"{what}; last good checkpoint: {last_good}. Lower --learning_rate, or resume "
-                         "from that checkpoint")
 
 
 def update_best(state, dev_results, select_on, output_dir):
@@ -558,14 +514,6 @@ def restore_weights(model, checkpoint_dir, rank, world_size):
     if world_size > 1:
         for parameter in model.parameters():
             paddle.distributed.broadcast(parameter, src=0)
-
-
-def log_evaluation(split, step, results):
-    accuracy = {lang: result["accuracy"] for lang, result in results.items()}
-    logger.info(
-        "%s accuracy at step %d: avg %.2f | %s", split, step, 100 * average_accuracy(accuracy),
-        " ".join(f"{lang} {100 * accuracy[lang]:.1f}" for lang in XNLI_LANGUAGES),
-    )
 
 
 def report_results(args, model_config, state, dev_results, test_results, runtime_seconds):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from data import (
+    Features,
     Pair,
     ShardedBatchSampler,
     XnliDataError,
@@ -215,3 +216,13 @@ def test_eval_batches_split_examples_across_ranks_and_sort_by_length(tokenizer):
         assert (np.diff(lengths) >= 0).all()
         seen.extend(indices.tolist())
     assert sorted(seen) == list(range(len(features)))
+
+
+def test_concatenated_features_number_examples_one_after_the_other(tokenizer):
+    first = encode_pairs(tokenizer, [Pair("fkaka " * 30, "yes.", 0), Pair("fsu.", "no.", 2)], 16, 4)
+    second = encode_pairs(tokenizer, [Pair("eka.", "maybe.", 1)], 16, 4)
+    both = Features.concatenate([first, second])
+    assert both.num_examples == 3 and len(both) == len(first) + 1
+    assert both.example_ids.tolist() == first.example_ids.tolist() + [2]
+    assert both.example_labels().tolist() == [0, 2, 1]
+    assert both[len(first)][0].tolist() == second.input_ids[0].tolist()

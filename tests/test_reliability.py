@@ -243,13 +243,14 @@ def test_an_output_dir_that_cannot_be_created_and_debug_tracebacks(tmp_path, tin
 
 
 def test_a_loss_scaler_that_keeps_skipping_stops_the_run(tmp_path):
-    from run_classifier import StepLog, TrainingFailed
+    from run_control import NonFiniteGuard, TrainingFailed
 
-    step_log = StepLog(logging_steps=1000, num_training_steps=1000, examples_per_step=16, max_skipped_in_a_row=5)
+    guard = NonFiniteGuard(str(tmp_path), max_skipped_in_a_row=5)
     for step in range(1, 5):
-        step_log.record(step, 0, float("inf"), True, 1e-5, str(tmp_path))
-    step_log.record(5, 0, 1.0, False, 1e-5, str(tmp_path))  # a good step resets the count
+        guard.check(step, float("inf"), skipped=True)
+    guard.check(5, 1.0, skipped=False)  # a good step resets the count
     for step in range(6, 10):
-        step_log.record(step, 0, float("nan"), True, 1e-5, str(tmp_path))
+        guard.check(step, float("nan"), skipped=True)
     with pytest.raises(TrainingFailed, match="skipped 5 steps in a row .* up to step 10; last good checkpoint: none"):
-        step_log.record(10, 0, float("nan"), True, 1e-5, str(tmp_path))
+        guard.check(10, float("nan"), skipped=True)
+    assert guard.skipped == 9

@@ -1,0 +1,146 @@
+"""Watching and steering a training run: progress, logs and VisualDL scalars, guards against
+non-finite losses, and stopping cleanly on SIGTERM or Ctrl-C."""
+
+import logging
+import math
+import signal
+import time
+
+import paddle
+
+from checkpoints import latest_checkpoint
+from utils import XNLI_LANGUAGES, InputError, average_accuracy
+
+logger = logging.getLogger("run_classifier")
+
+
+class TrainingStopped(Exception):
+    def __init__(self, signum, step, checkpoint):
+        super().__init__(f"stopped by {signal.Signals(signum).name} after step {step}; saved {checkpoint}. "
+                         "Continue with the same command and --resume_from_checkpoint latest")
+        self.exit_code = 128 + signum
+
+
+class TrainingFailed(Exception):
+    def __init__(self, what, output_dir):
+        last_good = latest_checkpoint(output_dir) or "none yet"
+        super().__init__(f"{what}; last good checkpoint: {last_good}. Lower --learning_rate, or resume "
+                         "from that checkpoint")
+
+
+class NonFiniteGuard:
+    """Stops a run whose loss is not finite, or whose loss scaler keeps skipping steps."""
+
+    def __init__(self, output_dir, max_skipped_in_a_row=100):
+        self.output_dir, self.max_skipped_in_a_row = output_dir, max_skipped_in_a_row
+        self.skipped, self.skipped_in_a_row = 0, 0
+
+    def check(self, step, loss, skipped):
+        self.skipped += skipped
+        self.skipped_in_a_row = self.skipped_in_a_row + 1 if skipped else 0
+        if self.skipped_in_a_row >= self.max_skipped_in_a_row:
+            raise TrainingFailed(f"the loss scaler skipped {self.skipped_in_a_row} steps in a row (non-finite "
+                                 f"gradients) up to step {step}", self.output_dir)
+        if not skipped and not math.isfinite(loss):
+            raise TrainingFailed(f"the loss is {loss} at step {step}", self.output_dir)
+
+
+class NoWriter:
+    def add_scalar(self, tag, value, step):
+        pass
+
+    def close(self):
+        pass
+
+
+def open_visualdl(wanted, logdir):
+    """A VisualDL writer: `wanted` True requires VisualDL, None uses it when installed, False never."""
+    if wanted is False:
+        return NoWriter()
+    try:
+        from visualdl import LogWriter
+    except ImportError:
+        if wanted:
+            raise InputError("--visualdl true: VisualDL is not installed (pip install visualdl)") from None
+        return NoWriter()
+    return LogWriter(logdir=logdir)
+
+
+class TrainingProgress:
+    """The progress bar, a log line every `logging_steps` steps (upstream's fields), and the same
+    numbers as VisualDL scalars."""
+
+    def __init__(self, progress_bar, writer, logging_steps, num_training_steps, examples_per_step):
+        self.progress_bar, self.writer = progress_bar, writer
+        self.logging_steps, self.num_training_steps = logging_steps, num_training_steps
+        self.examples_per_step = examples_per_step
+        self.loss_sum, self.started = 0.0, time.time()
+
+    def step(self, step, epoch, loss, learning_rate, loss_scale, skipped_so_far):
+        self.loss_sum += loss if math.isfinite(loss) else 0.0
+        self.progress_bar.update(1)
+        steps_per_second = self.progress_bar.format_dict.get("rate") or 0.0
+        self.progress_bar.set_postfix(loss=f"{loss:.4f}", lr=f"{learning_rate:.2e}",
+                                      examples_per_s=f"{steps_per_second * self.examples_per_step:.1f}", refresh=False)
+        if step % self.logging_steps:
+            return
+        elapsed, mean_loss = time.time() - self.started, self.loss_sum / self.logging_steps
+        logger.info(
+            "step %d/%d, epoch %d, loss %.4f, lr %.3e, %.1f examples/s%s",
+            step, self.num_training_steps, epoch + 1, mean_loss, learning_rate,
+            self.logging_steps * self.examples_per_step / elapsed,
+            f", {skipped_so_far} steps skipped so far (non-finite gradients)" if skipped_so_far else "",
+        )
+        self.writer.add_scalar("train/loss", mean_loss, step)
+        self.writer.add_scalar("train/lr", learning_rate, step)
+        if loss_scale is not None:
+            self.writer.add_scalar("train/loss_scale", loss_scale, step)
+        self.loss_sum, self.started = 0.0, time.time()
+
+    def evaluation(self, split, step, results):
+        log_evaluation(split, step, results)
+        accuracy = {lang: result["accuracy"] for lang, result in results.items()}
+        for lang in XNLI_LANGUAGES:
+            self.writer.add_scalar(f"{split}/accuracy/{lang}", accuracy[lang], step)
+        self.writer.add_scalar(f"{split}/accuracy/avg", average_accuracy(accuracy), step)
+
+    def close(self):
+        self.progress_bar.close()
+        self.writer.close()
+
+
+def log_evaluation(split, step, results):
+    accuracy = {lang: result["accuracy"] for lang, result in results.items()}
+    logger.info(
+        "%s accuracy at step %d: avg %.2f | %s", split, step, 100 * average_accuracy(accuracy),
+        " ".join(f"{lang} {100 * accuracy[lang]:.1f}" for lang in XNLI_LANGUAGES),
+    )
+
+
+class StopRequest:
+    """Turns SIGTERM (preemption) and SIGINT (Ctrl-C) into a request to stop after the current
+    step, so that a checkpoint can be saved; a second Ctrl-C interrupts at once."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __enter__(self):
+        self.signum = 0
+        self.previous_handlers = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info):
+        for signum, handler in self.previous_handlers.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum, frame):
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def agreed(self, world_size):
+        """The signal any rank received, so that all ranks stop at the same step."""
+        if world_size == 1:
+            return self.signum
+        received = paddle.to_tensor([self.signum], dtype="int64")
+        paddle.distributed.all_reduce(received, op=paddle.distributed.ReduceOp.MAX)
+        return int(received)
