@@ -12,6 +12,7 @@ numbers say nothing about ERNIE-M. The real run is README's command with ernie-m
 import argparse
 import os
 
+import run_classifier
 from synthetic import build_tiny_ernie_m, corpus_text, write_xnli_corpus
 
 
@@ -24,6 +25,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    run_classifier.paddlenlp_logger.set_level("WARNING")
     data_dir = write_xnli_corpus(os.path.join(args.output_dir, "synthetic-xnli"), num_train=480, num_eval=60)
     text_file = os.path.join(args.output_dir, "tokenizer-text.txt")
     with open(text_file, "w", encoding="utf-8") as file:
@@ -31,8 +33,6 @@ def main(argv=None):
     model_dir = build_tiny_ernie_m(os.path.join(args.output_dir, "tiny-random-ernie-m"), text_file)
     print("Sanity run on SYNTHETIC data with a tiny random model: its numbers say nothing about ERNIE-M.",
           flush=True)
-
-    import run_classifier  # after the data exists: importing Paddle takes a few seconds
 
     run_classifier.main([
         "--task_type", "cross-lingual-transfer", "--model_name_or_path", model_dir, "--data_dir", data_dir,
