@@ -1,4 +1,4 @@
-"""Fine-tune and evaluate ERNIE-M on XNLI, in PaddlePaddle's dynamic graph.
+r"""Fine-tune and evaluate ERNIE-M on XNLI, in PaddlePaddle's dynamic graph.
 
 One card:
     python run_classifier.py --task_type cross-lingual-transfer --model_name_or_path ernie-m-base \
@@ -9,9 +9,14 @@ Several cards (`--batch_size` is per card) or machines:
 CPU smoke run on local XNLI files:
     python run_classifier.py --task_type cross-lingual-transfer --model_name_or_path ernie-m-base \
         --output_dir output/smoke --device cpu --data_dir ../shared/xnli --max_steps 20
-Evaluate a fine-tuned checkpoint on dev and test:
+Continue a run that was stopped or killed:
+    python run_classifier.py ...the same arguments... --resume_from_checkpoint latest
+Evaluate a fine-tuned checkpoint on dev and test, predict a file's pairs, export for Paddle Inference:
     python run_classifier.py --eval_only --task_type cross-lingual-transfer \
         --model_name_or_path output/base-clt/checkpoint-10000 --output_dir output/base-clt-eval
+    python run_classifier.py --predict_file pairs.tsv --task_type cross-lingual-transfer \
+        --model_name_or_path output/base-clt/checkpoint-10000 --output_dir output/predictions \
+        --export_model_dir output/inference
 
 Settings:
     cross-lingual-transfer  train on English, evaluate dev and test in all 15 languages
@@ -106,8 +111,12 @@ MAX_POSITIONS = 512
 logger = logging.getLogger("run_classifier")
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help keeps the run-book's layout and shows every default."""
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add = parser.add_argument
     add("--task_type", required=True, choices=TASK_TYPES, help="The XNLI setting.")
     add("--model_name_or_path", required=True,

@@ -307,3 +307,12 @@ def test_the_exported_static_graph_gives_the_dynamic_logits(trained, tmp_path, x
     exported = paddle.jit.load(str(tmp_path / "export" / "inference"))
     logits = exported(paddle.to_tensor(input_ids), paddle.to_tensor(position_ids), paddle.to_tensor(attention_mask))
     np.testing.assert_allclose(logits.numpy(), expected, atol=1e-5)
+
+
+def test_help_lists_every_argument_with_its_default():
+    result = run_script("--help")
+    assert result.returncode == 0
+    for argument in ("--task_type", "--max_seq_length", "--memory_length", "--layerwise_decay", "--use_amp",
+                     "--scale_loss", "--predict_file", "--export_model_dir", "--resume_from_checkpoint"):
+        assert argument in result.stdout
+    assert "(default: 256)" in result.stdout and "(default: 0.8)" in result.stdout

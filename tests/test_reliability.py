@@ -101,17 +101,21 @@ def test_a_run_killed_with_sigkill_resumes_to_identical_weights_and_results(
     assert_same_run(killed_dir, reference_run(processes, use_amp))
 
 
-def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path, tiny_model_dir, xnli_dir, reference_run):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_saves_a_checkpoint_and_says_how_to_resume(
+    tmp_path, tiny_model_dir, xnli_dir, reference_run, signum
+):
     output_dir, output_path = tmp_path / "run", tmp_path / "run.out"
     process = start(training_args(tiny_model_dir, xnli_dir, output_dir), output_path)
     wait_for("step 90/240", output_path, process)
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    process.send_signal(signum)
+    assert process.wait(timeout=60) == 128 + signum
     last_line = open(output_path).read().strip().splitlines()[-1]
     step = int(last_line.split("after step ")[1].split(";")[0])
     assert 90 <= step < 240 and step % 80
-    assert last_line == (f"run_classifier.py: error: stopped by SIGTERM after step {step}; saved {output_dir}/"
-                         f"checkpoint-{step}. Continue with the same command and --resume_from_checkpoint latest")
+    assert last_line == (f"run_classifier.py: error: stopped by {signal.Signals(signum).name} after step {step}; "
+                         f"saved {output_dir}/checkpoint-{step}. Continue with the same command and "
+                         "--resume_from_checkpoint latest")
     assert latest_checkpoint(str(output_dir)) == f"{output_dir}/checkpoint-{step}"
 
     resumed = run_script(*training_args(tiny_model_dir, xnli_dir, output_dir, "--resume_from_checkpoint", "latest"))
