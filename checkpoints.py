@@ -29,7 +29,7 @@ RNG_FILE = "rng_state.pkl"
 # Arguments that change what a run computes; a resumed run must keep every one of them.
 RESULT_ARGUMENTS = (
     "task_type", "model_name_or_path", "max_seq_length", "memory_length", "learning_rate", "dropout",
-    "num_train_epochs", "max_steps", "batch_size", "weight_decay", "layerwise_decay", "adam_epsilon",
+    "num_train_epochs", "max_steps", "batch_size", "group_by_length", "weight_decay", "layerwise_decay", "adam_epsilon",
     "warmup_proportion", "warmup_steps", "save_steps", "select_on", "seed", "use_amp", "scale_loss",
 )
 

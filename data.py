@@ -292,14 +292,22 @@ class ShardedBatchSampler:
     """Shuffled training batches for one rank of `world_size`.
 
     Every rank draws the same permutation (seeded by `seed` and the epoch), padded by wrapping
-    around so that it divides evenly, and takes every `world_size`-th index: ranks see disjoint
+    around so that it divides evenly, cut into global batches of `batch_size * world_size`; each
+    rank takes every `world_size`-th example of each global batch. Ranks thus see disjoint
     examples and the same number of batches, so data-parallel steps stay in lockstep.
+
+    With `lengths`, batches are grouped by length: the permutation is cut into mega-batches of
+    MEGA_BATCH global batches, each sorted by length before it is cut into global batches, whose
+    order is then shuffled. A batch then holds inputs of similar length and little padding, while
+    the order of the batches stays random.
     """
 
-    def __init__(self, num_samples, batch_size, rank=0, world_size=1, seed=0, shuffle=True):
+    MEGA_BATCH = 50
+
+    def __init__(self, num_samples, batch_size, rank=0, world_size=1, seed=0, lengths=None):
         self.num_samples, self.batch_size = num_samples, batch_size
         self.rank, self.world_size = rank, world_size
-        self.seed, self.shuffle = seed, shuffle
+        self.seed, self.lengths = seed, lengths
         self.epoch, self.start_batch = 0, 0
 
     def set_epoch(self, epoch, start_batch=0):
@@ -307,17 +315,24 @@ class ShardedBatchSampler:
         self.epoch, self.start_batch = epoch, start_batch
 
     def __iter__(self):
-        indices = np.arange(self.num_samples)
-        if self.shuffle:
-            np.random.RandomState(self.seed + self.epoch).shuffle(indices)
+        rng = np.random.RandomState(self.seed + self.epoch)
         padded_size = -(-self.num_samples // self.world_size) * self.world_size
-        indices = np.resize(indices, padded_size)[self.rank :: self.world_size]
-        for start in range(self.start_batch * self.batch_size, len(indices), self.batch_size):
-            yield indices[start : start + self.batch_size].tolist()
+        indices = np.resize(rng.permutation(self.num_samples), padded_size)
+        global_batch = self.batch_size * self.world_size
+        if self.lengths is not None:
+            mega_batch = global_batch * self.MEGA_BATCH
+            indices = np.concatenate([
+                chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+                for chunk in np.split(indices, range(mega_batch, len(indices), mega_batch))
+            ])
+        batches = np.split(indices, range(global_batch, len(indices), global_batch))
+        if self.lengths is not None:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        for batch in batches[self.start_batch :]:
+            yield batch[self.rank :: self.world_size].tolist()
 
     def __len__(self):
-        samples_per_rank = -(-self.num_samples // self.world_size)
-        return -(-samples_per_rank // self.batch_size)
+        return -(-self.num_samples // (self.batch_size * self.world_size))
 
 
 def eval_batches(features, batch_size, rank=0, world_size=1):

@@ -140,6 +140,8 @@ def parse_args(argv=None):
     add("--save_steps", type=int, default=10000, help="Evaluate dev and save a checkpoint every this many steps.")
     add("--batch_size", type=int, default=16, help="Training batch size per card.")
     add("--eval_batch_size", type=int, default=64, help="Evaluation batch size per card.")
+    add("--group_by_length", type=str2bool, nargs="?", const=True, default=False,
+        help="Batch training inputs of similar length together, in random batch order (true/false): less padding.")
     add("--weight_decay", type=float, default=0.0, help="AdamW weight decay (not on biases and norms).")
     add("--layerwise_decay", type=float, default=0.8, help="Learning-rate ratio between successive layers.")
     add("--adam_epsilon", type=float, default=1e-8, help="AdamW epsilon.")
@@ -412,7 +414,8 @@ def log_split(split, num_languages, features_list, num_skipped):
 def train(args, model, tokenizer, train_features, dev_features, evaluate_split, progress_bar, resume_dir, rank,
           world_size):
     """Train, evaluating dev and saving a checkpoint every `save_steps` and at the end."""
-    sampler = ShardedBatchSampler(len(train_features), args.batch_size, rank, world_size, args.seed)
+    sampler = ShardedBatchSampler(len(train_features), args.batch_size, rank, world_size, args.seed,
+                                  lengths=train_features.lengths() if args.group_by_length else None)
     train_loader = paddle.io.DataLoader(
         train_features, batch_sampler=sampler,
         collate_fn=partial(collate_training_batch, pad_token_id=tokenizer.pad_token_id),

@@ -18,7 +18,7 @@ from utils import XNLI_LANGUAGES
 REQUIRED = ["--task_type", "cross-lingual-transfer", "--model_name_or_path", "ernie-m-base", "--output_dir", "out"]
 
 # Settings under which the tiny model learns the synthetic task within a few seconds.
-FAST_TRAINING = ["--device", "cpu", "--learning_rate", "1e-2", "--layerwise_decay", "1.0", "--warmup_proportion",
+FAST_TRAINING = ["--device", "cpu", "--learning_rate", "1e-3", "--layerwise_decay", "1.0", "--warmup_proportion",
                  "0.1", "--batch_size", "16", "--logging_steps", "25"]
 
 
@@ -131,11 +131,11 @@ def test_an_unavailable_device_is_said_plainly(tmp_path, tiny_model_dir, xnli_di
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_model_dir, xnli_dir):
-    """A cross-lingual-transfer run of 150 steps with dev evaluation and checkpoints every 50."""
+    """A cross-lingual-transfer run of 300 steps with dev evaluation and checkpoints every 100."""
     output_dir = tmp_path_factory.mktemp("clt")
     result = run_script("--task_type", "cross-lingual-transfer", "--model_name_or_path", tiny_model_dir,
-                        "--output_dir", output_dir, "--data_dir", xnli_dir, "--max_steps", 150,
-                        "--save_steps", 50, *FAST_TRAINING)
+                        "--output_dir", output_dir, "--data_dir", xnli_dir, "--max_steps", 300,
+                        "--save_steps", 100, *FAST_TRAINING)
     assert result.returncode == 0, result.stderr
     return output_dir, result
 
@@ -143,27 +143,27 @@ def trained(tmp_path_factory, tiny_model_dir, xnli_dir):
 def test_training_writes_checkpoints_results_and_the_table(trained):
     output_dir, result = trained
     results = read_results(output_dir)
-    assert sorted(os.listdir(output_dir)) == ["checkpoint-100", "checkpoint-150", "checkpoint-50", "results.json",
-                                              "results.md", "results.png"]
+    assert sorted(os.listdir(output_dir)) == ["checkpoint-100", "checkpoint-200", "checkpoint-300", "results.json",
+                                              "results.md", "results.png", "visualdl"]
     table_row = printed_table_row(result.stdout)
     assert table_row in (output_dir / "results.md").read_text()
     assert png_size(output_dir / "results.png") == (1200, 500)
-    checkpoint = output_dir / "checkpoint-150"
+    checkpoint = output_dir / "checkpoint-300"
     for name in ("config.json", "model_state.pdparams", "vocab.txt", "sentencepiece.bpe.model",
                  "tokenizer_config.json", "optimizer.pdopt", "trainer_state.json"):
         assert (checkpoint / name).is_file(), name
     config = json.loads((checkpoint / "config.json").read_text())
     assert config["id2label"] == {"0": "entailment", "1": "neutral", "2": "contradiction"}
-    assert json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] == 150
+    assert json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] == 300
 
-    assert results["global_step"] == 150
-    assert [entry["step"] for entry in results["dev_history"]] == [50, 100, 150]
+    assert results["global_step"] == 300
+    assert [entry["step"] for entry in results["dev_history"]] == [100, 200, 300]
     best = max(results["dev_history"], key=lambda entry: entry["avg"])
     assert results["checkpoint"] == str(output_dir / f"checkpoint-{best['step']}")
     assert results["dev_accuracy"]["avg"] == pytest.approx(best["avg"])
     assert_table_matches_results(result.stdout, results)
     assert "train: 240 pairs in 1 language(s)" in result.stderr
-    assert re.search(r"step 150/150, epoch 10, loss [\d.]+, lr 0.000e\+00, [\d.]+ examples/s", result.stderr)
+    assert re.search(r"step 300/300, epoch 20, loss [\d.]+, lr 0.000e\+00, [\d.]+ examples/s", result.stderr)
 
 
 def test_training_learns_the_task_and_shuffled_labels_do_not(trained, tmp_path, tiny_model_dir):
@@ -172,8 +172,8 @@ def test_training_learns_the_task_and_shuffled_labels_do_not(trained, tmp_path, 
 
     shuffled_dir = write_xnli_corpus(tmp_path / "xnli", shuffle_train_labels=True)
     result = run_script("--task_type", "cross-lingual-transfer", "--model_name_or_path", tiny_model_dir,
-                        "--output_dir", tmp_path / "out", "--data_dir", shuffled_dir, "--max_steps", 150,
-                        "--save_steps", 150, *FAST_TRAINING)
+                        "--output_dir", tmp_path / "out", "--data_dir", shuffled_dir, "--max_steps", 300,
+                        "--save_steps", 300, *FAST_TRAINING)
     assert result.returncode == 0, result.stderr
     assert read_results(tmp_path / "out")["test_accuracy"]["avg"] <= 0.55
 
@@ -229,7 +229,7 @@ def test_two_processes_share_the_work_and_rank_0_reports(tmp_path, tiny_model_di
     assert_table_matches_results(rank0_log, results)
     assert "| Model |" not in rank1_log and "INFO" not in rank1_log
     assert sorted(os.listdir(tmp_path / "out")) == ["checkpoint-16", "checkpoint-8", "results.json", "results.md",
-                                                    "results.png"]
+                                                    "results.png", "visualdl"]
 
     # The test split was evaluated on the selected checkpoint, half the pairs on each rank.
     single = run_script("--eval_only", "--task_type", "cross-lingual-transfer", "--model_name_or_path",
@@ -316,3 +316,11 @@ def test_help_lists_every_argument_with_its_default():
                      "--scale_loss", "--predict_file", "--export_model_dir", "--resume_from_checkpoint"):
         assert argument in result.stdout
     assert "(default: 256)" in result.stdout and "(default: 0.8)" in result.stdout
+
+
+def test_length_grouped_batches_train_too(tmp_path, tiny_model_dir, xnli_dir):
+    result = run_script("--task_type", "cross-lingual-transfer", "--model_name_or_path", tiny_model_dir,
+                        "--output_dir", tmp_path, "--data_dir", xnli_dir, "--max_steps", 300, "--save_steps", 300,
+                        "--group_by_length", "true", *FAST_TRAINING)
+    assert result.returncode == 0, result.stderr
+    assert read_results(tmp_path)["test_accuracy"]["avg"] >= 0.75

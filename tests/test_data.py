@@ -226,3 +226,50 @@ def test_concatenated_features_number_examples_one_after_the_other(tokenizer):
     assert both.example_ids.tolist() == first.example_ids.tolist() + [2]
     assert both.example_labels().tolist() == [0, 2, 1]
     assert both[len(first)][0].tolist() == second.input_ids[0].tolist()
+
+
+def padding_ratio(batches, lengths):
+    """Tokens computed when each batch is padded to its longest input, per real token."""
+    return sum(len(batch) * lengths[batch].max() for batch in batches) / sum(lengths[batch].sum() for batch in batches)
+
+
+def test_length_grouped_batches_cover_each_example_once_per_epoch_across_ranks():
+    lengths = np.random.RandomState(0).randint(5, 200, size=1003)
+    epoch_batches = []
+    for rank in range(2):
+        sampler = ShardedBatchSampler(1003, batch_size=8, rank=rank, world_size=2, seed=3, lengths=lengths)
+        sampler.set_epoch(1)
+        batches = [np.array(batch) for batch in sampler]
+        assert len(batches) == len(sampler) == 63
+        epoch_batches.append(batches)
+    seen = np.concatenate([np.concatenate(batches) for batches in epoch_batches])
+    assert len(seen) == 1004 and set(seen) == set(range(1003))  # one index wraps around to even the ranks
+    assert len(set(np.concatenate(epoch_batches[0])) & set(np.concatenate(epoch_batches[1]))) <= 1
+    # The ranks' batches of one step have similar lengths, and batches carry little padding.
+    for batch_0, batch_1 in zip(*epoch_batches):
+        assert abs(int(lengths[batch_0].max()) - int(lengths[batch_1].max())) <= 10
+    assert padding_ratio(epoch_batches[0], lengths) < 1.1
+
+
+def test_length_grouping_is_deterministic_random_and_cuts_padding():
+    lengths = np.random.RandomState(1).randint(5, 200, size=800)
+
+    def batches(seed, epoch, grouped=True):
+        sampler = ShardedBatchSampler(800, batch_size=16, seed=seed, lengths=lengths if grouped else None)
+        sampler.set_epoch(epoch)
+        return [np.array(batch) for batch in sampler]
+
+    assert [b.tolist() for b in batches(1, 0)] == [b.tolist() for b in batches(1, 0)]
+    assert [b.tolist() for b in batches(1, 0)] != [b.tolist() for b in batches(1, 1)]
+    first_lengths = [int(lengths[batch].max()) for batch in batches(1, 0)]
+    assert first_lengths != sorted(first_lengths) and first_lengths != sorted(first_lengths, reverse=True)
+    assert padding_ratio(batches(1, 0), lengths) < 1.1 < 1.5 < padding_ratio(batches(1, 0, grouped=False), lengths)
+
+
+def test_resuming_mid_epoch_continues_the_same_order():
+    lengths = np.arange(100) % 17
+    sampler = ShardedBatchSampler(100, batch_size=4, seed=5, lengths=lengths)
+    sampler.set_epoch(2)
+    whole = list(sampler)
+    sampler.set_epoch(2, start_batch=7)
+    assert list(sampler) == whole[7:]
