@@ -244,6 +244,8 @@ def pair_windows(premise, hypothesis, budget, memory_length):
 
 
 def _token_ids(tokenizer, texts):
+    if not texts:
+        return []
     encoded = tokenizer(texts, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False)
     return encoded["input_ids"]
 

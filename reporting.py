@@ -1,5 +1,7 @@
 """The results for people: Markdown tables beside the paper's numbers, and a bar chart."""
 
+import logging
+
 import numpy as np
 
 from utils import XNLI_LANGUAGES, average_accuracy
@@ -43,6 +45,7 @@ def plot_results(path, title, accuracy_by_language, reference=None):
     """Per-language test accuracy as bars, the paper's as markers, saved as a 1200x500 PNG."""
     import matplotlib
 
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # it logs building its font cache
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

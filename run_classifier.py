@@ -74,6 +74,7 @@ from data import (  # noqa: E402
     xnli_file_paths,
 )
 from evaluation import evaluate_languages, predict_logits, write_predictions  # noqa: E402
+from feature_cache import cache_key, load_features, save_features  # noqa: E402
 from optimization import create_optimizer  # noqa: E402
 from reporting import format_results_table, paper_reference, plot_results  # noqa: E402
 from run_control import (  # noqa: E402
@@ -130,6 +131,9 @@ def parse_args(argv=None):
              "--model_name_or_path; no training or evaluation.")
     add("--export_model_dir", default=None,
         help="Also save the (selected) model as a static graph for Paddle Inference in this directory.")
+    add("--cache_dir", default=os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
+                                            "ernie_m_xnli"),
+        help="Where tokenized splits are kept between runs; '' turns the cache off.")
     add("--max_seq_length", type=int, default=256, help="Maximum tokens per input, special tokens included.")
     add("--memory_length", type=int, default=0,
         help="Premise tokens shared by consecutive windows of a pair longer than max_seq_length; 0 truncates.")
@@ -247,7 +251,7 @@ def main(argv=None):
 
 def train_and_evaluate(args, model, tokenizer, predict_options, progress_bar, resume_dir, rank, world_size):
     """Train (unless --eval_only), select on dev, evaluate the selected model on test, report."""
-    train_features, dev_features, test_features = prepare_features(args, tokenizer, progress_bar)
+    train_features, dev_features, test_features = prepare_features(args, tokenizer, progress_bar, rank, world_size)
     evaluate_split = partial(evaluate_languages, progress=partial(progress_bar, desc="evaluating", unit="language"),
                              **predict_options)
     started = time.time()
@@ -381,33 +385,58 @@ def load_model(model_dir, dropout, tokenizer_size, max_seq_length):
     return model
 
 
-def prepare_features(args, tokenizer, progress_bar):
-    """Read XNLI and tokenize every split once for the whole run."""
+def prepare_features(args, tokenizer, progress_bar, rank, world_size):
+    """Read XNLI and tokenize every split once for the whole run (or load it from the cache)."""
     train_languages = () if args.eval_only else TRAIN_LANGUAGES[args.task_type]
     paths = xnli_file_paths(args.data_dir or download_xnli(with_train=bool(train_languages)), train_languages)
-    splits = {split: read_eval_split(paths[split]) for split in ("dev", "test")}
+    readers = {split: (partial(read_eval_split, paths[split]), [paths[split]]) for split in ("dev", "test")}
     if train_languages:
-        splits = {"train": read_train_split(paths["train"]), **splits}
-
-    num_pairs = sum(len(pairs) for xnli_file in splits.values() for pairs in xnli_file.pairs_by_language.values())
-    features = {}
-    with progress_bar(total=num_pairs, desc="tokenizing", unit="pair") as bar:
-        for split, xnli_file in splits.items():
-            features[split] = {}
-            for lang, pairs in xnli_file.pairs_by_language.items():
-                features[split][lang] = encode_pairs(tokenizer, pairs, args.max_seq_length, args.memory_length)
-                bar.update(len(pairs))
-            log_split(split, len(features[split]), features[split].values(), xnli_file.num_skipped)
+        readers["train"] = (partial(read_train_split, paths["train"]), list(paths["train"].values()))
+    features = {
+        split: tokenized_split(split, read, files, tokenizer, args, progress_bar, rank, world_size)
+        for split, (read, files) in readers.items()
+    }
     train_features = Features.concatenate(features["train"].values()) if train_languages else None
     return train_features, features["dev"], features["test"]
 
 
-def log_split(split, num_languages, features_list, num_skipped):
-    num_examples = sum(features.num_examples for features in features_list)
-    num_inputs = sum(len(features) for features in features_list)
+def tokenized_split(split, read_split, data_files, tokenizer, args, progress_bar, rank, world_size):
+    """{language: Features} of one split. With a cache, rank 0 tokenizes what it lacks and the
+    other ranks load it; a rank that cannot see rank 0's cache (another machine) tokenizes too."""
+
+    def tokenize():
+        xnli_file = read_split()
+        num_pairs = sum(len(pairs) for pairs in xnli_file.pairs_by_language.values())
+        features = {}
+        with progress_bar(total=num_pairs, desc=f"tokenizing {split}", unit="pair") as bar:
+            for lang, pairs in xnli_file.pairs_by_language.items():
+                features[lang] = encode_pairs(tokenizer, pairs, args.max_seq_length, args.memory_length)
+                bar.update(len(pairs))
+        return features, xnli_file.num_skipped
+
+    source, result = "tokenized", None
+    cache_path = args.cache_dir and os.path.join(
+        args.cache_dir, f"{split}-{cache_key(tokenizer, data_files, args.max_seq_length, args.memory_length)}.npz")
+    if not cache_path:
+        result = tokenize()
+    elif rank == 0 and not os.path.isfile(cache_path):
+        result = tokenize()
+        save_features(cache_path, *result)
+    if world_size > 1 and cache_path:
+        paddle.distributed.barrier()
+    if result is None:
+        result, source = (load_features(cache_path), f"from {cache_path}") if os.path.isfile(cache_path) else (
+            tokenize(), "tokenized")
+    log_split(split, result[0], result[1], source)
+    return result[0]
+
+
+def log_split(split, features_by_language, num_skipped, source):
+    num_examples = sum(features.num_examples for features in features_by_language.values())
+    num_inputs = sum(len(features) for features in features_by_language.values())
     logger.info(
-        "%s: %d pairs in %d language(s) -> %d inputs; %d rows with an empty field skipped",
-        split, num_examples, num_languages, num_inputs, num_skipped,
+        "%s: %d pairs in %d language(s) -> %d inputs; %d rows with an empty field skipped (%s)",
+        split, num_examples, len(features_by_language), num_inputs, num_skipped, source,
     )
 
 

@@ -4,6 +4,7 @@ corpora in the original release layout (see synthetic.py), built offline in a te
 import os
 import subprocess
 import sys
+import tempfile
 import warnings
 
 import pytest
@@ -17,6 +18,8 @@ sys.path.insert(0, REPO_ROOT)
 from synthetic import build_tiny_ernie_m, corpus_text, write_xnli_corpus  # noqa: E402
 
 XNLI_DIR = os.environ.get("XNLI_DIR")
+# The scripts' tokenized-feature cache goes to a fresh folder, not the user's ~/.cache.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="ernie-m-xnli-test-cache-")
 
 
 @pytest.fixture(scope="session")

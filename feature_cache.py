@@ -1,0 +1,69 @@
+"""Tokenized XNLI splits kept on disk, so that a second run (and every rank) skips tokenization.
+
+An entry is keyed by everything that decides its content: the tokenizer's files, max_seq_length,
+memory_length, and each data file's path, size and modification time. A changed file or setting
+therefore gets a new entry; nothing is ever read back stale.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from data import Features
+
+# Bump when the stored layout or the tokenization code changes meaning.
+CACHE_FORMAT = 1
+
+
+def _file_digest(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_key(tokenizer, data_files, max_seq_length, memory_length):
+    """A name for the features of `data_files` under this tokenizer and these settings."""
+    parts = {
+        "format": CACHE_FORMAT,
+        "vocab": _file_digest(tokenizer.vocab_file),
+        "sentencepiece": _file_digest(tokenizer.sentencepiece_model_file),
+        "do_lower_case": tokenizer.do_lower_case,
+        "max_seq_length": max_seq_length,
+        "memory_length": memory_length,
+        "files": [[os.path.realpath(path), os.stat(path).st_size, os.stat(path).st_mtime_ns] for path in data_files],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def save_features(path, features_by_language, num_skipped):
+    """Write atomically: a reader never sees half an entry."""
+    arrays = {"num_skipped": np.array(num_skipped), "languages": np.array(list(features_by_language))}
+    for index, features in enumerate(features_by_language.values()):
+        arrays[f"{index}_ids"] = np.concatenate(features.input_ids) if len(features) else np.zeros(0, np.int64)
+        arrays[f"{index}_lengths"] = features.lengths()
+        arrays[f"{index}_labels"] = features.labels
+        arrays[f"{index}_example_ids"] = features.example_ids
+        arrays[f"{index}_num_examples"] = np.array(features.num_examples)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=os.path.dirname(path), suffix=".tmp", delete=False) as tmp:
+        np.savez(tmp, **arrays)
+    os.replace(tmp.name, path)
+
+
+def load_features(path):
+    """(features by language, number of skipped rows) of an entry."""
+    with np.load(path) as arrays:
+        features_by_language = {}
+        for index, lang in enumerate(arrays["languages"].tolist()):
+            ends = np.cumsum(arrays[f"{index}_lengths"])
+            input_ids = np.split(arrays[f"{index}_ids"], ends[:-1]) if len(ends) else []
+            features_by_language[lang] = Features(
+                input_ids, arrays[f"{index}_labels"], arrays[f"{index}_example_ids"],
+                int(arrays[f"{index}_num_examples"]),
+            )
+        return features_by_language, int(arrays["num_skipped"])
