@@ -77,13 +77,12 @@ def write_xnli_corpus(root, num_train=240, num_eval=24, seed=0, shuffle_train_la
     return str(root)
 
 
-def build_tiny_ernie_m(directory, text_file, vocab_size=120, max_position_embeddings=514, embedding_rows=None):
-    """A 2-layer random ErnieM and an ErnieMTokenizer whose sentencepiece model is trained on
-    `text_file`. The vocabulary is laid out like the real one ([CLS] [PAD] [SEP] [UNK], the
-    pieces, [MASK] last), so [PAD] is id 1, as in the pretrained models. The model has one
-    embedding row per token unless `embedding_rows` says otherwise."""
+def build_tokenizer(directory, text_file, vocab_size=120):
+    """An ErnieMTokenizer saved in `directory`, its sentencepiece model trained on `text_file`.
+    The vocabulary is laid out like the real one ([CLS] [PAD] [SEP] [UNK], the pieces, [MASK]
+    last), so [PAD] is id 1, as in the pretrained models. Returns the vocabulary size."""
     import sentencepiece as spm
-    from paddlenlp.transformers import ErnieMConfig, ErnieMModel, ErnieMTokenizer
+    from paddlenlp.transformers import ErnieMTokenizer
 
     os.makedirs(directory, exist_ok=True)
     model_prefix = os.path.join(directory, "spm")
@@ -98,16 +97,25 @@ def build_tiny_ernie_m(directory, text_file, vocab_size=120, max_position_embedd
     with open(vocab_file, "w", encoding="utf-8") as file:
         file.write("\n".join(vocab) + "\n")
     ErnieMTokenizer(vocab_file, model_prefix + ".model").save_pretrained(directory)
-    config = ErnieMConfig(
-        vocab_size=embedding_rows or len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        max_position_embeddings=max_position_embeddings, pad_token_id=1, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-    )
-    import paddle
-
-    paddle.seed(0)
-    ErnieMModel(config).save_pretrained(directory)
     for leftover in (vocab_file, model_prefix + ".model", model_prefix + ".vocab"):
         os.remove(leftover)
+    return len(vocab)
+
+
+def build_tiny_ernie_m(directory, text_file, vocab_size=120, max_position_embeddings=514, embedding_rows=None):
+    """A 2-layer random ErnieM (hidden 32) with a tokenizer from `build_tokenizer`; the model has
+    one embedding row per token unless `embedding_rows` says otherwise."""
+    import paddle
+    from paddlenlp.transformers import ErnieMConfig, ErnieMModel
+
+    num_tokens = build_tokenizer(directory, text_file, vocab_size)
+    config = ErnieMConfig(
+        vocab_size=embedding_rows or num_tokens, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=max_position_embeddings, pad_token_id=1, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    paddle.seed(0)
+    ErnieMModel(config).save_pretrained(directory)
     return directory
 
 

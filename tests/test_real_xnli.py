@@ -55,3 +55,16 @@ def test_a_short_training_run_on_real_data_completes(tmp_path, real_text_model_d
     assert set(results["test_accuracy"]) == {*XNLI_LANGUAGES, "avg"}
     assert all(0 <= accuracy <= 1 for accuracy in results["test_accuracy"].values())
     print(result.stdout)
+
+
+def test_the_benchmark_compares_both_settings_on_real_lengths(real_text_model_dir):
+    result = run_script("--xnli_dir", XNLI_DIR, "--model", real_text_model_dir, "--device", "cpu",
+                        "--train_steps", 2, "--eval_pairs", 8, script="benchmark.py", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("command: python benchmark.py --xnli_dir")
+    rows = {line.split("|")[1].strip(): line for line in lines if line.startswith("| ")}
+    assert {"upstream-style", "project", "project / upstream"} <= set(rows)
+    padding = {setting: float(rows[setting].split("|")[4]) for setting in ("upstream-style", "project")}
+    assert padding["project"] < padding["upstream-style"]
+    assert "matmul peak:" in result.stdout
