@@ -121,7 +121,7 @@ def check_resumable(directory, args, world_size):
     changes = [
         f"--{name} ({saved_args.get(name)!r} -> {getattr(args, name)!r})"
         for name in RESULT_ARGUMENTS
-        if saved_args.get(name) != getattr(args, name)
+        if name in saved_args and saved_args[name] != getattr(args, name)  # absent: older than the argument
     ]
     if saved_world_size != world_size:
         changes.append(f"number of processes ({saved_world_size} -> {world_size})")
