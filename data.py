@@ -9,7 +9,9 @@ or PaddleNLP's download cache, where each release folder is nested twice
 (`$PPNLP_HOME/datasets/XNLI/XNLI-1.0/XNLI-1.0/...`).
 """
 
+import multiprocessing
 import os
+import warnings
 from dataclasses import dataclass
 from typing import List, NamedTuple
 
@@ -263,6 +265,65 @@ def encode_pairs(tokenizer, pairs, max_seq_length, memory_length):
             labels.append(pair.label)
             example_ids.append(example_id)
     return Features(input_ids, np.array(labels, dtype=np.int64), np.array(example_ids, dtype=np.int64), len(pairs))
+
+
+class PairEncoder:
+    """`encode_pairs` over a list of pairs in chunks, in worker processes when there are several.
+
+    The workers are forked, so they share the loaded tokenizer instead of loading or unpickling
+    it; their features equal `encode_pairs`' on the whole list. Use it as a context manager.
+    """
+
+    CHUNK_PAIRS = 2048
+
+    def __init__(self, tokenizer, max_seq_length, memory_length, num_workers=1):
+        self.tokenizer, self.max_seq_length, self.memory_length = tokenizer, max_seq_length, memory_length
+        self.num_workers = num_workers if "fork" in multiprocessing.get_all_start_methods() else 1
+        self.pool = None
+
+    def __enter__(self):
+        if self.num_workers > 1:
+            # Python 3.12 warns about forking a process that has threads (Paddle's); the children
+            # only run the tokenizer, which shares no lock with those threads.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.pool = multiprocessing.get_context("fork").Pool(
+                    self.num_workers, initializer=_set_worker_encoder, initargs=(self,))
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
+
+    def encode(self, pairs, on_chunk_done=lambda num_pairs: None):
+        """The Features of `pairs`; `on_chunk_done(n)` is called as each chunk of n pairs is done."""
+        chunks = [pairs[start : start + self.CHUNK_PAIRS] for start in range(0, len(pairs), self.CHUNK_PAIRS)]
+        if len(chunks) <= 1:
+            features = self._encode(pairs)
+            on_chunk_done(len(pairs))
+            return features
+        encoded = []
+        for features in (self.pool.imap(_encode_in_worker, chunks) if self.pool else map(self._encode, chunks)):
+            encoded.append(features)
+            on_chunk_done(features.num_examples)
+        return Features.concatenate(encoded)
+
+    def _encode(self, pairs):
+        return encode_pairs(self.tokenizer, pairs, self.max_seq_length, self.memory_length)
+
+
+_worker_encoder = None
+
+
+def _set_worker_encoder(encoder):
+    global _worker_encoder
+    _worker_encoder = encoder
+
+
+def _encode_in_worker(pairs):
+    return _worker_encoder._encode(pairs)
 
 
 def average_window_logits(logits, example_ids, num_examples):

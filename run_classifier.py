@@ -64,10 +64,10 @@ from checkpoints import (  # noqa: E402
 from data import (  # noqa: E402
     NUM_SPECIAL_TOKENS,
     Features,
+    PairEncoder,
     ShardedBatchSampler,
     collate_training_batch,
     download_xnli,
-    encode_pairs,
     read_eval_split,
     read_prediction_file,
     read_train_split,
@@ -91,7 +91,10 @@ from utils import (  # noqa: E402
     LABELS,
     XNLI_LANGUAGES,
     InputError,
+    available_cpu_cores,
     average_accuracy,
+    cpu_cores_per_process,
+    set_cpu_threads,
     set_seed,
     str2bool,
     write_json_atomically,
@@ -134,6 +137,9 @@ def parse_args(argv=None):
     add("--cache_dir", default=os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
                                             "ernie_m_xnli"),
         help="Where tokenized splits are kept between runs; '' turns the cache off.")
+    add("--preprocessing_num_workers", type=int, default=0,
+        help="Processes that tokenize; 0: the CPU cores available (all of them on a machine whose other ranks "
+             "wait for the cache).")
     add("--max_seq_length", type=int, default=256, help="Maximum tokens per input, special tokens included.")
     add("--memory_length", type=int, default=0,
         help="Premise tokens shared by consecutive windows of a pair longer than max_seq_length; 0 truncates.")
@@ -161,6 +167,9 @@ def parse_args(argv=None):
     add("--overwrite_output_dir", action="store_true", help="Replace a run already in --output_dir.")
     add("--seed", type=int, default=42, help="Random seed.")
     add("--device", choices=("gpu", "xpu", "cpu"), default="gpu", help="Device to train on.")
+    add("--cpu_threads", type=int, default=0,
+        help="Threads of each process's CPU kernels with --device cpu; 0: the available cores, shared by the "
+             "processes on this machine.")
     add("--use_amp", type=str2bool, nargs="?", const=True, default=False, help="Mixed precision (true/false).")
     add("--scale_loss", type=float, default=2**15, help="Initial loss scaling of mixed precision.")
     add("--disable_tqdm", action="store_true", help="No progress bars (they only show on a terminal anyway).")
@@ -196,6 +205,9 @@ def find_invalid_argument(args):
         (0 <= args.memory_length < args.max_seq_length - NUM_SPECIAL_TOKENS,
          f"--memory_length must be at least 0 and below max_seq_length - {NUM_SPECIAL_TOKENS} "
          f"(the premise tokens one window holds), got {args.memory_length}"),
+        (args.preprocessing_num_workers >= 0,
+         f"--preprocessing_num_workers must be non-negative, got {args.preprocessing_num_workers}"),
+        (args.cpu_threads >= 0, f"--cpu_threads must be non-negative, got {args.cpu_threads}"),
         (args.scale_loss > 0, f"--scale_loss must be positive, got {args.scale_loss}"),
         (args.save_total_limit is None or args.save_total_limit >= 1,
          f"--save_total_limit must be at least 1, got {args.save_total_limit}"),
@@ -226,8 +238,8 @@ def main(argv=None):
     args = parse_args(argv)
     rank, world_size = set_up_device(args.device, args.use_amp)
     configure_logging(rank, world_size)
-    if args.use_amp and args.device == "cpu":
-        logger.warning("--use_amp has no effect on cpu: Paddle computes in float32 there")
+    if args.device == "cpu":
+        configure_cpu(args.cpu_threads, args.use_amp)
     set_seed(args.seed, rank)
     prepare_output_dir(args, rank, world_size)
     resume_dir = find_resume_checkpoint(args, world_size)
@@ -272,7 +284,9 @@ def train_and_evaluate(args, model, tokenizer, predict_options, progress_bar, re
 def predict(args, model, tokenizer, predict_options, rank):
     """Write the model's predictions for --predict_file to output_dir/predictions.tsv."""
     pairs, num_skipped = read_prediction_file(args.predict_file)
-    features = encode_pairs(tokenizer, pairs, args.max_seq_length, args.memory_length)
+    with PairEncoder(tokenizer, args.max_seq_length, args.memory_length,
+                     args.preprocessing_num_workers or cpu_cores_per_process()) as encoder:
+        features = encoder.encode(pairs)
     logger.info("predicting %d pairs of %s (%d rows with an empty field skipped)", len(pairs), args.predict_file,
                 num_skipped)
     logits = predict_logits(model, features, **predict_options)
@@ -310,6 +324,15 @@ def set_up_device(device, use_amp):
     if world_size > 1:
         paddle.distributed.init_parallel_env()
     return paddle.distributed.get_rank(), world_size
+
+
+def configure_cpu(cpu_threads, use_amp):
+    """Paddle runs one CPU thread per process unless told otherwise; AMP does not apply on CPU."""
+    num_threads = cpu_threads or cpu_cores_per_process()
+    set_cpu_threads(num_threads)
+    logger.info("device cpu: %d thread(s) per process", num_threads)
+    if use_amp:
+        logger.warning("--use_amp has no effect on cpu: Paddle computes in float32 there")
 
 
 def configure_logging(rank, world_size):
@@ -404,29 +427,28 @@ def tokenized_split(split, read_split, data_files, tokenizer, args, progress_bar
     """{language: Features} of one split. With a cache, rank 0 tokenizes what it lacks and the
     other ranks load it; a rank that cannot see rank 0's cache (another machine) tokenizes too."""
 
-    def tokenize():
+    def tokenize(num_workers):
         xnli_file = read_split()
         num_pairs = sum(len(pairs) for pairs in xnli_file.pairs_by_language.values())
-        features = {}
-        with progress_bar(total=num_pairs, desc=f"tokenizing {split}", unit="pair") as bar:
-            for lang, pairs in xnli_file.pairs_by_language.items():
-                features[lang] = encode_pairs(tokenizer, pairs, args.max_seq_length, args.memory_length)
-                bar.update(len(pairs))
+        with progress_bar(total=num_pairs, desc=f"tokenizing {split}", unit="pair") as bar, PairEncoder(
+                tokenizer, args.max_seq_length, args.memory_length, args.preprocessing_num_workers or num_workers
+        ) as encoder:
+            features = {lang: encoder.encode(pairs, bar.update) for lang, pairs in xnli_file.pairs_by_language.items()}
         return features, xnli_file.num_skipped
 
     source, result = "tokenized", None
     cache_path = args.cache_dir and os.path.join(
         args.cache_dir, f"{split}-{cache_key(tokenizer, data_files, args.max_seq_length, args.memory_length)}.npz")
     if not cache_path:
-        result = tokenize()
+        result = tokenize(cpu_cores_per_process())
     elif rank == 0 and not os.path.isfile(cache_path):
-        result = tokenize()
+        result = tokenize(available_cpu_cores())  # the other ranks on this machine wait for it
         save_features(cache_path, *result)
     if world_size > 1 and cache_path:
         paddle.distributed.barrier()
     if result is None:
         result, source = (load_features(cache_path), f"from {cache_path}") if os.path.isfile(cache_path) else (
-            tokenize(), "tokenized")
+            tokenize(cpu_cores_per_process()), "tokenized")
     log_split(split, result[0], result[1], source)
     return result[0]
 

@@ -34,6 +34,34 @@ def str2bool(value):
     raise ValueError(f"expected true or false, got {value!r}")
 
 
+def available_cpu_cores():
+    """The CPU cores this process may run on: its affinity, capped by a cgroup (container) CPU quota."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as file:
+            quota, period = file.read().split()
+        if quota != "max":
+            cores = min(cores, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+def cpu_cores_per_process():
+    """This process's share of the CPU cores, with the other ranks `paddle.distributed.launch`
+    started on this machine."""
+    return max(1, available_cpu_cores() // int(os.environ.get("PADDLE_LOCAL_SIZE", "1")))
+
+
+def set_cpu_threads(num_threads):
+    """Let Paddle's CPU kernels use `num_threads` threads; Paddle sets 1 at import unless
+    OMP_NUM_THREADS was set before."""
+    import paddle
+
+    os.environ["OMP_NUM_THREADS"] = str(num_threads)
+    paddle.base.core.set_num_threads(num_threads)
+
+
 def set_seed(seed, rank=0):
     """Seed data order identically on every rank, but dropout differently per rank."""
     import paddle

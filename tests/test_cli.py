@@ -13,7 +13,7 @@ from test_reporting import png_size
 
 from run_classifier import parse_args
 from synthetic import write_xnli_corpus
-from utils import XNLI_LANGUAGES
+from utils import XNLI_LANGUAGES, available_cpu_cores
 
 REQUIRED = ["--task_type", "cross-lingual-transfer", "--model_name_or_path", "ernie-m-base", "--output_dir", "out"]
 
@@ -59,6 +59,8 @@ def assert_table_matches_results(stdout, results):
         (["--max_seq_length", "5"], "--max_seq_length must be between 6 and 512"),
         (["--output_dir", "README.md"], "--output_dir README.md is a file, expected a directory"),
         (["--save_total_limit", "0"], "--save_total_limit must be at least 1"),
+        (["--cpu_threads", "-1"], "--cpu_threads must be non-negative, got -1"),
+        (["--preprocessing_num_workers", "-2"], "--preprocessing_num_workers must be non-negative, got -2"),
         (["--max_seq_length", "64", "--memory_length", "60"], "--memory_length must be at least 0 and below"),
         (["--model_name_or_path", "no/such/dir"], "--model_name_or_path no/such/dir: neither ernie-m-base"),
         (["--data_dir", "no/such/dir"], "--data_dir no/such/dir: no such directory"),
@@ -225,6 +227,7 @@ def test_two_processes_share_the_work_and_rank_0_reports(tmp_path, tiny_model_di
     rank1_log = (log_dir / "workerlog.1").read_text()
     assert result.returncode == 0, rank0_log[-3000:] + rank1_log[-3000:]
     assert "16 per card x 2 card(s), 8 steps per epoch" in rank0_log
+    assert f"device cpu: {max(1, available_cpu_cores() // 2)} thread(s) per process" in rank0_log
     results = read_results(tmp_path / "out")
     assert_table_matches_results(rank0_log, results)
     assert "| Model |" not in rank1_log and "INFO" not in rank1_log
@@ -236,6 +239,7 @@ def test_two_processes_share_the_work_and_rank_0_reports(tmp_path, tiny_model_di
                         results["checkpoint"], "--output_dir", tmp_path / "eval", "--data_dir", xnli_dir,
                         "--device", "cpu")
     assert single.returncode == 0, single.stderr
+    assert f"device cpu: {available_cpu_cores()} thread(s) per process" in single.stderr
     single_results = read_results(tmp_path / "eval")
     assert single_results["test_accuracy"] == results["test_accuracy"]
     assert single_results["test_loss"] == pytest.approx(results["test_loss"], rel=1e-5)

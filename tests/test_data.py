@@ -6,6 +6,7 @@ import pytest
 from data import (
     Features,
     Pair,
+    PairEncoder,
     ShardedBatchSampler,
     XnliDataError,
     average_window_logits,
@@ -134,6 +135,26 @@ def test_encoding_matches_the_tokenizer_pair_encoding(tokenizer):
         assert ids.tolist() == expected
     assert features.labels.tolist() == [0, 1, 2]
     assert tokenizer.pad_token_id == 1 and features.input_ids[0][0] == tokenizer.cls_token_id
+
+
+@pytest.mark.parametrize("num_workers", [1, 2], ids=["in-process", "two-workers"])
+def test_chunked_encoding_equals_encoding_the_whole_list(tokenizer, monkeypatch, num_workers):
+    monkeypatch.setattr(PairEncoder, "CHUNK_PAIRS", 4)
+    rng = np.random.default_rng(0)
+    words = ["fkaka", "lo", "mi", "ne", "su", "ta", "ri", "po", "yes", "no", "maybe"]
+    pairs = [Pair(" ".join(rng.choice(words, rng.integers(1, 30))), " ".join(rng.choice(words, rng.integers(1, 9))),
+                  int(rng.integers(3))) for _ in range(23)]
+    expected = encode_pairs(tokenizer, pairs, max_seq_length=24, memory_length=4)
+    done = []
+    with PairEncoder(tokenizer, max_seq_length=24, memory_length=4, num_workers=num_workers) as encoder:
+        features = encoder.encode(pairs, done.append)
+        assert (encoder.pool is not None) == (num_workers > 1)
+        empty = encoder.encode([])
+    assert [ids.tolist() for ids in features.input_ids] == [ids.tolist() for ids in expected.input_ids]
+    assert features.labels.tolist() == expected.labels.tolist()
+    assert features.example_ids.tolist() == expected.example_ids.tolist() and len(features) > len(pairs)
+    assert features.num_examples == 23 and done == [4, 4, 4, 4, 4, 3]
+    assert len(empty) == 0 and empty.num_examples == 0
 
 
 def test_windows_cover_the_premise_sharing_memory_length_tokens():
