@@ -3,15 +3,20 @@
     python benchmark.py --xnli_dir ../shared/xnli                  # ernie-m-base shape, random weights
     python benchmark.py --xnli_dir ../shared/xnli --model large    # or a local checkpoint directory
 
-upstream-style: random training batches padded to their longest input; evaluation re-tokenizes
-each language's test pairs at every evaluation and runs them in file order with the training batch
-size. project: training batches grouped by length (--group_by_length), evaluation on features
-tokenized once (the cache load is timed), sorted by length, with --eval_batch_size.
-Text lengths come from the real XNLI files (English training pairs, the test pairs of all 15
-languages) under a sentencepiece tokenizer trained on XNLI text. Each setting runs in its own
-process, so its peak memory is its own. Model FLOP/s count 6 (training) or 2 (evaluation) x
-non-embedding parameters x computed tokens (padding included), against a float32 matmul peak
-measured by the same script.
+upstream-style: random training batches padded to their longest input; evaluation re-tokenizes all
+15 test sets at every evaluation and runs them in file order with the training batch size; Paddle's
+default of one CPU thread, denormal numbers kept. project: training batches grouped by length (--group_by_length);
+evaluation on features tokenized once (the cache load is timed), sorted by length, with
+--eval_batch_size; the available CPU cores (--cpu_threads), denormals flushed to zero (--flush_denormals).
+
+Text lengths come from the real XNLI files (English training pairs, all 75,150 test pairs) under a
+sentencepiece tokenizer trained on XNLI text. A CPU cannot run whole epochs or the whole test set
+in a benchmark, so each setting forms its batches exactly as it would for the real run, times a
+sample of them spread evenly over their padded sizes, and scales its tokens per second up to the
+epoch or the test set (computed tokens, padding included, are counted exactly). Each setting runs in
+its own process, so its peak memory is its own. Model FLOP/s count 6 (training) or 2 (evaluation) x
+non-embedding parameters x computed tokens, against a float32 matmul peak measured on all the
+cores the machine lends this script.
 """
 
 import argparse
@@ -29,19 +34,26 @@ import paddle.nn.functional as F
 from paddlenlp.transformers import AutoTokenizer, ErnieMConfig, ErnieMForSequenceClassification
 
 from data import (
+    PairEncoder,
     ShardedBatchSampler,
-    collate_training_batch,
     encode_pairs,
+    eval_batches,
     pad_batch,
     read_eval_split,
     read_train_split,
     xnli_file_paths,
 )
-from evaluation import predict_logits
 from feature_cache import load_features, save_features
 from run_classifier import HelpFormatter
 from synthetic import build_tokenizer
-from utils import XNLI_LANGUAGES
+from utils import (
+    XNLI_LANGUAGES,
+    available_cpu_cores,
+    cpu_cores_per_process,
+    flush_denormals,
+    set_cpu_threads,
+    str2bool,
+)
 
 SHAPES = {"base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12),
           "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16)}
@@ -56,9 +68,19 @@ def parse_args(argv=None):
     parser.add_argument("--batch_size", type=int, default=16, help="Training batch size (upstream's).")
     parser.add_argument("--eval_batch_size", type=int, default=64, help="The project's evaluation batch size.")
     parser.add_argument("--max_seq_length", type=int, default=256)
-    parser.add_argument("--train_steps", type=int, default=4, help="Timed training steps (after one untimed).")
-    parser.add_argument("--eval_pairs", type=int, default=64,
-                        help="Test pairs per language to evaluate; 0 for all 5,010 (hours on a CPU).")
+    parser.add_argument("--cpu_threads", type=int, default=None,
+                        help="CPU threads of both settings. Default: Paddle's 1 for upstream-style, the available "
+                             "cores for the project.")
+    parser.add_argument("--flush_denormals", type=str2bool, default=None,
+                        help="Flush denormal numbers to zero on CPU in both settings (true/false). Default: "
+                             "upstream-style keeps them (Paddle's default), the project flushes them.")
+    parser.add_argument("--profile", action="store_true",
+                        help="With --setting: also print Paddle's operator profile of one training step and one "
+                             "evaluation batch of median size.")
+    parser.add_argument("--train_pairs", type=int, default=32768,
+                        help="English training pairs the epoch's batches are formed from.")
+    parser.add_argument("--train_steps", type=int, default=8, help="Timed training steps (after one untimed).")
+    parser.add_argument("--eval_batches", type=int, default=24, help="Timed evaluation batches per setting.")
     parser.add_argument("--tokenizer_vocab", type=int, default=32000, help="Sentencepiece vocabulary to train.")
     parser.add_argument("--setting", choices=("both", *SETTINGS), default="both",
                         help="Run one setting only (each runs in its own process by default).")
@@ -72,6 +94,7 @@ def main(argv=None):
         print(json.dumps(measure(args)), flush=True)
         return
     args.work_dir = args.work_dir or tempfile.mkdtemp(prefix="ernie-m-benchmark-")
+    os.makedirs(args.work_dir, exist_ok=True)
     prepare_tokenizer(args)
     rows = []
     for setting in SETTINGS:
@@ -81,8 +104,15 @@ def main(argv=None):
         if done.returncode:
             sys.exit(f"benchmark.py: the {setting} run failed:\n{done.stderr[-3000:]}")
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    paddle.set_device(args.device)
+    if args.device == "cpu":
+        set_cpu_threads(available_cpu_cores())
+    peak = matmul_peak_flops()
+    for row in rows:
+        row["train_mfu"] = 6 * row["non_embedding_parameters"] * row["train_computed_tokens_per_s"] / peak
+        row["eval_mfu"] = 2 * row["non_embedding_parameters"] * row["eval_computed_tokens_per_s"] / peak
     print(f"command: python benchmark.py {' '.join(sys.argv[1:])}")
-    print(format_table(rows))
+    print(format_table(rows, peak, args.device))
 
 
 def prepare_tokenizer(args):
@@ -97,6 +127,13 @@ def prepare_tokenizer(args):
 
 def measure(args):
     paddle.set_device(args.device)
+    upstream = args.setting == "upstream-style"
+    num_threads = args.cpu_threads or (1 if upstream else cpu_cores_per_process())
+    flushed = not upstream if args.flush_denormals is None else args.flush_denormals
+    if args.device == "cpu":
+        if flushed:
+            flush_denormals()
+        set_cpu_threads(num_threads)
     paddle.seed(0)
     tokenizer = AutoTokenizer.from_pretrained(args.model if os.path.isdir(args.model) else
                                               os.path.join(args.work_dir, "tokenizer"))
@@ -106,77 +143,110 @@ def measure(args):
         config = ErnieMConfig(vocab_size=250002, pad_token_id=1, num_labels=3, **SHAPES[args.model])
         model = ErnieMForSequenceClassification(config)
     paths = xnli_file_paths(args.xnli_dir, ["en"])
-    train_pairs = read_train_split(paths["train"]).pairs_by_language["en"]
-    test_pairs = {lang: pairs[: args.eval_pairs or None]
-                  for lang, pairs in read_eval_split(paths["test"]).pairs_by_language.items()}
-    upstream = args.setting == "upstream-style"
+    train_pairs = read_train_split(paths["train"]).pairs_by_language["en"][: args.train_pairs]
+    test_pairs = read_eval_split(paths["test"]).pairs_by_language
     train = measure_training(args, model, tokenizer, train_pairs, group_by_length=not upstream)
     evaluate = (measure_upstream_evaluation if upstream else measure_project_evaluation)(args, model, tokenizer,
                                                                                           test_pairs)
-    non_embedding = sum(p.size for name, p in model.named_parameters() if "embeddings" not in name)
-    peak = matmul_peak_flops()
     return {
-        "setting": args.setting, **train, **evaluate,
-        "train_mfu": 6 * non_embedding * train["train_computed_tokens_per_s"] / peak,
-        "eval_mfu": 2 * non_embedding * evaluate["eval_computed_tokens_per_s"] / peak,
-        "matmul_peak_gflops": peak / 1e9, "peak_memory_mb": peak_memory_mb(args.device),
+        "setting": args.setting, "cpu_threads": num_threads, "denormals": "flushed" if flushed else "kept",
+        **train, **evaluate,
+        "non_embedding_parameters": sum(p.size for name, p in model.named_parameters() if "embeddings" not in name),
+        "peak_memory_mb": peak_memory_mb(args.device),
     }
+
+
+def spread_sample(batches, count):
+    """`count` batches at evenly spaced quantiles of their padded size (largest first, so that the
+    allocator has grown before the clock starts): a small sample whose shapes represent them all."""
+    ordered = sorted(batches, key=padded_tokens)
+    count = min(count, len(ordered))
+    positions = ((np.arange(count) + 0.5) * len(ordered) / count).astype(int)
+    return [ordered[position] for position in positions[::-1]]
+
+
+def padded_tokens(batch):
+    return len(batch) * max(len(ids) for ids in batch)
+
+
+def computed_tokens_per_second(run_batch, sample, profile=False):
+    """Computed (padded) tokens per second of `run_batch` over `sample`, after one untimed batch;
+    with `profile`, then Paddle's operator summary of the median batch."""
+    run_batch(sample[0])
+    started = time.perf_counter()
+    for batch in sample:
+        run_batch(batch)
+    rate = sum(map(padded_tokens, sample)) / (time.perf_counter() - started)
+    if profile:
+        profiler = paddle.profiler.Profiler(targets=[paddle.profiler.ProfilerTarget.CPU, *(
+            [paddle.profiler.ProfilerTarget.GPU] if paddle.is_compiled_with_cuda() else [])],
+            on_trace_ready=lambda _: None)  # the summary only, no trace files
+        with profiler:
+            run_batch(sample[len(sample) // 2])
+        profiler.summary(sorted_by=paddle.profiler.SortedKeys.CPUTotal, op_detail=False, time_unit="ms",
+                         views=[paddle.profiler.SummaryView.ModelView, paddle.profiler.SummaryView.OperatorView])
+    return rate
 
 
 def measure_training(args, model, tokenizer, pairs, group_by_length):
     features = encode_pairs(tokenizer, pairs, args.max_seq_length, 0)
-    lengths = features.lengths()
-    sampler = ShardedBatchSampler(len(features), args.batch_size, seed=42, lengths=lengths if group_by_length else None)
+    sampler = ShardedBatchSampler(len(features), args.batch_size, seed=42,
+                                  lengths=features.lengths() if group_by_length else None)
+    epoch = [[features.input_ids[i] for i in indices] for indices in sampler]
     optimizer = paddle.optimizer.AdamW(learning_rate=5e-5, parameters=model.parameters())
     model.train()
-    batches = iter(sampler)
-    examples = real_tokens = computed_tokens = 0
-    for step in range(args.train_steps + 1):
-        indices = next(batches)
-        input_ids, attention_mask, labels = collate_training_batch([features[i] for i in indices], tokenizer.pad_token_id)
-        if step == 1:
-            started = time.perf_counter()
+
+    def training_step(batch):
+        input_ids, attention_mask = pad_batch(batch, tokenizer.pad_token_id)
         logits = model(paddle.to_tensor(input_ids), attention_mask=paddle.to_tensor(attention_mask))
-        F.cross_entropy(logits, paddle.to_tensor(labels)).backward()
+        F.cross_entropy(logits, paddle.zeros([len(batch)], dtype="int64")).backward()
         optimizer.step()
         optimizer.clear_grad()
-        if step >= 1:
-            examples, real_tokens = examples + len(indices), real_tokens + int(attention_mask.sum())
-            computed_tokens += input_ids.size
-    float(logits.sum())  # wait for the device
-    elapsed = time.perf_counter() - started
-    return {"train_examples_per_s": examples / elapsed, "train_tokens_per_s": real_tokens / elapsed,
-            "train_computed_tokens_per_s": computed_tokens / elapsed, "train_padding": computed_tokens / real_tokens}
+        float(logits.sum())  # wait for the device
+
+    rate = computed_tokens_per_second(training_step, spread_sample(epoch, args.train_steps), args.profile)
+    computed, real = sum(map(padded_tokens, epoch)), sum(len(ids) for batch in epoch for ids in batch)
+    epoch_seconds = computed / rate
+    return {"train_examples_per_s": len(features) / epoch_seconds, "train_tokens_per_s": real / epoch_seconds,
+            "train_computed_tokens_per_s": rate, "train_padding": computed / real}
 
 
-@paddle.no_grad()
 def measure_upstream_evaluation(args, model, tokenizer, test_pairs):
-    model.eval()
-    started, computed_tokens = time.perf_counter(), 0
-    for pairs in test_pairs.values():
-        features = encode_pairs(tokenizer, pairs, args.max_seq_length, 0)
-        for start in range(0, len(features), args.batch_size):
-            input_ids, attention_mask = pad_batch(features.input_ids[start : start + args.batch_size],
-                                                  tokenizer.pad_token_id)
-            model(paddle.to_tensor(input_ids), attention_mask=paddle.to_tensor(attention_mask)).numpy()
-            computed_tokens += input_ids.size
-    elapsed = time.perf_counter() - started
-    return {"eval_seconds": elapsed, "eval_computed_tokens_per_s": computed_tokens / elapsed}
+    started = time.perf_counter()
+    features = {lang: encode_pairs(tokenizer, pairs, args.max_seq_length, 0) for lang, pairs in test_pairs.items()}
+    tokenize_seconds = time.perf_counter() - started
+    batches = [features[lang].input_ids[start : start + args.batch_size]
+               for lang in XNLI_LANGUAGES for start in range(0, len(features[lang]), args.batch_size)]
+    return evaluation_row(args, model, tokenizer, batches, tokenize_seconds)
 
 
 def measure_project_evaluation(args, model, tokenizer, test_pairs):
     cache_file = os.path.join(args.work_dir, "test-features.npz")
-    save_features(cache_file, {lang: encode_pairs(tokenizer, pairs, args.max_seq_length, 0)
-                               for lang, pairs in test_pairs.items()}, 0)
-    started, computed_tokens = time.perf_counter(), 0
-    features_by_language, _ = load_features(cache_file)
-    for features in features_by_language.values():
-        predict_logits(model, features, args.eval_batch_size, tokenizer.pad_token_id, use_amp=False)
-        lengths = features.lengths()[np.argsort(features.lengths(), kind="stable")]
-        computed_tokens += sum(len(batch) * batch.max() for batch in np.split(
-            lengths, range(args.eval_batch_size, len(lengths), args.eval_batch_size)))
-    elapsed = time.perf_counter() - started
-    return {"eval_seconds": elapsed, "eval_computed_tokens_per_s": computed_tokens / elapsed}
+    if not os.path.isfile(cache_file):
+        with PairEncoder(tokenizer, args.max_seq_length, 0, cpu_cores_per_process()) as encoder:
+            save_features(cache_file, {lang: encoder.encode(pairs) for lang, pairs in test_pairs.items()}, 0)
+    started = time.perf_counter()
+    features, _ = load_features(cache_file)
+    load_seconds = time.perf_counter() - started
+    batches = [[features[lang].input_ids[i] for i in indices]
+               for lang in XNLI_LANGUAGES for indices in eval_batches(features[lang], args.eval_batch_size)]
+    return evaluation_row(args, model, tokenizer, batches, load_seconds)
+
+
+def evaluation_row(args, model, tokenizer, batches, preparation_seconds):
+    """The whole test evaluation's time: preparing the features plus the model on every batch,
+    from the computed-token rate of a sample of the batches."""
+
+    @paddle.no_grad()
+    def predict(batch):
+        input_ids, attention_mask = pad_batch(batch, tokenizer.pad_token_id)
+        model(paddle.to_tensor(input_ids), attention_mask=paddle.to_tensor(attention_mask)).numpy()
+
+    model.eval()
+    rate = computed_tokens_per_second(predict, spread_sample(batches, args.eval_batches), args.profile)
+    computed, real = sum(map(padded_tokens, batches)), sum(len(ids) for batch in batches for ids in batch)
+    return {"eval_seconds": preparation_seconds + computed / rate, "eval_preparation_seconds": preparation_seconds,
+            "eval_computed_tokens_per_s": rate, "eval_padding": computed / real}
 
 
 def matmul_peak_flops(size=2048, repeats=10):
@@ -195,23 +265,31 @@ def peak_memory_mb(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def format_table(rows):
+def format_table(rows, peak, device):
     upstream, project = rows
     columns = [
+        ("CPU threads", "cpu_threads", "{}"),
+        ("denormals", "denormals", "{}"),
         ("training examples/s", "train_examples_per_s", "{:.2f}"),
         ("training tokens/s", "train_tokens_per_s", "{:.0f}"),
-        ("computed/real tokens", "train_padding", "{:.2f}"),
-        ("test evaluation s", "eval_seconds", "{:.1f}"),
+        ("training computed/real tokens", "train_padding", "{:.2f}"),
+        ("test evaluation s", "eval_seconds", "{:.0f}"),
+        ("of which tokenizing/loading s", "eval_preparation_seconds", "{:.1f}"),
+        ("evaluation computed/real tokens", "eval_padding", "{:.2f}"),
         ("peak memory MB", "peak_memory_mb", "{:.0f}"),
         ("training MFU", "train_mfu", "{:.0%}"),
         ("evaluation MFU", "eval_mfu", "{:.0%}"),
     ]
+    if device != "cpu":
+        columns = columns[2:]
     lines = ["| setting | " + " | ".join(name for name, _, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for row in rows:
         lines.append(f"| {row['setting']} | " + " | ".join(form.format(row[key]) for _, key, form in columns) + " |")
-    lines.append(f"| project / upstream | {project['train_examples_per_s'] / upstream['train_examples_per_s']:.2f}x"
-                 f" | | | {upstream['eval_seconds'] / project['eval_seconds']:.2f}x faster | | | |")
-    lines.append(f"\nmatmul peak: {upstream['matmul_peak_gflops']:.1f} GFLOP/s (float32, 2048x2048)")
+    ratios = {"train_examples_per_s": f"{project['train_examples_per_s'] / upstream['train_examples_per_s']:.2f}x",
+              "eval_seconds": f"{upstream['eval_seconds'] / project['eval_seconds']:.2f}x faster"}
+    lines.append("| project / upstream | " + " | ".join(ratios.get(key, "") for _, key, _ in columns) + " |")
+    lines.append(f"\nmatmul peak: {peak / 1e9:.1f} GFLOP/s (float32, 2048x2048"
+                 f"{f', {available_cpu_cores()} threads' if device == 'cpu' else ''})")
     return "\n".join(lines)
 
 

@@ -31,6 +31,7 @@ RESULT_ARGUMENTS = (
     "task_type", "model_name_or_path", "max_seq_length", "memory_length", "learning_rate", "dropout",
     "num_train_epochs", "max_steps", "batch_size", "group_by_length", "weight_decay", "layerwise_decay", "adam_epsilon",
     "warmup_proportion", "warmup_steps", "save_steps", "select_on", "seed", "use_amp", "scale_loss",
+    "flush_denormals",
 )
 
 

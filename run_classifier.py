@@ -94,6 +94,7 @@ from utils import (  # noqa: E402
     available_cpu_cores,
     average_accuracy,
     cpu_cores_per_process,
+    flush_denormals,
     set_cpu_threads,
     set_seed,
     str2bool,
@@ -170,6 +171,9 @@ def parse_args(argv=None):
     add("--cpu_threads", type=int, default=0,
         help="Threads of each process's CPU kernels with --device cpu; 0: the available cores, shared by the "
              "processes on this machine.")
+    add("--flush_denormals", type=str2bool, nargs="?", const=True, default=True,
+        help="With --device cpu, compute float32 values below 1.2e-38 as zero (true/false): padded batches make "
+             "such denormal numbers, on which CPUs run training steps several times slower.")
     add("--use_amp", type=str2bool, nargs="?", const=True, default=False, help="Mixed precision (true/false).")
     add("--scale_loss", type=float, default=2**15, help="Initial loss scaling of mixed precision.")
     add("--disable_tqdm", action="store_true", help="No progress bars (they only show on a terminal anyway).")
@@ -239,7 +243,7 @@ def main(argv=None):
     rank, world_size = set_up_device(args.device, args.use_amp)
     configure_logging(rank, world_size)
     if args.device == "cpu":
-        configure_cpu(args.cpu_threads, args.use_amp)
+        configure_cpu(args.cpu_threads, args.flush_denormals, args.use_amp)
     set_seed(args.seed, rank)
     prepare_output_dir(args, rank, world_size)
     resume_dir = find_resume_checkpoint(args, world_size)
@@ -326,11 +330,16 @@ def set_up_device(device, use_amp):
     return paddle.distributed.get_rank(), world_size
 
 
-def configure_cpu(cpu_threads, use_amp):
+def configure_cpu(cpu_threads, flush_denormal_numbers, use_amp):
     """Paddle runs one CPU thread per process unless told otherwise; AMP does not apply on CPU."""
     num_threads = cpu_threads or cpu_cores_per_process()
+    # Before the thread pools start: their threads inherit the setting.
+    flushed = flush_denormal_numbers and flush_denormals()
     set_cpu_threads(num_threads)
-    logger.info("device cpu: %d thread(s) per process", num_threads)
+    logger.info("device cpu: %d thread(s) per process, denormal numbers %s", num_threads,
+                "flushed to zero" if flushed else "kept")
+    if flush_denormal_numbers and not flushed:
+        logger.warning("--flush_denormals: not supported on this platform (only Linux on x86-64 or aarch64)")
     if use_amp:
         logger.warning("--use_amp has no effect on cpu: Paddle computes in float32 there")
 

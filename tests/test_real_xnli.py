@@ -9,7 +9,7 @@ from conftest import XNLI_DIR, run_script
 
 from data import read_eval_split, read_train_split, xnli_file_paths
 from synthetic import build_tiny_ernie_m
-from utils import XNLI_LANGUAGES
+from utils import XNLI_LANGUAGES, available_cpu_cores
 
 pytestmark = pytest.mark.skipif(
     not (XNLI_DIR and os.path.isdir(XNLI_DIR)), reason="set XNLI_DIR to a folder with the real XNLI release files"
@@ -59,12 +59,16 @@ def test_a_short_training_run_on_real_data_completes(tmp_path, real_text_model_d
 
 def test_the_benchmark_compares_both_settings_on_real_lengths(real_text_model_dir):
     result = run_script("--xnli_dir", XNLI_DIR, "--model", real_text_model_dir, "--device", "cpu",
-                        "--train_steps", 2, "--eval_pairs", 8, script="benchmark.py", timeout=600)
+                        "--train_steps", 2, "--eval_batches", 2, script="benchmark.py", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert lines[0].startswith("command: python benchmark.py --xnli_dir")
-    rows = {line.split("|")[1].strip(): line for line in lines if line.startswith("| ")}
-    assert {"upstream-style", "project", "project / upstream"} <= set(rows)
-    padding = {setting: float(rows[setting].split("|")[4]) for setting in ("upstream-style", "project")}
-    assert padding["project"] < padding["upstream-style"]
+    header, *rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines if line.startswith("| ")]
+    table = {row[0]: dict(zip(header, row)) for row in rows}
+    assert list(table) == ["upstream-style", "project", "project / upstream"]
+    upstream, project = table["upstream-style"], table["project"]
+    for padding in ("training computed/real tokens", "evaluation computed/real tokens"):
+        assert 1 <= float(project[padding]) < float(upstream[padding])
+    assert (upstream["CPU threads"], project["CPU threads"]) == ("1", str(available_cpu_cores()))
+    assert table["project / upstream"]["test evaluation s"].endswith("x faster")
     assert "matmul peak:" in result.stdout
