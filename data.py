@@ -270,8 +270,9 @@ def encode_pairs(tokenizer, pairs, max_seq_length, memory_length):
 class PairEncoder:
     """`encode_pairs` over a list of pairs in chunks, in worker processes when there are several.
 
-    The workers are forked, so they share the loaded tokenizer instead of loading or unpickling
-    it; their features equal `encode_pairs`' on the whole list. Use it as a context manager.
+    The workers are forked when a list of several chunks first comes, so they share the loaded
+    tokenizer instead of loading or unpickling it; their features equal `encode_pairs`' on the
+    whole list. Use it as a context manager: leaving it stops the workers.
     """
 
     CHUNK_PAIRS = 2048
@@ -282,13 +283,6 @@ class PairEncoder:
         self.pool = None
 
     def __enter__(self):
-        if self.num_workers > 1:
-            # Python 3.12 warns about forking a process that has threads (Paddle's); the children
-            # only run the tokenizer, which shares no lock with those threads.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                self.pool = multiprocessing.get_context("fork").Pool(
-                    self.num_workers, initializer=_set_worker_encoder, initargs=(self,))
         return self
 
     def __exit__(self, *exc_info):
@@ -304,6 +298,13 @@ class PairEncoder:
             features = self._encode(pairs)
             on_chunk_done(len(pairs))
             return features
+        if self.num_workers > 1 and self.pool is None:
+            # Python 3.12 warns about forking a process that has threads (Paddle's); the children
+            # only run the tokenizer, which shares no lock with those threads.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.pool = multiprocessing.get_context("fork").Pool(
+                    self.num_workers, initializer=_set_worker_encoder, initargs=(self,))
         encoded = []
         for features in (self.pool.imap(_encode_in_worker, chunks) if self.pool else map(self._encode, chunks)):
             encoded.append(features)

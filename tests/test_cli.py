@@ -227,7 +227,8 @@ def test_two_processes_share_the_work_and_rank_0_reports(tmp_path, tiny_model_di
     rank1_log = (log_dir / "workerlog.1").read_text()
     assert result.returncode == 0, rank0_log[-3000:] + rank1_log[-3000:]
     assert "16 per card x 2 card(s), 8 steps per epoch" in rank0_log
-    assert f"device cpu: {max(1, available_cpu_cores() // 2)} thread(s) per process, denormal numbers flushed to zero" in rank0_log
+    assert (f"device cpu: {max(1, available_cpu_cores() // 2)} thread(s) per process, "
+            "denormal numbers flushed to zero") in rank0_log
     results = read_results(tmp_path / "out")
     assert_table_matches_results(rank0_log, results)
     assert "| Model |" not in rank1_log and "INFO" not in rank1_log
@@ -239,7 +240,8 @@ def test_two_processes_share_the_work_and_rank_0_reports(tmp_path, tiny_model_di
                         results["checkpoint"], "--output_dir", tmp_path / "eval", "--data_dir", xnli_dir,
                         "--device", "cpu")
     assert single.returncode == 0, single.stderr
-    assert f"device cpu: {available_cpu_cores()} thread(s) per process, denormal numbers flushed to zero" in single.stderr
+    assert (f"device cpu: {available_cpu_cores()} thread(s) per process, "
+            "denormal numbers flushed to zero") in single.stderr
     single_results = read_results(tmp_path / "eval")
     assert single_results["test_accuracy"] == results["test_accuracy"]
     assert single_results["test_loss"] == pytest.approx(results["test_loss"], rel=1e-5)
