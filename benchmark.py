@@ -33,6 +33,7 @@ import paddle
 import paddle.nn.functional as F
 from paddlenlp.transformers import AutoTokenizer, ErnieMConfig, ErnieMForSequenceClassification
 
+from cli import HelpFormatter
 from data import (
     PairEncoder,
     ShardedBatchSampler,
@@ -44,7 +45,6 @@ from data import (
     xnli_file_paths,
 )
 from feature_cache import load_features, save_features
-from run_classifier import HelpFormatter
 from synthetic import build_tokenizer
 from utils import (
     XNLI_LANGUAGES,
@@ -55,8 +55,10 @@ from utils import (
     str2bool,
 )
 
-SHAPES = {"base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12),
-          "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16)}
+SHAPES = {
+    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12),
+    "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16),
+}
 SETTINGS = ("upstream-style", "project")
 
 
@@ -68,22 +70,38 @@ def parse_args(argv=None):
     parser.add_argument("--batch_size", type=int, default=16, help="Training batch size (upstream's).")
     parser.add_argument("--eval_batch_size", type=int, default=64, help="The project's evaluation batch size.")
     parser.add_argument("--max_seq_length", type=int, default=256)
-    parser.add_argument("--cpu_threads", type=int, default=None,
-                        help="CPU threads of both settings. Default: Paddle's 1 for upstream-style, the available "
-                             "cores for the project.")
-    parser.add_argument("--flush_denormals", type=str2bool, default=None,
-                        help="Flush denormal numbers to zero on CPU in both settings (true/false). Default: "
-                             "upstream-style keeps them (Paddle's default), the project flushes them.")
-    parser.add_argument("--profile", action="store_true",
-                        help="With --setting: also print Paddle's operator profile of one training step and one "
-                             "evaluation batch of median size.")
-    parser.add_argument("--train_pairs", type=int, default=32768,
-                        help="English training pairs the epoch's batches are formed from.")
+    parser.add_argument(
+        "--cpu_threads",
+        type=int,
+        default=None,
+        help="CPU threads of both settings. Default: Paddle's 1 for upstream-style, the available "
+        "cores for the project.",
+    )
+    parser.add_argument(
+        "--flush_denormals",
+        type=str2bool,
+        default=None,
+        help="Flush denormal numbers to zero on CPU in both settings (true/false). Default: "
+        "upstream-style keeps them (Paddle's default), the project flushes them.",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="With --setting: also print Paddle's operator profile of one training step and one "
+        "evaluation batch of median size.",
+    )
+    parser.add_argument(
+        "--train_pairs", type=int, default=32768, help="English training pairs the epoch's batches are formed from."
+    )
     parser.add_argument("--train_steps", type=int, default=8, help="Timed training steps (after one untimed).")
     parser.add_argument("--eval_batches", type=int, default=24, help="Timed evaluation batches per setting.")
     parser.add_argument("--tokenizer_vocab", type=int, default=32000, help="Sentencepiece vocabulary to train.")
-    parser.add_argument("--setting", choices=("both", *SETTINGS), default="both",
-                        help="Run one setting only (each runs in its own process by default).")
+    parser.add_argument(
+        "--setting",
+        choices=("both", *SETTINGS),
+        default="both",
+        help="Run one setting only (each runs in its own process by default).",
+    )
     parser.add_argument("--work_dir", default=None, help="Where the tokenizer and features go (default: temporary).")
     return parser.parse_args(argv)
 
@@ -98,8 +116,15 @@ def main(argv=None):
     prepare_tokenizer(args)
     rows = []
     for setting in SETTINGS:
-        command = [sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--setting", setting,
-                   "--work_dir", args.work_dir]
+        command = [
+            sys.executable,
+            os.path.abspath(__file__),
+            *sys.argv[1:],
+            "--setting",
+            setting,
+            "--work_dir",
+            args.work_dir,
+        ]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode:
             sys.exit(f"benchmark.py: the {setting} run failed:\n{done.stderr[-3000:]}")
@@ -135,8 +160,9 @@ def measure(args):
             flush_denormals()
         set_cpu_threads(num_threads)
     paddle.seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(args.model if os.path.isdir(args.model) else
-                                              os.path.join(args.work_dir, "tokenizer"))
+    tokenizer = AutoTokenizer.from_pretrained(
+        args.model if os.path.isdir(args.model) else os.path.join(args.work_dir, "tokenizer")
+    )
     if os.path.isdir(args.model):
         model = ErnieMForSequenceClassification.from_pretrained(args.model, num_labels=3)
     else:
@@ -146,11 +172,15 @@ def measure(args):
     train_pairs = read_train_split(paths["train"]).pairs_by_language["en"][: args.train_pairs]
     test_pairs = read_eval_split(paths["test"]).pairs_by_language
     train = measure_training(args, model, tokenizer, train_pairs, group_by_length=not upstream)
-    evaluate = (measure_upstream_evaluation if upstream else measure_project_evaluation)(args, model, tokenizer,
-                                                                                          test_pairs)
+    evaluate = (measure_upstream_evaluation if upstream else measure_project_evaluation)(
+        args, model, tokenizer, test_pairs
+    )
     return {
-        "setting": args.setting, "cpu_threads": num_threads, "denormals": "flushed" if flushed else "kept",
-        **train, **evaluate,
+        "setting": args.setting,
+        "cpu_threads": num_threads,
+        "denormals": "flushed" if flushed else "kept",
+        **train,
+        **evaluate,
         "non_embedding_parameters": sum(p.size for name, p in model.named_parameters() if "embeddings" not in name),
         "peak_memory_mb": peak_memory_mb(args.device),
     }
@@ -178,20 +208,29 @@ def computed_tokens_per_second(run_batch, sample, profile=False):
         run_batch(batch)
     rate = sum(map(padded_tokens, sample)) / (time.perf_counter() - started)
     if profile:
-        profiler = paddle.profiler.Profiler(targets=[paddle.profiler.ProfilerTarget.CPU, *(
-            [paddle.profiler.ProfilerTarget.GPU] if paddle.is_compiled_with_cuda() else [])],
-            on_trace_ready=lambda _: None)  # the summary only, no trace files
+        profiler = paddle.profiler.Profiler(
+            targets=[
+                paddle.profiler.ProfilerTarget.CPU,
+                *([paddle.profiler.ProfilerTarget.GPU] if paddle.is_compiled_with_cuda() else []),
+            ],
+            on_trace_ready=lambda _: None,
+        )  # the summary only, no trace files
         with profiler:
             run_batch(sample[len(sample) // 2])
-        profiler.summary(sorted_by=paddle.profiler.SortedKeys.CPUTotal, op_detail=False, time_unit="ms",
-                         views=[paddle.profiler.SummaryView.ModelView, paddle.profiler.SummaryView.OperatorView])
+        profiler.summary(
+            sorted_by=paddle.profiler.SortedKeys.CPUTotal,
+            op_detail=False,
+            time_unit="ms",
+            views=[paddle.profiler.SummaryView.ModelView, paddle.profiler.SummaryView.OperatorView],
+        )
     return rate
 
 
 def measure_training(args, model, tokenizer, pairs, group_by_length):
     features = encode_pairs(tokenizer, pairs, args.max_seq_length, 0)
-    sampler = ShardedBatchSampler(len(features), args.batch_size, seed=42,
-                                  lengths=features.lengths() if group_by_length else None)
+    sampler = ShardedBatchSampler(
+        len(features), args.batch_size, seed=42, lengths=features.lengths() if group_by_length else None
+    )
     epoch = [[features.input_ids[i] for i in indices] for indices in sampler]
     optimizer = paddle.optimizer.AdamW(learning_rate=5e-5, parameters=model.parameters())
     model.train()
@@ -207,16 +246,23 @@ def measure_training(args, model, tokenizer, pairs, group_by_length):
     rate = computed_tokens_per_second(training_step, spread_sample(epoch, args.train_steps), args.profile)
     computed, real = sum(map(padded_tokens, epoch)), sum(len(ids) for batch in epoch for ids in batch)
     epoch_seconds = computed / rate
-    return {"train_examples_per_s": len(features) / epoch_seconds, "train_tokens_per_s": real / epoch_seconds,
-            "train_computed_tokens_per_s": rate, "train_padding": computed / real}
+    return {
+        "train_examples_per_s": len(features) / epoch_seconds,
+        "train_tokens_per_s": real / epoch_seconds,
+        "train_computed_tokens_per_s": rate,
+        "train_padding": computed / real,
+    }
 
 
 def measure_upstream_evaluation(args, model, tokenizer, test_pairs):
     started = time.perf_counter()
     features = {lang: encode_pairs(tokenizer, pairs, args.max_seq_length, 0) for lang, pairs in test_pairs.items()}
     tokenize_seconds = time.perf_counter() - started
-    batches = [features[lang].input_ids[start : start + args.batch_size]
-               for lang in XNLI_LANGUAGES for start in range(0, len(features[lang]), args.batch_size)]
+    batches = [
+        features[lang].input_ids[start : start + args.batch_size]
+        for lang in XNLI_LANGUAGES
+        for start in range(0, len(features[lang]), args.batch_size)
+    ]
     return evaluation_row(args, model, tokenizer, batches, tokenize_seconds)
 
 
@@ -228,8 +274,11 @@ def measure_project_evaluation(args, model, tokenizer, test_pairs):
     started = time.perf_counter()
     features, _ = load_features(cache_file)
     load_seconds = time.perf_counter() - started
-    batches = [[features[lang].input_ids[i] for i in indices]
-               for lang in XNLI_LANGUAGES for indices in eval_batches(features[lang], args.eval_batch_size)]
+    batches = [
+        [features[lang].input_ids[i] for i in indices]
+        for lang in XNLI_LANGUAGES
+        for indices in eval_batches(features[lang], args.eval_batch_size)
+    ]
     return evaluation_row(args, model, tokenizer, batches, load_seconds)
 
 
@@ -245,8 +294,12 @@ def evaluation_row(args, model, tokenizer, batches, preparation_seconds):
     model.eval()
     rate = computed_tokens_per_second(predict, spread_sample(batches, args.eval_batches), args.profile)
     computed, real = sum(map(padded_tokens, batches)), sum(len(ids) for batch in batches for ids in batch)
-    return {"eval_seconds": preparation_seconds + computed / rate, "eval_preparation_seconds": preparation_seconds,
-            "eval_computed_tokens_per_s": rate, "eval_padding": computed / real}
+    return {
+        "eval_seconds": preparation_seconds + computed / rate,
+        "eval_preparation_seconds": preparation_seconds,
+        "eval_computed_tokens_per_s": rate,
+        "eval_padding": computed / real,
+    }
 
 
 def matmul_peak_flops(size=2048, repeats=10):
@@ -285,11 +338,15 @@ def format_table(rows, peak, device):
     lines = ["| setting | " + " | ".join(name for name, _, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for row in rows:
         lines.append(f"| {row['setting']} | " + " | ".join(form.format(row[key]) for _, key, form in columns) + " |")
-    ratios = {"train_examples_per_s": f"{project['train_examples_per_s'] / upstream['train_examples_per_s']:.2f}x",
-              "eval_seconds": f"{upstream['eval_seconds'] / project['eval_seconds']:.2f}x faster"}
+    ratios = {
+        "train_examples_per_s": f"{project['train_examples_per_s'] / upstream['train_examples_per_s']:.2f}x",
+        "eval_seconds": f"{upstream['eval_seconds'] / project['eval_seconds']:.2f}x faster",
+    }
     lines.append("| project / upstream | " + " | ".join(ratios.get(key, "") for _, key, _ in columns) + " |")
-    lines.append(f"\nmatmul peak: {peak / 1e9:.1f} GFLOP/s (float32, 2048x2048"
-                 f"{f', {available_cpu_cores()} threads' if device == 'cpu' else ''})")
+    lines.append(
+        f"\nmatmul peak: {peak / 1e9:.1f} GFLOP/s (float32, 2048x2048"
+        f"{f', {available_cpu_cores()} threads' if device == 'cpu' else ''})"
+    )
     return "\n".join(lines)
 
 

@@ -13,7 +13,7 @@ import multiprocessing
 import os
 import warnings
 from dataclasses import dataclass
-from typing import List, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -66,7 +66,9 @@ def _tsv_rows(path):
             try:
                 line = raw_line.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as error:
-                raise XnliDataError(f"{path}:{line_number}: invalid UTF-8 ({error.reason} at byte {error.start})") from None
+                raise XnliDataError(
+                    f"{path}:{line_number}: invalid UTF-8 ({error.reason} at byte {error.start})"
+                ) from None
             yield line_number, (line.lstrip("\ufeff") if line_number == 1 else line).split("\t")
 
 
@@ -81,7 +83,9 @@ def read_xnli_tsv(path, labelled=True):
     _, header = next(rows, (1, [""]))
     if header == [""]:
         raise XnliDataError(f"{path}: the file is empty (expected a header line)")
-    premise_column, hypothesis_column = (_find_column(header, names, path) for names in (PREMISE_COLUMNS, HYPOTHESIS_COLUMNS))
+    premise_column, hypothesis_column = (
+        _find_column(header, names, path) for names in (PREMISE_COLUMNS, HYPOTHESIS_COLUMNS)
+    )
     label_column = _find_column(header, LABEL_COLUMNS, path, required=labelled)
     language_column = _find_column(header, ("language",), path, required=False)
     pairs_by_language, num_skipped = {}, 0
@@ -90,7 +94,9 @@ def read_xnli_tsv(path, labelled=True):
             num_skipped += 1
             continue
         if len(fields) != len(header):
-            raise XnliDataError(f"{path}:{line_number}: expected {len(header)} tab-separated fields, found {len(fields)}")
+            raise XnliDataError(
+                f"{path}:{line_number}: expected {len(header)} tab-separated fields, found {len(fields)}"
+            )
         label = fields[label_column] if label_column is not None else ""
         if not (fields[premise_column] and fields[hypothesis_column] and (label or not labelled)):
             num_skipped += 1
@@ -175,7 +181,7 @@ class Features:
     Indexing gives one training sample, `(input_ids, label)`.
     """
 
-    input_ids: List[np.ndarray]
+    input_ids: list[np.ndarray]
     labels: np.ndarray
     example_ids: np.ndarray
     num_examples: int
@@ -304,9 +310,10 @@ class PairEncoder:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 self.pool = multiprocessing.get_context("fork").Pool(
-                    self.num_workers, initializer=_set_worker_encoder, initargs=(self,))
+                    self.num_workers, initializer=_set_worker_encoder, initargs=(self,)
+                )
         encoded = []
-        for features in (self.pool.imap(_encode_in_worker, chunks) if self.pool else map(self._encode, chunks)):
+        for features in self.pool.imap(_encode_in_worker, chunks) if self.pool else map(self._encode, chunks):
             encoded.append(features)
             on_chunk_done(features.num_examples)
         return Features.concatenate(encoded)
@@ -333,7 +340,6 @@ def average_window_logits(logits, example_ids, num_examples):
     np.add.at(sums, example_ids, logits)
     counts = np.bincount(example_ids, minlength=num_examples)
     return sums / np.maximum(counts, 1)[:, None]
-
 
 
 def pad_batch(input_ids, pad_token_id):
@@ -385,10 +391,12 @@ class ShardedBatchSampler:
         global_batch = self.batch_size * self.world_size
         if self.lengths is not None:
             mega_batch = global_batch * self.MEGA_BATCH
-            indices = np.concatenate([
-                chunk[np.argsort(-self.lengths[chunk], kind="stable")]
-                for chunk in np.split(indices, range(mega_batch, len(indices), mega_batch))
-            ])
+            indices = np.concatenate(
+                [
+                    chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+                    for chunk in np.split(indices, range(mega_batch, len(indices), mega_batch))
+                ]
+            )
         batches = np.split(indices, range(global_batch, len(indices), global_batch))
         if self.lengths is not None:
             batches = [batches[i] for i in rng.permutation(len(batches))]

@@ -1,52 +1,84 @@
 """Inference over tokenized pairs: batched by length, split across ranks, windows averaged."""
 
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
 import numpy as np
 import paddle
 import paddle.nn.functional as F
 
+import distributed
 from data import NO_LABEL, average_window_logits, eval_batches, pad_batch
-from utils import LABELS, XNLI_LANGUAGES
+from utils import LABELS, XNLI_LANGUAGES, average_accuracy
 
 
-@paddle.no_grad()
-def predict_logits(model, features, batch_size, pad_token_id, use_amp, rank=0, world_size=1):
-    """The logits of every pair (the mean over its windows), returned on every rank.
+@dataclass
+class EvaluationResult:
+    """Accuracy (a fraction) and mean loss of each XNLI language."""
 
-    Each rank computes its own share of the pairs and the shares are summed across ranks, rather
-    than every rank repeating the whole computation.
-    """
-    was_training = model.training
-    model.eval()
-    window_logits = np.zeros((len(features), len(LABELS)), dtype=np.float32)
-    for indices in eval_batches(features, batch_size, rank, world_size):
-        input_ids, attention_mask = pad_batch([features.input_ids[i] for i in indices], pad_token_id)
-        with paddle.amp.auto_cast(enable=use_amp):
-            logits = model(paddle.to_tensor(input_ids), attention_mask=paddle.to_tensor(attention_mask))
-        window_logits[indices] = logits.astype("float32").numpy()
-    model.train(was_training)
+    accuracy: dict[str, float]
+    loss: dict[str, float]
 
-    logits = average_window_logits(window_logits, features.example_ids, features.num_examples)
-    if world_size > 1:
+    @property
+    def average(self):
+        return average_accuracy(self.accuracy)
+
+    def score(self, select_on):
+        """What model selection compares: the average, or English ("en")."""
+        return self.average if select_on == "avg" else self.accuracy[select_on]
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved):
+        if "accuracy" not in saved:  # checkpoints of earlier versions: {lang: {"accuracy", "loss"}}
+            saved = {key: {lang: result[key] for lang, result in saved.items()} for key in ("accuracy", "loss")}
+        return cls(saved["accuracy"], saved["loss"])
+
+
+@dataclass
+class Evaluator:
+    """Runs `model` over features in eval mode; `progress_bar` wraps the loop over languages."""
+
+    model: paddle.nn.Layer
+    batch_size: int
+    pad_token_id: int
+    use_amp: bool = False
+    progress_bar: Callable = iter
+
+    @paddle.no_grad()
+    def predict_logits(self, features):
+        """The logits of every pair (the mean over its windows), returned on every rank.
+
+        Each rank computes its own share of the pairs and the shares are summed across ranks,
+        rather than every rank repeating the whole computation.
+        """
+        was_training = self.model.training
+        self.model.eval()
+        rank, world_size = distributed.rank(), distributed.world_size()
+        window_logits = np.zeros((len(features), len(LABELS)), dtype=np.float32)
+        for indices in eval_batches(features, self.batch_size, rank, world_size):
+            input_ids, attention_mask = pad_batch([features.input_ids[i] for i in indices], self.pad_token_id)
+            with paddle.amp.auto_cast(enable=self.use_amp):
+                logits = self.model(paddle.to_tensor(input_ids), attention_mask=paddle.to_tensor(attention_mask))
+            window_logits[indices] = logits.astype("float32").numpy()
+        self.model.train(was_training)
+
+        logits = average_window_logits(window_logits, features.example_ids, features.num_examples)
         logits[np.arange(features.num_examples) % world_size != rank] = 0
-        logits_tensor = paddle.to_tensor(logits)
-        paddle.distributed.all_reduce(logits_tensor)
-        logits = logits_tensor.numpy()
-    return logits
+        return distributed.sum_over_ranks(logits)
 
-
-def accuracy_and_loss(logits, labels):
-    losses = F.cross_entropy(paddle.to_tensor(logits), paddle.to_tensor(labels), reduction="none")
-    return {"accuracy": float((logits.argmax(1) == labels).mean()), "loss": float(losses.numpy().mean())}
-
-
-def evaluate_languages(model, features_by_language, progress=iter, **predict_options):
-    """{language: {"accuracy", "loss"}} for the 15 XNLI languages; `progress` wraps their loop
-    (a progress bar)."""
-    results = {}
-    for lang in progress(XNLI_LANGUAGES):
-        features = features_by_language[lang]
-        results[lang] = accuracy_and_loss(predict_logits(model, features, **predict_options), features.example_labels())
-    return results
+    def evaluate(self, features_by_language):
+        """The EvaluationResult of the 15 XNLI languages."""
+        accuracy, loss = {}, {}
+        for lang in self.progress_bar(XNLI_LANGUAGES):
+            features = features_by_language[lang]
+            logits, labels = self.predict_logits(features), features.example_labels()
+            accuracy[lang] = float((logits.argmax(1) == labels).mean())
+            losses = F.cross_entropy(paddle.to_tensor(logits), paddle.to_tensor(labels), reduction="none")
+            loss[lang] = float(losses.numpy().mean())
+        return EvaluationResult(accuracy, loss)
 
 
 def write_predictions(path, pairs, logits):

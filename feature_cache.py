@@ -9,10 +9,13 @@ import hashlib
 import json
 import os
 import tempfile
+from typing import NamedTuple
 
 import numpy as np
 
+import distributed
 from data import Features
+from utils import available_cpu_cores, cpu_cores_per_process
 
 # Bump when the stored layout or the tokenization code changes meaning.
 CACHE_FORMAT = 1
@@ -63,7 +66,37 @@ def load_features(path):
             ends = np.cumsum(arrays[f"{index}_lengths"])
             input_ids = np.split(arrays[f"{index}_ids"], ends[:-1]) if len(ends) else []
             features_by_language[lang] = Features(
-                input_ids, arrays[f"{index}_labels"], arrays[f"{index}_example_ids"],
+                input_ids,
+                arrays[f"{index}_labels"],
+                arrays[f"{index}_example_ids"],
                 int(arrays[f"{index}_num_examples"]),
             )
         return features_by_language, int(arrays["num_skipped"])
+
+
+class CachedSplit(NamedTuple):
+    features_by_language: dict
+    num_skipped: int
+    source: str  # "tokenized", or "from <cache file>"
+
+
+def load_or_tokenize(cache_path, tokenize):
+    """A split from the cache entry `cache_path`, or from `tokenize(num_workers)`, which returns
+    (features by language, number of skipped rows); `cache_path` '' or None turns the cache off.
+
+    Rank 0 tokenizes and stores what the cache lacks, with all the machine's cores, while the other
+    ranks on the machine wait and then load it; a rank that cannot see rank 0's cache (on another
+    machine) tokenizes too.
+    """
+    if not cache_path:
+        return CachedSplit(*tokenize(cpu_cores_per_process()), "tokenized")
+    tokenized = None
+    if distributed.is_main() and not os.path.isfile(cache_path):
+        tokenized = tokenize(available_cpu_cores())
+        save_features(cache_path, *tokenized)
+    distributed.barrier()
+    if tokenized:
+        return CachedSplit(*tokenized, "tokenized")
+    if os.path.isfile(cache_path):
+        return CachedSplit(*load_features(cache_path), f"from {cache_path}")
+    return CachedSplit(*tokenize(cpu_cores_per_process()), "tokenized")

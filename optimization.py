@@ -38,19 +38,19 @@ def parameter_groups(model, num_layers, layerwise_decay, weight_decay):
     ]
 
 
-def create_optimizer(model, num_layers, learning_rate, num_training_steps, warmup, layerwise_decay, weight_decay, epsilon):
-    """AdamW (beta 0.9/0.999) and its linear warmup/decay schedule.
+def linear_schedule(learning_rate, num_training_steps, warmup):
+    """Linear warmup to `learning_rate`, then linear decay to 0 at `num_training_steps`; `warmup` is a
+    step count (int) or a proportion of the steps (float), as in `LinearDecayWithWarmup`."""
+    return LinearDecayWithWarmup(learning_rate, num_training_steps, warmup)
 
-    `warmup` is a step count (int) or a proportion of `num_training_steps` (float), as in
-    `LinearDecayWithWarmup`.
-    """
-    lr_scheduler = LinearDecayWithWarmup(learning_rate, num_training_steps, warmup)
-    optimizer = paddle.optimizer.AdamW(
+
+def create_optimizer(model, lr_scheduler, layerwise_decay, weight_decay, epsilon):
+    """AdamW (beta 0.9/0.999) following `lr_scheduler`, with layerwise ratios for ErnieM's layers."""
+    return paddle.optimizer.AdamW(
         learning_rate=lr_scheduler,
         beta1=0.9,
         beta2=0.999,
         epsilon=epsilon,
-        parameters=parameter_groups(model, num_layers, layerwise_decay, weight_decay),
+        parameters=parameter_groups(model, model.config.num_hidden_layers, layerwise_decay, weight_decay),
         weight_decay=weight_decay,
     )
-    return optimizer, lr_scheduler

@@ -1,21 +1,87 @@
-"""The results for people: Markdown tables beside the paper's numbers, and a bar chart."""
+"""The results: results.json for programs; for people, Markdown tables beside the paper's numbers,
+a bar chart and log lines."""
 
 import logging
+import os
 
 import numpy as np
 
-from utils import XNLI_LANGUAGES, average_accuracy
+from utils import XNLI_LANGUAGES, average_accuracy, write_json_atomically
+
+RESULTS_FILE = "results.json"
+RESULTS_MARKDOWN_FILE = "results.md"
+RESULTS_PLOT_FILE = "results.png"
 
 # XNLI test accuracy (%) per language reported in the ERNIE-M paper, in XNLI_LANGUAGES order.
 PAPER_ACCURACY = {
-    ("ernie-m-base", "cross-lingual-transfer"):
-        (85.5, 80.1, 81.2, 79.2, 79.1, 80.4, 78.1, 76.8, 76.3, 78.3, 75.8, 77.4, 72.9, 69.5, 68.8),
-    ("ernie-m-large", "cross-lingual-transfer"):
-        (89.3, 85.1, 85.7, 84.4, 83.7, 84.5, 82.0, 81.2, 81.2, 81.9, 79.2, 81.0, 78.6, 76.2, 75.4),
-    ("ernie-m-base", "translate-train-all"):
-        (86.2, 82.5, 83.8, 82.6, 82.4, 83.4, 80.2, 80.6, 80.5, 81.1, 79.2, 80.5, 77.7, 75.0, 73.3),
-    ("ernie-m-large", "translate-train-all"):
-        (89.5, 86.5, 86.9, 86.1, 86.0, 86.8, 84.1, 83.8, 84.1, 84.5, 82.1, 83.5, 81.1, 79.4, 77.9),
+    ("ernie-m-base", "cross-lingual-transfer"): (
+        85.5,
+        80.1,
+        81.2,
+        79.2,
+        79.1,
+        80.4,
+        78.1,
+        76.8,
+        76.3,
+        78.3,
+        75.8,
+        77.4,
+        72.9,
+        69.5,
+        68.8,
+    ),
+    ("ernie-m-large", "cross-lingual-transfer"): (
+        89.3,
+        85.1,
+        85.7,
+        84.4,
+        83.7,
+        84.5,
+        82.0,
+        81.2,
+        81.2,
+        81.9,
+        79.2,
+        81.0,
+        78.6,
+        76.2,
+        75.4,
+    ),
+    ("ernie-m-base", "translate-train-all"): (
+        86.2,
+        82.5,
+        83.8,
+        82.6,
+        82.4,
+        83.4,
+        80.2,
+        80.6,
+        80.5,
+        81.1,
+        79.2,
+        80.5,
+        77.7,
+        75.0,
+        73.3,
+    ),
+    ("ernie-m-large", "translate-train-all"): (
+        89.5,
+        86.5,
+        86.9,
+        86.1,
+        86.0,
+        86.8,
+        84.1,
+        83.8,
+        84.1,
+        84.5,
+        82.1,
+        83.5,
+        81.1,
+        79.4,
+        77.9,
+    ),
 }
 # (layers, hidden size) of the two pretrained models, to recognise them in a local checkpoint.
 ARCHITECTURES = {(12, 768): "ernie-m-base", (24, 1024): "ernie-m-large"}
@@ -70,3 +136,44 @@ def plot_results(path, title, accuracy_by_language, reference=None):
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+
+
+def format_evaluation(split, step, result):
+    """One log line of an EvaluationResult: the average and every language, in percent."""
+    languages = " ".join(f"{lang} {100 * result.accuracy[lang]:.1f}" for lang in XNLI_LANGUAGES)
+    return f"{split} accuracy at step {step}: avg {100 * result.average:.2f} | {languages}"
+
+
+def report_results(args, model_config, state, dev_result, test_result, runtime_seconds):
+    """Print the test table; write results.json, results.md (beside the paper) and results.png."""
+    model_name = os.path.basename(os.path.normpath(args.model_name_or_path))
+    title = f"XNLI test accuracy (%), {args.task_type}, selected on dev {args.select_on}"
+    print(f"{title}:\n{format_results_table({model_name: test_result.accuracy})}", flush=True)
+
+    reference = paper_reference(model_config.num_hidden_layers, model_config.hidden_size, args.task_type)
+    reference_rows = {f"{reference[0]} (paper)": reference[1]} if reference else {}
+    test_table = format_results_table({model_name: test_result.accuracy, **reference_rows})
+    dev_table = format_results_table({model_name: dev_result.accuracy})
+    with open(os.path.join(args.output_dir, RESULTS_MARKDOWN_FILE), "w", encoding="utf-8") as file:
+        file.write(f"# {title}\n\n{test_table}\n\nDev accuracy (%) of the same checkpoint:\n\n{dev_table}\n")
+    plot_results(
+        os.path.join(args.output_dir, RESULTS_PLOT_FILE), f"{model_name}: {title}", test_result.accuracy, reference
+    )
+
+    write_json_atomically(
+        os.path.join(args.output_dir, RESULTS_FILE),
+        {
+            "model": args.model_name_or_path,
+            "task_type": args.task_type,
+            "select_on": args.select_on,
+            "checkpoint": state.best_checkpoint or args.model_name_or_path,
+            "global_step": state.global_step,
+            "runtime_seconds": runtime_seconds,
+            "dev_accuracy": {**dev_result.accuracy, "avg": dev_result.average},
+            "test_accuracy": {**test_result.accuracy, "avg": test_result.average},
+            "dev_loss": dev_result.loss,
+            "test_loss": test_result.loss,
+            "dev_history": state.dev_history,
+            "args": vars(args),
+        },
+    )

@@ -1,48 +1,80 @@
-"""Watching and steering a training run: progress, logs and VisualDL scalars, guards against
-non-finite losses, and stopping cleanly on SIGTERM or Ctrl-C."""
+"""Watching and steering a run: progress bars, logs and VisualDL scalars, guards against
+non-finite losses, stopping cleanly on SIGTERM or Ctrl-C, and the exit codes of failures."""
 
 import logging
 import math
+import os
 import signal
+import sys
 import time
+import traceback
+from contextlib import contextmanager
 
-import paddle
+from tqdm import tqdm
 
-from checkpoints import latest_checkpoint
-from utils import XNLI_LANGUAGES, InputError, average_accuracy
+import distributed
+from reporting import format_evaluation
+from utils import XNLI_LANGUAGES, InputError
 
-logger = logging.getLogger("run_classifier")
+logger = logging.getLogger(__name__)
 
 
 class TrainingStopped(Exception):
     def __init__(self, signum, step, checkpoint):
-        super().__init__(f"stopped by {signal.Signals(signum).name} after step {step}; saved {checkpoint}. "
-                         "Continue with the same command and --resume_from_checkpoint latest")
+        super().__init__(
+            f"stopped by {signal.Signals(signum).name} after step {step}; saved {checkpoint}. "
+            "Continue with the same command and --resume_from_checkpoint latest"
+        )
         self.exit_code = 128 + signum
 
 
 class TrainingFailed(Exception):
-    def __init__(self, what, output_dir):
-        last_good = latest_checkpoint(output_dir) or "none yet"
-        super().__init__(f"{what}; last good checkpoint: {last_good}. Lower --learning_rate, or resume "
-                         "from that checkpoint")
+    def __init__(self, what, last_good_checkpoint):
+        super().__init__(
+            f"{what}; last good checkpoint: {last_good_checkpoint or 'none yet'}. Lower "
+            "--learning_rate, or resume from that checkpoint"
+        )
 
 
 class NonFiniteGuard:
-    """Stops a run whose loss is not finite, or whose loss scaler keeps skipping steps."""
+    """Stops a run whose loss is not finite, or whose loss scaler keeps skipping steps, naming
+    `last_good_checkpoint` (the trainer keeps it up to date)."""
 
-    def __init__(self, output_dir, max_skipped_in_a_row=100):
-        self.output_dir, self.max_skipped_in_a_row = output_dir, max_skipped_in_a_row
+    def __init__(self, max_skipped_in_a_row=100, last_good_checkpoint=None):
+        self.max_skipped_in_a_row, self.last_good_checkpoint = max_skipped_in_a_row, last_good_checkpoint
         self.skipped, self.skipped_in_a_row = 0, 0
 
     def check(self, step, loss, skipped):
         self.skipped += skipped
         self.skipped_in_a_row = self.skipped_in_a_row + 1 if skipped else 0
         if self.skipped_in_a_row >= self.max_skipped_in_a_row:
-            raise TrainingFailed(f"the loss scaler skipped {self.skipped_in_a_row} steps in a row (non-finite "
-                                 f"gradients) up to step {step}", self.output_dir)
+            raise TrainingFailed(
+                f"the loss scaler skipped {self.skipped_in_a_row} steps in a row (non-finite "
+                f"gradients) up to step {step}",
+                self.last_good_checkpoint,
+            )
         if not skipped and not math.isfinite(loss):
-            raise TrainingFailed(f"the loss is {loss} at step {step}", self.output_dir)
+            raise TrainingFailed(f"the loss is {loss} at step {step}", self.last_good_checkpoint)
+
+
+@contextmanager
+def errors_as_exit_codes(debug):
+    """README's exit codes: 2 for bad input, 128 + signal when stopped by a signal, 1 when training
+    fails; the message is one line on stderr, with the traceback only with --debug."""
+    try:
+        yield
+    except (InputError, TrainingStopped, TrainingFailed) as error:
+        if debug:
+            traceback.print_exc()
+        print(f"{os.path.basename(sys.argv[0])}: error: {error}", file=sys.stderr)
+        sys.exit(2 if isinstance(error, InputError) else getattr(error, "exit_code", 1))
+
+
+def progress_bar(disabled, iterable=None, **options):
+    """A tqdm bar on rank 0 at a terminal only (log lines are written above it); elsewhere a silent one."""
+    return tqdm(
+        iterable, disable=disabled or not distributed.is_main() or not sys.stderr.isatty(), leave=False, **options
+    )
 
 
 class NoWriter:
@@ -80,14 +112,22 @@ class TrainingProgress:
         self.loss_sum += loss if math.isfinite(loss) else 0.0
         self.progress_bar.update(1)
         steps_per_second = self.progress_bar.format_dict.get("rate") or 0.0
-        self.progress_bar.set_postfix(loss=f"{loss:.4f}", lr=f"{learning_rate:.2e}",
-                                      examples_per_s=f"{steps_per_second * self.examples_per_step:.1f}", refresh=False)
+        self.progress_bar.set_postfix(
+            loss=f"{loss:.4f}",
+            lr=f"{learning_rate:.2e}",
+            examples_per_s=f"{steps_per_second * self.examples_per_step:.1f}",
+            refresh=False,
+        )
         if step % self.logging_steps:
             return
         elapsed, mean_loss = time.time() - self.started, self.loss_sum / self.logging_steps
         logger.info(
             "step %d/%d, epoch %d, loss %.4f, lr %.3e, %.1f examples/s%s",
-            step, self.num_training_steps, epoch + 1, mean_loss, learning_rate,
+            step,
+            self.num_training_steps,
+            epoch + 1,
+            mean_loss,
+            learning_rate,
             self.logging_steps * self.examples_per_step / elapsed,
             f", {skipped_so_far} steps skipped so far (non-finite gradients)" if skipped_so_far else "",
         )
@@ -97,24 +137,15 @@ class TrainingProgress:
             self.writer.add_scalar("train/loss_scale", loss_scale, step)
         self.loss_sum, self.started = 0.0, time.time()
 
-    def evaluation(self, split, step, results):
-        log_evaluation(split, step, results)
-        accuracy = {lang: result["accuracy"] for lang, result in results.items()}
+    def evaluation(self, split, step, result):
+        logger.info(format_evaluation(split, step, result))
         for lang in XNLI_LANGUAGES:
-            self.writer.add_scalar(f"{split}/accuracy/{lang}", accuracy[lang], step)
-        self.writer.add_scalar(f"{split}/accuracy/avg", average_accuracy(accuracy), step)
+            self.writer.add_scalar(f"{split}/accuracy/{lang}", result.accuracy[lang], step)
+        self.writer.add_scalar(f"{split}/accuracy/avg", result.average, step)
 
     def close(self):
         self.progress_bar.close()
         self.writer.close()
-
-
-def log_evaluation(split, step, results):
-    accuracy = {lang: result["accuracy"] for lang, result in results.items()}
-    logger.info(
-        "%s accuracy at step %d: avg %.2f | %s", split, step, 100 * average_accuracy(accuracy),
-        " ".join(f"{lang} {100 * accuracy[lang]:.1f}" for lang in XNLI_LANGUAGES),
-    )
 
 
 class StopRequest:
@@ -137,10 +168,6 @@ class StopRequest:
             raise KeyboardInterrupt
         self.signum = signum
 
-    def agreed(self, world_size):
+    def agreed(self):
         """The signal any rank received, so that all ranks stop at the same step."""
-        if world_size == 1:
-            return self.signum
-        received = paddle.to_tensor([self.signum], dtype="int64")
-        paddle.distributed.all_reduce(received, op=paddle.distributed.ReduceOp.MAX)
-        return int(received)
+        return distributed.max_over_ranks(self.signum)

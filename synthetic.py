@@ -70,8 +70,14 @@ def write_xnli_corpus(root, num_train=240, num_eval=24, seed=0, shuffle_train_la
                 label = labels[index % 3]
                 premise, hypothesis = synthetic_pair(rng, lang, label, premise_words)
                 row = dict.fromkeys(EVAL_HEADER, "x")
-                row.update(language=lang, gold_label=label, sentence1=premise, sentence2=hypothesis,
-                           pairID=str(index), match="True")
+                row.update(
+                    language=lang,
+                    gold_label=label,
+                    sentence1=premise,
+                    sentence2=hypothesis,
+                    pairID=str(index),
+                    match="True",
+                )
                 rows.append([row[column] for column in EVAL_HEADER])
         write_tsv(os.path.join(root, "XNLI-1.0", f"xnli.{split}.tsv"), EVAL_HEADER, rows)
     return str(root)
@@ -87,8 +93,16 @@ def build_tokenizer(directory, text_file, vocab_size=120):
     os.makedirs(directory, exist_ok=True)
     model_prefix = os.path.join(directory, "spm")
     spm.SentencePieceTrainer.train(
-        input=text_file, model_prefix=model_prefix, vocab_size=vocab_size, model_type="bpe", character_coverage=1.0,
-        unk_id=0, bos_id=-1, eos_id=-1, hard_vocab_limit=False, minloglevel=2,
+        input=text_file,
+        model_prefix=model_prefix,
+        vocab_size=vocab_size,
+        model_type="bpe",
+        character_coverage=1.0,
+        unk_id=0,
+        bos_id=-1,
+        eos_id=-1,
+        hard_vocab_limit=False,
+        minloglevel=2,
     )
     processor = spm.SentencePieceProcessor(model_file=model_prefix + ".model")
     pieces = [processor.id_to_piece(index) for index in range(1, processor.get_piece_size())]
@@ -110,8 +124,13 @@ def build_tiny_ernie_m(directory, text_file, vocab_size=120, max_position_embedd
 
     num_tokens = build_tokenizer(directory, text_file, vocab_size)
     config = ErnieMConfig(
-        vocab_size=embedding_rows or num_tokens, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        max_position_embeddings=max_position_embeddings, pad_token_id=1, hidden_dropout_prob=0.0,
+        vocab_size=embedding_rows or num_tokens,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=max_position_embeddings,
+        pad_token_id=1,
+        hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
     paddle.seed(0)

@@ -1,5 +1,6 @@
 """Small helpers shared by the XNLI scripts: constants, argument parsing, seeding, files."""
 
+import argparse
 import ctypes
 import ctypes.util
 import json
@@ -36,7 +37,9 @@ def str2bool(value):
         return True
     if word in _FALSE_WORDS:
         return False
-    raise ValueError(f"expected true or false, got {value!r}")
+    raise argparse.ArgumentTypeError(
+        f"expected one of {', '.join(_TRUE_WORDS)} or {', '.join(_FALSE_WORDS)} (any case), got {value!r}"
+    )
 
 
 def available_cpu_cores():

@@ -1,7 +1,9 @@
 """Fixtures: a tiny random ERNIE-M with its own sentencepiece tokenizer, and tiny synthetic XNLI
 corpora in the original release layout (see synthetic.py), built offline in a temporary folder."""
 
+import json
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -41,7 +43,65 @@ def tokenizer(tiny_model_dir):
     return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
-def run_script(*args, script="run_classifier.py", launcher=(), timeout=300):
+def flags(**options):
+    """Command-line arguments from keywords, in order: flags(max_steps=40, eval_only=True, data_dir=None)
+    is ["--max_steps", "40", "--eval_only"] (True stands for a bare flag, None for no flag)."""
+    arguments = []
+    for name, value in options.items():
+        if value is not None:
+            arguments += [f"--{name}"] if value is True else [f"--{name}", str(value)]
+    return arguments
+
+
+def script_command(*args, script="run_classifier.py", launcher=(), **options):
+    """The command that runs a repo script with `args` and then `options` as flags."""
+    return [sys.executable, *launcher, os.path.join(REPO_ROOT, script), *map(str, args), *flags(**options)]
+
+
+def run_script(*args, script="run_classifier.py", launcher=(), timeout=300, **options):
     """Run a repo script as a user would; returns the CompletedProcess (stdout, stderr as text)."""
-    command = [sys.executable, *launcher, os.path.join(REPO_ROOT, script), *map(str, args)]
+    command = script_command(*args, script=script, launcher=launcher, **options)
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def cpu_run(model_dir, data_dir, output_dir, task_type="cross-lingual-transfer", **options):
+    """The keyword arguments of run_script for a run of run_classifier.py on the CPU."""
+    return dict(
+        task_type=task_type,
+        model_name_or_path=model_dir,
+        data_dir=data_dir,
+        output_dir=output_dir,
+        device="cpu",
+        **options,
+    )
+
+
+def read_results(output_dir):
+    with open(os.path.join(output_dir, "results.json"), encoding="utf-8") as file:
+        return json.load(file)
+
+
+def run_main(capsys, *args, **options):
+    """run_classifier.main in this process (no import time), for runs that stop before training;
+    returns (exit code, stdout, stderr)."""
+    from run_classifier import main
+
+    try:
+        main([*map(str, args), *flags(**options)])
+        code = 0
+    except SystemExit as exit_info:
+        code = exit_info.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def last_line(text):
+    return text.strip().splitlines()[-1]
+
+
+def png_size(path):
+    """(width, height) of a PNG file, checking its signature."""
+    with open(path, "rb") as file:
+        header = file.read(24)
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", header[16:24])

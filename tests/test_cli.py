@@ -8,23 +8,19 @@ import shutil
 import numpy as np
 import paddle
 import pytest
-from conftest import run_script
-from test_reporting import png_size
 
-from run_classifier import parse_args
+from cli import parse_args
 from synthetic import write_xnli_corpus
-from utils import XNLI_LANGUAGES, available_cpu_cores
+from utils import LABELS, XNLI_LANGUAGES, available_cpu_cores
+
+from conftest import cpu_run, flags, last_line, png_size, read_results, run_script
 
 REQUIRED = ["--task_type", "cross-lingual-transfer", "--model_name_or_path", "ernie-m-base", "--output_dir", "out"]
 
 # Settings under which the tiny model learns the synthetic task within a few seconds.
-FAST_TRAINING = ["--device", "cpu", "--learning_rate", "1e-3", "--layerwise_decay", "1.0", "--warmup_proportion",
-                 "0.1", "--batch_size", "16", "--logging_steps", "25"]
-
-
-def read_results(output_dir):
-    with open(os.path.join(output_dir, "results.json"), encoding="utf-8") as file:
-        return json.load(file)
+FAST_TRAINING = dict(
+    learning_rate="1e-3", layerwise_decay="1.0", warmup_proportion="0.1", batch_size=16, logging_steps=25
+)
 
 
 def printed_table(stdout):
@@ -65,7 +61,11 @@ def assert_table_matches_results(stdout, results):
         (["--model_name_or_path", "no/such/dir"], "--model_name_or_path no/such/dir: neither ernie-m-base"),
         (["--data_dir", "no/such/dir"], "--data_dir no/such/dir: no such directory"),
         (["--task_type", "zero-shot"], "argument --task_type: invalid choice: 'zero-shot'"),
-        (["--use_amp", "maybe"], "argument --use_amp: invalid str2bool value: 'maybe'"),
+        (
+            ["--use_amp", "Ture"],
+            "argument --use_amp: expected one of true, t, yes, y, 1, on or false, f, no, n, 0, off (any case), "
+            "got 'Ture'",
+        ),
         (["--eval_only"], "--eval_only needs a fine-tuned checkpoint directory"),
     ],
 )
@@ -86,23 +86,23 @@ def test_upstream_defaults_and_boolean_flags():
     assert parse_args(REQUIRED + ["--use_amp"]).use_amp is True
 
 
-def test_a_directory_without_config_is_refused_before_loading(tmp_path):
-    result = run_script(*REQUIRED[:3], tmp_path, "--output_dir", tmp_path / "out", "--device", "cpu")
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].endswith(f"--model_name_or_path {tmp_path}: no config.json "
-                                                           "(expected a directory saved with save_pretrained)")
+def test_a_directory_without_config_is_refused_before_loading(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args([*REQUIRED[:3], str(tmp_path), *flags(output_dir=tmp_path / "out", device="cpu")])
+    assert exit_info.value.code == 2
+    expected = f"--model_name_or_path {tmp_path}: no config.json (expected a directory saved with save_pretrained)"
+    assert last_line(capsys.readouterr().err).endswith(expected)
 
 
 def test_missing_xnli_files_are_named_in_one_line(tmp_path, tiny_model_dir, xnli_dir):
     data_dir = tmp_path / "xnli"
     shutil.copytree(xnli_dir, data_dir)
     os.remove(data_dir / "XNLI-MT-1.0" / "multinli" / "multinli.train.sw.tsv")
-    result = run_script("--task_type", "translate-train-all", "--model_name_or_path", tiny_model_dir,
-                        "--output_dir", tmp_path / "out", "--data_dir", data_dir, "--device", "cpu")
+    result = run_script(**cpu_run(tiny_model_dir, data_dir, tmp_path / "out", task_type="translate-train-all"))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    last_line = result.stderr.strip().splitlines()[-1]
-    assert last_line.startswith("run_classifier.py: error: ") and "multinli.train.sw.tsv" in last_line
+    assert last_line(result.stderr).startswith("run_classifier.py: error: ")
+    assert "multinli.train.sw.tsv" in last_line(result.stderr)
 
 
 @pytest.mark.parametrize(
@@ -118,26 +118,27 @@ def test_a_malformed_row_is_named_by_file_and_line(tmp_path, tiny_model_dir, xnl
     train_file = data_dir / "XNLI-MT-1.0" / "multinli" / "multinli.train.en.tsv"
     lines = train_file.read_bytes().splitlines(keepends=True)
     train_file.write_bytes(b"".join(lines[:2] + [damage] + lines[3:]))
-    result = run_script(*REQUIRED[:3], tiny_model_dir, "--output_dir", tmp_path / "out", "--data_dir", data_dir,
-                        "--device", "cpu")
+    result = run_script(**cpu_run(tiny_model_dir, data_dir, tmp_path / "out"))
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == f"run_classifier.py: error: {train_file}:{message}"
+    assert last_line(result.stderr) == f"run_classifier.py: error: {train_file}:{message}"
 
 
 @pytest.mark.skipif(paddle.is_compiled_with_cuda(), reason="this PaddlePaddle build has CUDA")
-def test_an_unavailable_device_is_said_plainly(tmp_path, tiny_model_dir, xnli_dir):
-    result = run_script(*REQUIRED[:3], tiny_model_dir, "--output_dir", tmp_path, "--data_dir", xnli_dir)
-    assert result.returncode == 2
-    assert "--device gpu: this PaddlePaddle build has no CUDA support" in result.stderr.strip().splitlines()[-1]
+def test_an_unavailable_device_is_said_plainly(capsys, tmp_path, tiny_model_dir, xnli_dir):
+    from run_classifier import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([*REQUIRED[:3], tiny_model_dir, *flags(output_dir=tmp_path, data_dir=xnli_dir)])
+    assert exit_info.value.code == 2
+    assert "--device gpu: this PaddlePaddle build has no CUDA support" in last_line(capsys.readouterr().err)
+    assert os.listdir(tmp_path) == []
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_model_dir, xnli_dir):
     """A cross-lingual-transfer run of 300 steps with dev evaluation and checkpoints every 100."""
     output_dir = tmp_path_factory.mktemp("clt")
-    result = run_script("--task_type", "cross-lingual-transfer", "--model_name_or_path", tiny_model_dir,
-                        "--output_dir", output_dir, "--data_dir", xnli_dir, "--max_steps", 300,
-                        "--save_steps", 100, *FAST_TRAINING)
+    result = run_script(**cpu_run(tiny_model_dir, xnli_dir, output_dir, max_steps=300, save_steps=100, **FAST_TRAINING))
     assert result.returncode == 0, result.stderr
     return output_dir, result
 
@@ -145,14 +146,28 @@ def trained(tmp_path_factory, tiny_model_dir, xnli_dir):
 def test_training_writes_checkpoints_results_and_the_table(trained):
     output_dir, result = trained
     results = read_results(output_dir)
-    assert sorted(os.listdir(output_dir)) == ["checkpoint-100", "checkpoint-200", "checkpoint-300", "results.json",
-                                              "results.md", "results.png", "visualdl"]
+    assert sorted(os.listdir(output_dir)) == [
+        "checkpoint-100",
+        "checkpoint-200",
+        "checkpoint-300",
+        "results.json",
+        "results.md",
+        "results.png",
+        "visualdl",
+    ]
     table_row = printed_table_row(result.stdout)
     assert table_row in (output_dir / "results.md").read_text()
     assert png_size(output_dir / "results.png") == (1200, 500)
     checkpoint = output_dir / "checkpoint-300"
-    for name in ("config.json", "model_state.pdparams", "vocab.txt", "sentencepiece.bpe.model",
-                 "tokenizer_config.json", "optimizer.pdopt", "trainer_state.json"):
+    for name in (
+        "config.json",
+        "model_state.pdparams",
+        "vocab.txt",
+        "sentencepiece.bpe.model",
+        "tokenizer_config.json",
+        "optimizer.pdopt",
+        "trainer_state.json",
+    ):
         assert (checkpoint / name).is_file(), name
     config = json.loads((checkpoint / "config.json").read_text())
     assert config["id2label"] == {"0": "entailment", "1": "neutral", "2": "contradiction"}
@@ -173,18 +188,16 @@ def test_training_learns_the_task_and_shuffled_labels_do_not(trained, tmp_path, 
     assert accuracy["en"] >= 0.9 and accuracy["avg"] >= 0.75
 
     shuffled_dir = write_xnli_corpus(tmp_path / "xnli", shuffle_train_labels=True)
-    result = run_script("--task_type", "cross-lingual-transfer", "--model_name_or_path", tiny_model_dir,
-                        "--output_dir", tmp_path / "out", "--data_dir", shuffled_dir, "--max_steps", 300,
-                        "--save_steps", 300, *FAST_TRAINING)
+    result = run_script(
+        **cpu_run(tiny_model_dir, shuffled_dir, tmp_path / "out", max_steps=300, save_steps=300, **FAST_TRAINING)
+    )
     assert result.returncode == 0, result.stderr
     assert read_results(tmp_path / "out")["test_accuracy"]["avg"] <= 0.55
 
 
 def test_evaluation_only_reproduces_the_selected_checkpoint(trained, tmp_path, xnli_dir):
     training_results = read_results(trained[0])
-    result = run_script("--eval_only", "--task_type", "cross-lingual-transfer", "--model_name_or_path",
-                        training_results["checkpoint"], "--output_dir", tmp_path, "--data_dir", xnli_dir,
-                        "--device", "cpu")
+    result = run_script("--eval_only", **cpu_run(training_results["checkpoint"], xnli_dir, tmp_path))
     assert result.returncode == 0, result.stderr
     results = read_results(tmp_path)
     assert results["dev_accuracy"] == training_results["dev_accuracy"]
@@ -194,9 +207,8 @@ def test_evaluation_only_reproduces_the_selected_checkpoint(trained, tmp_path, x
 
 
 def test_translate_train_all_trains_on_all_15_languages(tmp_path, tiny_model_dir, xnli_dir):
-    result = run_script("--task_type", "translate-train-all", "--model_name_or_path", tiny_model_dir,
-                        "--output_dir", tmp_path, "--data_dir", xnli_dir, "--max_steps", 30, "--save_steps", 30,
-                        *FAST_TRAINING)
+    training = dict(max_steps=30, save_steps=30, **FAST_TRAINING)
+    result = run_script(**cpu_run(tiny_model_dir, xnli_dir, tmp_path, task_type="translate-train-all", **training))
     assert result.returncode == 0, result.stderr
     assert f"train: {15 * 240} pairs in 15 language(s)" in result.stderr
     assert "225 steps per epoch" in result.stderr
@@ -206,42 +218,45 @@ def test_translate_train_all_trains_on_all_15_languages(tmp_path, tiny_model_dir
 
 def test_memory_length_turns_long_pairs_into_windows(tmp_path, tiny_model_dir):
     data_dir = write_xnli_corpus(tmp_path / "xnli", num_train=60, num_eval=6, long_premises=True)
-    common = ["--task_type", "cross-lingual-transfer", "--model_name_or_path", tiny_model_dir, "--data_dir",
-              data_dir, "--max_seq_length", 24, "--max_steps", 10, "--save_steps", 10, *FAST_TRAINING]
-    result = run_script(*common, "--output_dir", tmp_path / "windows", "--memory_length", 8)
+    common = dict(max_seq_length=24, max_steps=10, save_steps=10, **FAST_TRAINING)
+    result = run_script(**cpu_run(tiny_model_dir, data_dir, tmp_path / "windows", memory_length=8, **common))
     assert result.returncode == 0, result.stderr
     inputs = int(re.search(r"dev: 90 pairs in 15 language\(s\) -> (\d+) inputs", result.stderr).group(1))
     assert inputs > 2 * 90
 
-    truncated = run_script(*common, "--output_dir", tmp_path / "truncated")
+    truncated = run_script(**cpu_run(tiny_model_dir, data_dir, tmp_path / "truncated", **common))
     assert "dev: 90 pairs in 15 language(s) -> 90 inputs" in truncated.stderr
 
 
 def test_two_processes_share_the_work_and_rank_0_reports(tmp_path, tiny_model_dir, xnli_dir):
     log_dir = tmp_path / "log"
-    result = run_script("--task_type", "cross-lingual-transfer", "--model_name_or_path", tiny_model_dir,
-                        "--output_dir", tmp_path / "out", "--data_dir", xnli_dir, "--max_steps", 16,
-                        "--save_steps", 8, *FAST_TRAINING,
-                        launcher=["-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", log_dir])
+    result = run_script(
+        **cpu_run(tiny_model_dir, xnli_dir, tmp_path / "out", max_steps=16, save_steps=8, **FAST_TRAINING),
+        launcher=["-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", log_dir],
+    )
     rank0_log = (log_dir / "workerlog.0").read_text()
     rank1_log = (log_dir / "workerlog.1").read_text()
     assert result.returncode == 0, rank0_log[-3000:] + rank1_log[-3000:]
     assert "16 per card x 2 card(s), 8 steps per epoch" in rank0_log
-    assert (f"device cpu: {max(1, available_cpu_cores() // 2)} thread(s) per process, "
-            "denormal numbers flushed to zero") in rank0_log
+    threads = max(1, available_cpu_cores() // 2)
+    assert f"device cpu: {threads} thread(s) per process, denormal numbers flushed to zero" in rank0_log
     results = read_results(tmp_path / "out")
     assert_table_matches_results(rank0_log, results)
     assert "| Model |" not in rank1_log and "INFO" not in rank1_log
-    assert sorted(os.listdir(tmp_path / "out")) == ["checkpoint-16", "checkpoint-8", "results.json", "results.md",
-                                                    "results.png", "visualdl"]
+    assert sorted(os.listdir(tmp_path / "out")) == [
+        "checkpoint-16",
+        "checkpoint-8",
+        "results.json",
+        "results.md",
+        "results.png",
+        "visualdl",
+    ]
 
     # The test split was evaluated on the selected checkpoint, half the pairs on each rank.
-    single = run_script("--eval_only", "--task_type", "cross-lingual-transfer", "--model_name_or_path",
-                        results["checkpoint"], "--output_dir", tmp_path / "eval", "--data_dir", xnli_dir,
-                        "--device", "cpu")
+    single = run_script("--eval_only", **cpu_run(results["checkpoint"], xnli_dir, tmp_path / "eval"))
     assert single.returncode == 0, single.stderr
-    assert (f"device cpu: {available_cpu_cores()} thread(s) per process, "
-            "denormal numbers flushed to zero") in single.stderr
+    threads = available_cpu_cores()
+    assert f"device cpu: {threads} thread(s) per process, denormal numbers flushed to zero" in single.stderr
     single_results = read_results(tmp_path / "eval")
     assert single_results["test_accuracy"] == results["test_accuracy"]
     assert single_results["test_loss"] == pytest.approx(results["test_loss"], rel=1e-5)
@@ -255,17 +270,16 @@ def read_predictions(path):
 
 def test_predictions_for_an_xnli_file_match_the_reported_accuracy(trained, tmp_path, xnli_dir):
     training_results = read_results(trained[0])
-    result = run_script("--predict_file", os.path.join(xnli_dir, "XNLI-1.0", "xnli.test.tsv"), "--task_type",
-                        "cross-lingual-transfer", "--model_name_or_path", training_results["checkpoint"],
-                        "--output_dir", tmp_path, "--device", "cpu")
+    test_file = os.path.join(xnli_dir, "XNLI-1.0", "xnli.test.tsv")
+    result = run_script(**cpu_run(training_results["checkpoint"], None, tmp_path, predict_file=test_file))
     assert result.returncode == 0, result.stderr
     header, rows = read_predictions(tmp_path / "predictions.tsv")
     assert header == ["premise", "hypothesis", "prediction", "p_entailment", "p_neutral", "p_contradiction", "label"]
     assert len(rows) == 15 * 24
     for row in rows:
-        probabilities = [float(row[f"p_{label}"]) for label in ("entailment", "neutral", "contradiction")]
+        probabilities = [float(row[f"p_{label}"]) for label in LABELS]
         assert sum(probabilities) == pytest.approx(1, abs=1e-5)
-        assert row["prediction"] == ("entailment", "neutral", "contradiction")[probabilities.index(max(probabilities))]
+        assert row["prediction"] == LABELS[probabilities.index(max(probabilities))]
     accuracy = sum(row["prediction"] == row["label"] for row in rows) / len(rows)
     assert accuracy == pytest.approx(training_results["test_accuracy"]["avg"])
     assert not (tmp_path / "results.json").exists()
@@ -274,21 +288,22 @@ def test_predictions_for_an_xnli_file_match_the_reported_accuracy(trained, tmp_p
 def test_predictions_for_plain_pairs_without_header(trained, tmp_path):
     pairs_file = tmp_path / "pairs.tsv"
     pairs_file.write_text("ekaka esuta.\telomi yes.\n\nekaka.\tno esuta.\n", encoding="utf-8")
-    checkpoint = read_results(trained[0])["checkpoint"]
-    result = run_script("--predict_file", pairs_file, "--task_type", "cross-lingual-transfer", "--model_name_or_path",
-                        checkpoint, "--output_dir", tmp_path / "out", "--device", "cpu")
+    predict = cpu_run(read_results(trained[0])["checkpoint"], None, tmp_path / "out", predict_file=pairs_file)
+    result = run_script(**predict)
     assert result.returncode == 0, result.stderr
     _, rows = read_predictions(tmp_path / "out" / "predictions.tsv")
     assert [(row["premise"], row["hypothesis"], row["label"]) for row in rows] == [
-        ("ekaka esuta.", "elomi yes.", ""), ("ekaka.", "no esuta.", "")]
+        ("ekaka esuta.", "elomi yes.", ""),
+        ("ekaka.", "no esuta.", ""),
+    ]
     assert "predicting 2 pairs" in result.stderr and "(1 rows with an empty field skipped)" in result.stderr
 
     pairs_file.write_text("a\tb\nc\td\te\n", encoding="utf-8")
-    bad = run_script("--predict_file", pairs_file, "--task_type", "cross-lingual-transfer", "--model_name_or_path",
-                     checkpoint, "--output_dir", tmp_path / "out", "--device", "cpu")
+    bad = run_script(**predict)
     assert bad.returncode == 2
-    assert bad.stderr.strip().splitlines()[-1] == (
-        f"run_classifier.py: error: {pairs_file}:2: expected premise<TAB>hypothesis, found 3 field(s)")
+    assert last_line(bad.stderr) == (
+        f"run_classifier.py: error: {pairs_file}:2: expected premise<TAB>hypothesis, found 3 field(s)"
+    )
 
 
 def test_the_exported_static_graph_gives_the_dynamic_logits(trained, tmp_path, xnli_dir, tokenizer):
@@ -297,9 +312,7 @@ def test_the_exported_static_graph_gives_the_dynamic_logits(trained, tmp_path, x
     from data import encode_pairs, pad_batch, read_eval_split
 
     checkpoint = read_results(trained[0])["checkpoint"]
-    result = run_script("--eval_only", "--task_type", "cross-lingual-transfer", "--model_name_or_path", checkpoint,
-                        "--output_dir", tmp_path, "--data_dir", xnli_dir, "--device", "cpu",
-                        "--export_model_dir", tmp_path / "export")
+    result = run_script("--eval_only", **cpu_run(checkpoint, xnli_dir, tmp_path, export_model_dir=tmp_path / "export"))
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(tmp_path / "export")) == ["inference.json", "inference.pdiparams"]
 
@@ -315,18 +328,28 @@ def test_the_exported_static_graph_gives_the_dynamic_logits(trained, tmp_path, x
     np.testing.assert_allclose(logits.numpy(), expected, atol=1e-5)
 
 
-def test_help_lists_every_argument_with_its_default():
-    result = run_script("--help")
-    assert result.returncode == 0
-    for argument in ("--task_type", "--max_seq_length", "--memory_length", "--layerwise_decay", "--use_amp",
-                     "--scale_loss", "--predict_file", "--export_model_dir", "--resume_from_checkpoint"):
-        assert argument in result.stdout
-    assert "(default: 256)" in result.stdout and "(default: 0.8)" in result.stdout
+def test_help_lists_every_argument_with_its_default(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    for argument in (
+        "--task_type",
+        "--max_seq_length",
+        "--memory_length",
+        "--layerwise_decay",
+        "--use_amp",
+        "--scale_loss",
+        "--predict_file",
+        "--export_model_dir",
+        "--resume_from_checkpoint",
+    ):
+        assert argument in help_text
+    assert "(default: 256)" in help_text and "(default: 0.8)" in help_text
 
 
 def test_length_grouped_batches_train_too(tmp_path, tiny_model_dir, xnli_dir):
-    result = run_script("--task_type", "cross-lingual-transfer", "--model_name_or_path", tiny_model_dir,
-                        "--output_dir", tmp_path, "--data_dir", xnli_dir, "--max_steps", 300, "--save_steps", 300,
-                        "--group_by_length", "true", *FAST_TRAINING)
+    training = dict(max_steps=300, save_steps=300, group_by_length="true", **FAST_TRAINING)
+    result = run_script(**cpu_run(tiny_model_dir, xnli_dir, tmp_path, **training))
     assert result.returncode == 0, result.stderr
     assert read_results(tmp_path)["test_accuracy"]["avg"] >= 0.75

@@ -3,9 +3,9 @@
 import subprocess
 import sys
 
-from conftest import REPO_ROOT
-
 import utils
+
+from conftest import REPO_ROOT
 
 
 def test_processes_on_one_machine_share_its_cores(monkeypatch):

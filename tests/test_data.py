@@ -130,8 +130,9 @@ def test_encoding_matches_the_tokenizer_pair_encoding(tokenizer):
     ]
     features = encode_pairs(tokenizer, pairs, max_seq_length=24, memory_length=0)
     for pair, ids in zip(pairs, features.input_ids):
-        expected = tokenizer(pair.premise, text_pair=pair.hypothesis, max_length=24, truncation=True,
-                             return_token_type_ids=False)["input_ids"]
+        expected = tokenizer(
+            pair.premise, text_pair=pair.hypothesis, max_length=24, truncation=True, return_token_type_ids=False
+        )["input_ids"]
         assert ids.tolist() == expected
     assert features.labels.tolist() == [0, 1, 2]
     assert tokenizer.pad_token_id == 1 and features.input_ids[0][0] == tokenizer.cls_token_id
@@ -142,8 +143,14 @@ def test_chunked_encoding_equals_encoding_the_whole_list(tokenizer, monkeypatch,
     monkeypatch.setattr(PairEncoder, "CHUNK_PAIRS", 4)
     rng = np.random.default_rng(0)
     words = ["fkaka", "lo", "mi", "ne", "su", "ta", "ri", "po", "yes", "no", "maybe"]
-    pairs = [Pair(" ".join(rng.choice(words, rng.integers(1, 30))), " ".join(rng.choice(words, rng.integers(1, 9))),
-                  int(rng.integers(3))) for _ in range(23)]
+    pairs = [
+        Pair(
+            " ".join(rng.choice(words, rng.integers(1, 30))),
+            " ".join(rng.choice(words, rng.integers(1, 9))),
+            int(rng.integers(3)),
+        )
+        for _ in range(23)
+    ]
     expected = encode_pairs(tokenizer, pairs, max_seq_length=24, memory_length=4)
     done = []
     with PairEncoder(tokenizer, max_seq_length=24, memory_length=4, num_workers=num_workers) as encoder:

@@ -8,7 +8,7 @@ import pytest
 from paddlenlp.ops.optimizer import layerwise_lr_decay
 from paddlenlp.transformers import ErnieMForSequenceClassification
 
-from optimization import create_optimizer, layerwise_lr_ratio, uses_weight_decay
+from optimization import create_optimizer, layerwise_lr_ratio, linear_schedule, uses_weight_decay
 
 PEAK_LR = 1e-3
 
@@ -43,7 +43,9 @@ def test_ratios_equal_paddlenlp_layerwise_lr_decay(model):
 
 def test_each_parameter_moves_by_its_layerwise_learning_rate(model):
     """Adam's first step moves every weight with a gradient by lr * ratio (|m / sqrt(v)| = 1)."""
-    optimizer, _ = create_optimizer(model, 2, PEAK_LR, 100, 0, layerwise_decay=0.8, weight_decay=0.0, epsilon=1e-8)
+    optimizer = create_optimizer(
+        model, linear_schedule(PEAK_LR, 100, 0), layerwise_decay=0.8, weight_decay=0.0, epsilon=1e-8
+    )
     before = {name: parameter.numpy().copy() for name, parameter in model.named_parameters()}
     gradients = one_step(model, optimizer, loss_scale=1000.0)
     without_gradient = []
@@ -60,7 +62,9 @@ def test_each_parameter_moves_by_its_layerwise_learning_rate(model):
 
 def test_weight_decay_spares_biases_and_norms(model):
     """With zero gradients AdamW only decays: weights shrink by lr * ratio * decay, others stay."""
-    optimizer, _ = create_optimizer(model, 2, PEAK_LR, 100, 0, layerwise_decay=0.8, weight_decay=0.1, epsilon=1e-8)
+    optimizer = create_optimizer(
+        model, linear_schedule(PEAK_LR, 100, 0), layerwise_decay=0.8, weight_decay=0.1, epsilon=1e-8
+    )
     before = {name: parameter.numpy().copy() for name, parameter in model.named_parameters()}
     one_step(model, optimizer, loss_scale=0.0)
     decayed = []
@@ -75,9 +79,8 @@ def test_weight_decay_spares_biases_and_norms(model):
 
 
 @pytest.mark.parametrize("warmup", [0.1, 10])
-def test_linear_warmup_then_linear_decay(model, warmup):
-    _, lr_scheduler = create_optimizer(model, 2, PEAK_LR, 100, warmup, layerwise_decay=0.8, weight_decay=0.0,
-                                       epsilon=1e-8)
+def test_linear_warmup_then_linear_decay(warmup):
+    lr_scheduler = linear_schedule(PEAK_LR, 100, warmup)
     learning_rates = []
     for _ in range(101):
         learning_rates.append(lr_scheduler.get_lr())

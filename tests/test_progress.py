@@ -8,7 +8,7 @@ import subprocess
 import sys
 import termios
 
-from conftest import REPO_ROOT, run_script
+from conftest import REPO_ROOT, cpu_run, flags, run_script
 
 
 def run_at_a_terminal(arguments):
@@ -32,14 +32,12 @@ def run_at_a_terminal(arguments):
     return output.decode(errors="replace")
 
 
-def arguments(model_dir, data_dir, output_dir, *extra):
-    return ["--task_type", "cross-lingual-transfer", "--model_name_or_path", model_dir, "--data_dir", data_dir,
-            "--output_dir", output_dir, "--device", "cpu", "--max_steps", 40, "--save_steps", 40,
-            "--logging_steps", 20, *extra]
+def arguments(model_dir, data_dir, output_dir, **options):
+    return flags(**cpu_run(model_dir, data_dir, output_dir, max_steps=40, save_steps=40, logging_steps=20, **options))
 
 
 def test_progress_bars_show_at_a_terminal_beside_the_log_lines(tmp_path, tiny_model_dir, xnli_dir):
-    output = run_at_a_terminal(arguments(tiny_model_dir, xnli_dir, tmp_path, "--cache_dir", ""))
+    output = run_at_a_terminal(arguments(tiny_model_dir, xnli_dir, tmp_path, cache_dir=""))
     assert "tokenizing train:" in output and "tokenizing test:" in output
     assert "training: 100%" in output and "40/40" in output and "loss=" in output and "lr=" in output
     assert "examples_per_s=" in output
@@ -47,24 +45,27 @@ def test_progress_bars_show_at_a_terminal_beside_the_log_lines(tmp_path, tiny_mo
     assert "INFO step 20/40, epoch 2, loss" in output
 
 
-def test_no_progress_bars_with_disable_tqdm_or_without_a_terminal(tmp_path, tiny_model_dir, xnli_dir):
-    output = run_at_a_terminal(arguments(tiny_model_dir, xnli_dir, tmp_path / "a", "--disable_tqdm", "--cache_dir", ""))
-    assert "training:" not in output and "tokenizing:" not in output
+def test_no_progress_bars_with_disable_tqdm_or_without_a_terminal_and_no_visualdl_when_off(
+    tmp_path, tiny_model_dir, xnli_dir
+):
+    output = run_at_a_terminal(
+        arguments(tiny_model_dir, xnli_dir, tmp_path / "a", disable_tqdm=True, cache_dir="", visualdl="false")
+    )
+    assert "training:" not in output and "tokenizing train:" not in output and "evaluating:" not in output
     assert "INFO step 40/40" in output
-    result = run_script(*arguments(tiny_model_dir, xnli_dir, tmp_path / "b"))
-    assert "training:" not in result.stderr and "INFO step 40/40" in result.stderr
+    assert not (tmp_path / "a" / "visualdl").exists()
+    result = run_script(*arguments(tiny_model_dir, xnli_dir, tmp_path / "b", cache_dir=""))
+    assert "training:" not in result.stderr and "tokenizing train:" not in result.stderr
+    assert "INFO step 40/40" in result.stderr
 
 
 def test_visualdl_records_loss_learning_rate_and_dev_accuracy(tmp_path, tiny_model_dir, xnli_dir):
     from visualdl import LogReader
 
-    assert run_script(*arguments(tiny_model_dir, xnli_dir, tmp_path, "--visualdl", "true")).returncode == 0
+    assert run_script(*arguments(tiny_model_dir, xnli_dir, tmp_path, visualdl="true")).returncode == 0
     (record,) = os.listdir(tmp_path / "visualdl")
     reader = LogReader(file_path=str(tmp_path / "visualdl" / record))
     tags = reader.get_tags()["scalar"]
     assert {"train/loss", "train/lr", "dev/accuracy/avg", "dev/accuracy/en", "dev/accuracy/ur"} <= set(tags)
     assert [point.id for point in reader.get_data("scalar", "train/loss")] == [20, 40]
     assert [point.id for point in reader.get_data("scalar", "dev/accuracy/avg")] == [40]
-
-    assert run_script(*arguments(tiny_model_dir, xnli_dir, tmp_path / "off", "--visualdl", "false")).returncode == 0
-    assert not (tmp_path / "off" / "visualdl").exists()

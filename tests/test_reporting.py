@@ -1,18 +1,11 @@
 """Tables and the picture of the results."""
 
-import struct
-
 import pytest
 
 from reporting import PAPER_ACCURACY, format_results_table, paper_reference, plot_results
 from utils import XNLI_LANGUAGES
 
-
-def png_size(path):
-    with open(path, "rb") as file:
-        header = file.read(24)
-    assert header[:8] == b"\x89PNG\r\n\x1a\n"
-    return struct.unpack(">II", header[16:24])
+from conftest import png_size
 
 
 def test_table_has_the_papers_language_order_percent_and_one_decimal():
@@ -20,14 +13,20 @@ def test_table_has_the_papers_language_order_percent_and_one_decimal():
     lines = format_results_table({"run": accuracy}).splitlines()
     assert lines[0] == "| Model | en | fr | es | de | el | bg | ru | tr | ar | vi | th | zh | hi | sw | ur | Avg |"
     assert lines[1] == "|" + "---|" * 17
-    assert lines[2] == ("| run | 5.0 | 10.0 | 15.0 | 20.0 | 25.0 | 30.0 | 35.0 | 40.0 | 45.0 | 50.0 | 55.0 | 60.0 | "
-                        "65.0 | 70.0 | 75.0 | 40.0 |")
+    assert lines[2] == (
+        "| run | 5.0 | 10.0 | 15.0 | 20.0 | 25.0 | 30.0 | 35.0 | 40.0 | 45.0 | 50.0 | 55.0 | 60.0 | "
+        "65.0 | 70.0 | 75.0 | 40.0 |"
+    )
 
 
 @pytest.mark.parametrize(
     "layers, hidden, task_type, model, average",
-    [(12, 768, "cross-lingual-transfer", "ernie-m-base", 77.3), (24, 1024, "cross-lingual-transfer", "ernie-m-large", 82.0),
-     (12, 768, "translate-train-all", "ernie-m-base", 80.6), (24, 1024, "translate-train-all", "ernie-m-large", 84.2)],
+    [
+        (12, 768, "cross-lingual-transfer", "ernie-m-base", 77.3),
+        (24, 1024, "cross-lingual-transfer", "ernie-m-large", 82.0),
+        (12, 768, "translate-train-all", "ernie-m-base", 80.6),
+        (24, 1024, "translate-train-all", "ernie-m-large", 84.2),
+    ],
 )
 def test_the_paper_reference_is_found_by_architecture(layers, hidden, task_type, model, average):
     name, accuracy = paper_reference(layers, hidden, task_type)

@@ -1,0 +1,220 @@
+"""The command line of run_classifier.py: its arguments, their defaults and their checks.
+
+Nothing here imports Paddle, so that `--help` and a mistyped argument answer at once.
+"""
+
+import argparse
+import os
+
+from data import NUM_SPECIAL_TOKENS
+from utils import XNLI_LANGUAGES, str2bool
+
+TASK_TYPES = ("cross-lingual-transfer", "translate-train-all")
+TRAIN_LANGUAGES = {"cross-lingual-transfer": ("en",), "translate-train-all": XNLI_LANGUAGES}
+PRETRAINED_MODELS = ("ernie-m-base", "ernie-m-large")
+# ErnieM adds 2 to position ids: the pretrained models' 514 position embeddings hold 512 tokens.
+MAX_POSITIONS = 512
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help keeps the run-book's layout and shows every default."""
+
+
+def parse_args(argv=None, description=None):
+    """The checked arguments of `argv` (default: sys.argv); `description` heads --help."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+    add_run_arguments(parser.add_argument_group("what to run"))
+    add_data_arguments(parser.add_argument_group("data"))
+    add_training_arguments(parser.add_argument_group("training (upstream's names and defaults)"))
+    add_checkpoint_arguments(parser.add_argument_group("evaluation, checkpoints and resuming"))
+    add_machine_arguments(parser.add_argument_group("device"))
+    add_reporting_arguments(parser.add_argument_group("logs"))
+    args = parser.parse_args(argv)
+    problem = find_invalid_argument(args)
+    if problem:
+        parser.error(problem)
+    return args
+
+
+def add_boolean(group, name, default, help):
+    """A true/false argument that may also stand alone (`--use_amp` means `--use_amp true`)."""
+    group.add_argument(name, type=str2bool, nargs="?", const=True, default=default, help=help)
+
+
+def add_run_arguments(group):
+    add = group.add_argument
+    add("--task_type", required=True, choices=TASK_TYPES, help="The XNLI setting.")
+    models = " or ".join(PRETRAINED_MODELS)
+    add("--model_name_or_path", required=True, help=f"{models}, or a directory saved with save_pretrained.")
+    add("--output_dir", required=True, help="Where checkpoints and results.json are written.")
+    add("--eval_only", action="store_true", help="Evaluate --model_name_or_path on dev and test; no training.")
+    add(
+        "--predict_file",
+        help="Write predictions.tsv for this file's pairs (premise<TAB>hypothesis rows, or an XNLI file) with "
+        "--model_name_or_path; no training or evaluation.",
+    )
+    add("--export_model_dir", help="Also save the (selected) model as a static graph for Paddle Inference here.")
+
+
+def add_data_arguments(group):
+    add = group.add_argument
+    add("--data_dir", help="Local XNLI in the release layout (XNLI-1.0/, XNLI-MT-1.0/). Default: download it.")
+    cache_home = os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))
+    add(
+        "--cache_dir",
+        default=os.path.join(cache_home, "ernie_m_xnli"),
+        help="Where tokenized splits are kept between runs; '' turns the cache off.",
+    )
+    add(
+        "--preprocessing_num_workers",
+        type=int,
+        default=0,
+        help="Processes that tokenize; 0: the CPU cores available (all of them on a machine whose other ranks "
+        "wait for the cache).",
+    )
+    add("--max_seq_length", type=int, default=256, help="Maximum tokens per input, special tokens included.")
+    add(
+        "--memory_length",
+        type=int,
+        default=0,
+        help="Premise tokens shared by consecutive windows of a pair longer than max_seq_length; 0 truncates.",
+    )
+    add("--batch_size", type=int, default=16, help="Training batch size per card.")
+    add("--eval_batch_size", type=int, default=64, help="Evaluation batch size per card.")
+    add_boolean(
+        group,
+        "--group_by_length",
+        default=False,
+        help="Batch training inputs of similar length together, in random batch order (true/false): less padding.",
+    )
+
+
+def add_training_arguments(group):
+    add = group.add_argument
+    add("--learning_rate", type=float, default=5e-5, help="Peak learning rate of the top layer.")
+    add("--num_train_epochs", type=float, default=5, help="Training epochs.")
+    add("--max_steps", type=int, default=-1, help="Training steps; > 0 overrides --num_train_epochs.")
+    add("--warmup_proportion", type=float, default=0.1, help="Fraction of training steps of linear warmup.")
+    add("--warmup_steps", type=int, default=0, help="Warmup steps; > 0 overrides --warmup_proportion.")
+    add("--layerwise_decay", type=float, default=0.8, help="Learning-rate ratio between successive layers.")
+    add("--weight_decay", type=float, default=0.0, help="AdamW weight decay (not on biases and norms).")
+    add("--adam_epsilon", type=float, default=1e-8, help="AdamW epsilon.")
+    add("--dropout", type=float, default=0.1, help="Dropout before the classifier.")
+    add("--seed", type=int, default=42, help="Random seed.")
+
+
+def add_checkpoint_arguments(group):
+    add = group.add_argument
+    add("--save_steps", type=int, default=10000, help="Evaluate dev and save a checkpoint every this many steps.")
+    add(
+        "--select_on",
+        choices=("avg", "en"),
+        default="avg",
+        help="Select the best checkpoint on average dev accuracy, or English dev only (strict zero-shot).",
+    )
+    add("--save_total_limit", type=int, help="Keep only the newest this many checkpoints, and the best. Default: all.")
+    add(
+        "--resume_from_checkpoint",
+        help="Continue a run exactly from a checkpoint directory, or 'latest' in --output_dir.",
+    )
+    add("--overwrite_output_dir", action="store_true", help="Replace a run already in --output_dir.")
+
+
+def add_machine_arguments(group):
+    add = group.add_argument
+    add("--device", choices=("gpu", "xpu", "cpu"), default="gpu", help="Device to train on.")
+    add_boolean(group, "--use_amp", default=False, help="Mixed precision (true/false).")
+    add("--scale_loss", type=float, default=2**15, help="Initial loss scaling of mixed precision.")
+    add(
+        "--cpu_threads",
+        type=int,
+        default=0,
+        help="Threads of each process's CPU kernels with --device cpu; 0: the available cores, shared by the "
+        "processes on this machine.",
+    )
+    add_boolean(
+        group,
+        "--flush_denormals",
+        default=True,
+        help="With --device cpu, compute float32 values below 1.2e-38 as zero (true/false): padded batches make "
+        "such denormal numbers, on which CPUs run training steps several times slower.",
+    )
+
+
+def add_reporting_arguments(group):
+    add = group.add_argument
+    add("--logging_steps", type=int, default=100, help="Log every this many steps.")
+    add("--disable_tqdm", action="store_true", help="No progress bars (they only show on a terminal anyway).")
+    add_boolean(
+        group,
+        "--visualdl",
+        default=None,
+        help="Write VisualDL logs to output_dir/visualdl (true/false). Default: when VisualDL is installed.",
+    )
+    add("--debug", action="store_true", help="Show the Python traceback of input errors.")
+
+
+def find_invalid_argument(args):
+    """A one-line description of the first invalid argument, or None."""
+    checks = [
+        (args.batch_size >= 1, f"--batch_size must be at least 1, got {args.batch_size}"),
+        (args.eval_batch_size >= 1, f"--eval_batch_size must be at least 1, got {args.eval_batch_size}"),
+        (args.learning_rate > 0, f"--learning_rate must be positive, got {args.learning_rate}"),
+        (0 < args.layerwise_decay <= 1, f"--layerwise_decay must be in (0, 1], got {args.layerwise_decay}"),
+        (0 <= args.dropout < 1, f"--dropout must be in [0, 1), got {args.dropout}"),
+        (args.weight_decay >= 0, f"--weight_decay must be non-negative, got {args.weight_decay}"),
+        (args.adam_epsilon > 0, f"--adam_epsilon must be positive, got {args.adam_epsilon}"),
+        (0 <= args.warmup_proportion <= 1, f"--warmup_proportion must be in [0, 1], got {args.warmup_proportion}"),
+        (args.warmup_steps >= 0, f"--warmup_steps must be non-negative, got {args.warmup_steps}"),
+        (
+            args.max_steps > 0 or args.num_train_epochs > 0,
+            f"--num_train_epochs must be positive (or set --max_steps), got {args.num_train_epochs}",
+        ),
+        (args.logging_steps >= 1, f"--logging_steps must be at least 1, got {args.logging_steps}"),
+        (args.save_steps >= 1, f"--save_steps must be at least 1, got {args.save_steps}"),
+        (
+            NUM_SPECIAL_TOKENS + 2 <= args.max_seq_length <= MAX_POSITIONS,
+            f"--max_seq_length must be between {NUM_SPECIAL_TOKENS + 2} and {MAX_POSITIONS} "
+            f"(ERNIE-M's position embeddings), got {args.max_seq_length}",
+        ),
+        (
+            0 <= args.memory_length < args.max_seq_length - NUM_SPECIAL_TOKENS,
+            f"--memory_length must be at least 0 and below max_seq_length - {NUM_SPECIAL_TOKENS} "
+            f"(the premise tokens one window holds), got {args.memory_length}",
+        ),
+        (
+            args.preprocessing_num_workers >= 0,
+            f"--preprocessing_num_workers must be non-negative, got {args.preprocessing_num_workers}",
+        ),
+        (args.cpu_threads >= 0, f"--cpu_threads must be non-negative, got {args.cpu_threads}"),
+        (args.scale_loss > 0, f"--scale_loss must be positive, got {args.scale_loss}"),
+        (
+            args.save_total_limit is None or args.save_total_limit >= 1,
+            f"--save_total_limit must be at least 1, got {args.save_total_limit}",
+        ),
+        (
+            not ((args.eval_only or args.predict_file) and args.resume_from_checkpoint),
+            "--resume_from_checkpoint goes with training, not --eval_only or --predict_file",
+        ),
+        (
+            args.predict_file is None or os.path.isfile(args.predict_file),
+            f"--predict_file {args.predict_file}: no such file",
+        ),
+        (args.data_dir is None or os.path.isdir(args.data_dir), f"--data_dir {args.data_dir}: no such directory"),
+        (not os.path.isfile(args.output_dir), f"--output_dir {args.output_dir} is a file, expected a directory"),
+    ]
+    return next((message for valid, message in checks if not valid), None) or find_invalid_model(args)
+
+
+def find_invalid_model(args):
+    path = args.model_name_or_path
+    if path in PRETRAINED_MODELS:
+        if args.eval_only or args.predict_file:
+            mode = "--eval_only" if args.eval_only else "--predict_file"
+            return f"{mode} needs a fine-tuned checkpoint directory, not the pretrained {path}"
+        return None
+    if not os.path.isdir(path):
+        return f"--model_name_or_path {path}: neither {' nor '.join(PRETRAINED_MODELS)} nor a directory"
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        return f"--model_name_or_path {path}: no config.json (expected a directory saved with save_pretrained)"
+    return None

@@ -1,0 +1,70 @@
+"""The machine a run uses: the device, the process group, CPU threads and the log."""
+
+import logging
+import sys
+
+import paddle
+from paddlenlp.utils.log import logger as paddlenlp_logger
+
+import distributed
+from utils import InputError, cpu_cores_per_process, flush_denormals, set_cpu_threads, set_seed
+
+# The project's loggers; everything else logs warnings only.
+PROJECT_LOGGERS = ("run_classifier", "runtime", "training", "checkpoints", "feature_cache", "modeling", "run_control")
+
+logger = logging.getLogger(__name__)
+
+
+def set_up(args):
+    """Device, process group, log, CPU threads and seeds of a run."""
+    set_up_device(args.device, args.use_amp)
+    configure_logging()
+    if args.device == "cpu":
+        configure_cpu(args.cpu_threads, args.flush_denormals, args.use_amp)
+    set_seed(args.seed, distributed.rank())
+
+
+def set_up_device(device, use_amp):
+    """Select the device and, under `paddle.distributed.launch`, join the process group."""
+    if device == "gpu" and not paddle.is_compiled_with_cuda():
+        raise InputError(
+            "--device gpu: this PaddlePaddle build has no CUDA support (install paddlepaddle-gpu, see README) "
+            "or pass --device cpu"
+        )
+    if device == "xpu" and not paddle.is_compiled_with_xpu():
+        raise InputError("--device xpu: this PaddlePaddle build has no XPU support, or pass --device cpu")
+    if device == "gpu" and paddle.device.cuda.device_count() == 0:
+        raise InputError("--device gpu: no GPU is visible (check CUDA_VISIBLE_DEVICES and the driver)")
+    paddle.set_device(device)
+    if use_amp and device != "cpu" and not paddle.amp.is_float16_supported():
+        raise InputError(f"--use_amp: this {device} has no float16 support; run without --use_amp")
+    distributed.join()
+
+
+def configure_logging():
+    """One log format; rank 0 reports, the other ranks only warn."""
+    rank_tag = f"[rank {distributed.rank()}] " if distributed.world_size() > 1 else ""
+    logging.basicConfig(
+        format=f"%(asctime)s {rank_tag}%(levelname)s %(message)s", datefmt="%Y-%m-%d %H:%M:%S", force=True
+    )
+    for name in PROJECT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if distributed.is_main() else logging.WARNING)
+    paddlenlp_logger.set_level("WARNING" if distributed.is_main() else "ERROR")
+    logging.getLogger("run_classifier").info("command: %s", " ".join(sys.argv))
+
+
+def configure_cpu(cpu_threads, flush_denormal_numbers, use_amp):
+    """Paddle runs one CPU thread per process unless told otherwise; AMP does not apply on CPU."""
+    num_threads = cpu_threads or cpu_cores_per_process()
+    # Before the thread pools start: their threads inherit the setting.
+    flushed = flush_denormal_numbers and flush_denormals()
+    set_cpu_threads(num_threads)
+    logger.info(
+        "device cpu: %d thread(s) per process, denormal numbers %s",
+        num_threads,
+        "flushed to zero" if flushed else "kept",
+    )
+    if flush_denormal_numbers and not flushed:
+        logger.warning("--flush_denormals: not supported on this platform (only Linux on x86-64 or aarch64)")
+    if use_amp:
+        logger.warning("--use_amp has no effect on cpu: Paddle computes in float32 there")

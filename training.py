@@ -1,0 +1,187 @@
+"""The training loop: one place where a training step reads top to bottom."""
+
+import logging
+import os
+from functools import partial
+from itertools import islice
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+
+import distributed
+from checkpoints import (
+    TrainingState,
+    atomic_directory,
+    capture_rng_state,
+    checkpoint_path,
+    load_training_checkpoint,
+    load_weights,
+    prune_checkpoints,
+    write_training_state,
+)
+from data import ShardedBatchSampler, collate_training_batch
+from optimization import create_optimizer, linear_schedule
+from run_control import (
+    NonFiniteGuard,
+    NoWriter,
+    StopRequest,
+    TrainingProgress,
+    TrainingStopped,
+    open_visualdl,
+    progress_bar,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class Trainer:
+    """Fine-tunes `model` on `features.train`, selecting on `features.dev` with `evaluator`.
+
+    It owns the optimizer, the learning-rate schedule, the loss scaler and the TrainingState, and
+    continues a run exactly from `resume_dir`. `args` are run_classifier's parsed arguments: the
+    run's settings, as a Hugging Face Trainer takes its TrainingArguments.
+    """
+
+    def __init__(self, args, model, tokenizer, features, evaluator, resume_dir=None):
+        self.args, self.model, self.tokenizer = args, model, tokenizer
+        self.features, self.evaluator = features, evaluator
+        lengths = features.train.lengths() if args.group_by_length else None
+        self.sampler = ShardedBatchSampler(
+            len(features.train), args.batch_size, distributed.rank(), distributed.world_size(), args.seed, lengths
+        )
+        self.train_loader = paddle.io.DataLoader(
+            features.train,
+            batch_sampler=self.sampler,
+            collate_fn=partial(collate_training_batch, pad_token_id=tokenizer.pad_token_id),
+        )
+        steps_of_epochs = int(np.ceil(len(self.sampler) * args.num_train_epochs))
+        self.num_training_steps = args.max_steps if args.max_steps > 0 else steps_of_epochs
+        warmup = args.warmup_steps if args.warmup_steps > 0 else args.warmup_proportion
+        self.lr_scheduler = linear_schedule(args.learning_rate, self.num_training_steps, warmup)
+        self.optimizer = create_optimizer(
+            model, self.lr_scheduler, args.layerwise_decay, args.weight_decay, args.adam_epsilon
+        )
+        self.scaler = paddle.amp.GradScaler(enable=args.use_amp, init_loss_scaling=args.scale_loss)
+        self.state = (
+            load_training_checkpoint(resume_dir, self.optimizer, self.scaler) if resume_dir else TrainingState()
+        )
+        self.guard = NonFiniteGuard(last_good_checkpoint=resume_dir)
+        # DataParallel all-reduces gradients in backward; `model` stays the plain layer that is saved and evaluated.
+        self.parallel_model = paddle.DataParallel(model) if distributed.world_size() > 1 else model
+
+    def train(self):
+        """Train, evaluating dev and saving a checkpoint every `save_steps` and at the end; a stop
+        signal saves a checkpoint and raises TrainingStopped. Returns the TrainingState."""
+        logger.info(
+            "training %d steps: %d inputs, %d per card x %d card(s), %d steps per epoch",
+            self.num_training_steps,
+            len(self.features.train),
+            self.args.batch_size,
+            distributed.world_size(),
+            len(self.sampler),
+        )
+        progress = self.open_progress()
+        self.model.train()
+        state = self.state
+        with StopRequest() as stop_request:
+            for epoch, batch_index, batch in self.remaining_batches():
+                loss = self.training_step(batch)
+                state.global_step, state.epoch, state.next_batch = state.global_step + 1, epoch, batch_index + 1
+                loss_scale, skipped = scaler_status(self.scaler)
+                self.guard.check(state.global_step, loss, skipped)
+                progress.step(
+                    state.global_step, epoch, loss, self.lr_scheduler.get_lr(), loss_scale, self.guard.skipped
+                )
+
+                checkpoint = None
+                if state.global_step % self.args.save_steps == 0 or state.global_step == self.num_training_steps:
+                    self.evaluate_dev(progress)
+                    checkpoint = self.save()
+                signum = stop_request.agreed()
+                if signum:
+                    raise TrainingStopped(signum, state.global_step, checkpoint or self.save())
+        progress.close()
+        return state
+
+    def training_step(self, batch):
+        """One optimizer step, the same code for every precision; returns the loss."""
+        input_ids, attention_mask, labels = batch
+        with paddle.amp.auto_cast(enable=self.args.use_amp):
+            logits = self.parallel_model(input_ids, attention_mask=attention_mask)
+            loss = F.cross_entropy(logits.astype("float32"), labels)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.clear_grad()
+        self.lr_scheduler.step()
+        return float(loss)
+
+    def remaining_batches(self):
+        """(epoch, index in the epoch, batch) from where the state stands to the last step."""
+        batches = batches_from(self.train_loader, self.sampler, self.state.epoch, self.state.next_batch)
+        return islice(batches, self.num_training_steps - self.state.global_step)
+
+    def evaluate_dev(self, progress):
+        result = self.evaluator.evaluate(self.features.dev)
+        progress.evaluation("dev", self.state.global_step, result)
+        if self.state.record_dev(result, self.args.select_on, self.args.output_dir):
+            logger.info(
+                "new best dev score (%s) %.2f at step %d",
+                self.args.select_on,
+                100 * self.state.best_score,
+                self.state.global_step,
+            )
+
+    def save(self):
+        """Save `checkpoint-<step>` from rank 0, with every rank's random state; returns its path."""
+        directory = checkpoint_path(self.args.output_dir, self.state.global_step)
+        rng_states = distributed.gather(capture_rng_state())
+        if distributed.is_main():
+            with atomic_directory(directory) as partial_dir:
+                self.model.save_pretrained(partial_dir)
+                self.tokenizer.save_pretrained(partial_dir)
+                run_state = {**self.state.to_dict(), "args": vars(self.args)}
+                write_training_state(partial_dir, self.optimizer, self.scaler, rng_states, run_state)
+            if self.args.save_total_limit:
+                prune_checkpoints(self.args.output_dir, self.args.save_total_limit, self.state.best_checkpoint)
+            logger.info("saved %s", directory)
+        distributed.barrier()
+        self.guard.last_good_checkpoint = directory
+        return directory
+
+    def restore_best(self):
+        """Give the model the weights selected on dev (it has them already if they are the last)."""
+        if self.state.best_step != self.state.global_step:
+            load_weights(self.model, self.state.best_checkpoint)
+
+    def open_progress(self):
+        bar = progress_bar(
+            self.args.disable_tqdm,
+            total=self.num_training_steps,
+            initial=self.state.global_step,
+            desc="training",
+            unit="step",
+        )
+        visualdl_dir = os.path.join(self.args.output_dir, "visualdl")
+        writer = open_visualdl(self.args.visualdl, visualdl_dir) if distributed.is_main() else NoWriter()
+        examples_per_step = self.args.batch_size * distributed.world_size()
+        return TrainingProgress(bar, writer, self.args.logging_steps, self.num_training_steps, examples_per_step)
+
+
+def batches_from(loader, sampler, epoch, start_batch):
+    """(epoch, index in the epoch, batch), epoch after epoch, from a position in the data order."""
+    while True:
+        sampler.set_epoch(epoch, start_batch)
+        for index, batch in enumerate(loader, start=start_batch):
+            yield epoch, index, batch
+        epoch, start_batch = epoch + 1, 0
+
+
+def scaler_status(scaler):
+    """(loss scale, whether the last step was skipped for non-finite gradients); (None, False)
+    without AMP. Paddle 3.3's GradScaler has no public accessor for either: `_scale` and
+    `_found_inf` are the attributes its own `update()` reads."""
+    if not scaler.is_enable():
+        return None, False
+    return float(scaler._scale), bool(scaler._found_inf)
