@@ -1,9 +1,12 @@
-"""Checkpoints that never tear, and everything a resumed run needs to continue exactly.
+"""Checkpoints that never tear, everything a resumed run needs to continue exactly, and the
+weights selected on dev.
 
 A checkpoint is a `save_pretrained` directory (model + tokenizer) plus the optimizer (with its
 learning-rate schedule), the loss scaler, the random-number states of every rank and
-`trainer_state.json`. It is written under a temporary name and renamed when complete, so a
-directory named `checkpoint-<step>` is always complete.
+`trainer_state.json`. The weights with the best dev score so far (under each selection protocol)
+are a `save_pretrained` directory `best-<step>`, written when the score improves. Both are written
+under a temporary name and renamed when complete, so a directory under its final name is always
+complete.
 """
 
 import json
@@ -25,6 +28,9 @@ from reporting import RESULTS_FILE
 from utils import InputError, write_json_atomically
 
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
+BEST_MODEL_NAME = re.compile(r"^best-(\d+)$")
+# Model selection on the dev average, or on English dev only (strict zero-shot transfer).
+SELECTION_PROTOCOLS = ("avg", "en")
 STATE_FILE = "trainer_state.json"
 WEIGHTS_FILE = "model_state.pdparams"
 OPTIMIZER_FILE = "optimizer.pdopt"
@@ -42,6 +48,8 @@ RESULT_ARGUMENTS = (
     "num_train_epochs",
     "max_steps",
     "batch_size",
+    "gradient_accumulation_steps",
+    "max_grad_norm",
     "group_by_length",
     "weight_decay",
     "layerwise_decay",
@@ -49,7 +57,8 @@ RESULT_ARGUMENTS = (
     "warmup_proportion",
     "warmup_steps",
     "save_steps",
-    "select_on",
+    "eval_steps",
+    "recipe",
     "seed",
     "use_amp",
     "scale_loss",
@@ -60,34 +69,65 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
+class Selection:
+    """The best dev evaluation so far under one protocol, and the directory of its weights."""
+
+    step: int = 0
+    score: float = -1.0
+    directory: str = ""
+    dev: EvaluationResult = None
+
+    @classmethod
+    def from_dict(cls, saved):
+        return cls(**{**saved, "dev": saved["dev"] and EvaluationResult.from_dict(saved["dev"])})
+
+
+@dataclass
 class TrainingState:
-    """Where the run stands: its position in the data, and the best checkpoint so far."""
+    """Where the run stands: its position in the data, its dev history and what it selected."""
 
     global_step: int = 0
     epoch: int = 0
     next_batch: int = 0
-    best_score: float = -1.0
-    best_step: int = 0
-    best_checkpoint: str = ""
-    best_dev: EvaluationResult = None
+    best: dict = field(default_factory=lambda: {protocol: Selection() for protocol in SELECTION_PROTOCOLS})
     dev_history: list = field(default_factory=list)
 
-    def record_dev(self, dev_result, select_on, output_dir):
-        """Add a dev evaluation of the current step; returns whether it is the best so far."""
+    def record_dev(self, dev_result, output_dir):
+        """Add a dev evaluation of the current step; returns the protocols under which it is the best
+        so far (its weights then belong in `best_model_path(output_dir, step)`)."""
         self.dev_history.append({"step": self.global_step, "avg": dev_result.average, "en": dev_result.accuracy["en"]})
-        if dev_result.score(select_on) <= self.best_score:
-            return False
-        self.best_score, self.best_step, self.best_dev = dev_result.score(select_on), self.global_step, dev_result
-        self.best_checkpoint = checkpoint_path(output_dir, self.global_step)
-        return True
+        improved = [
+            protocol for protocol in SELECTION_PROTOCOLS if dev_result.score(protocol) > self.best[protocol].score
+        ]
+        for protocol in improved:
+            directory = best_model_path(output_dir, self.global_step)
+            self.best[protocol] = Selection(self.global_step, dev_result.score(protocol), directory, dev_result)
+        return improved
 
     def to_dict(self):
-        return {**asdict(self), "best_dev": self.best_dev and self.best_dev.to_dict()}
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, saved):
-        best_dev = saved.get("best_dev")
-        return cls(**{**saved, "best_dev": EvaluationResult.from_dict(best_dev) if best_dev else None})
+        best = {protocol: Selection.from_dict(selection) for protocol, selection in saved["best"].items()}
+        return cls(**{**saved, "best": best})
+
+
+def best_model_path(output_dir, step):
+    return os.path.join(output_dir, f"best-{step}")
+
+
+def prune_best_models(output_dir, state):
+    """Delete the best-<step> directories that neither `state` nor a checkpoint on disk refers to
+    (a checkpoint's may be needed again if the run is resumed from it)."""
+    referenced = {os.path.basename(selection.directory) for selection in state.best.values()}
+    for _, checkpoint in list_checkpoints(output_dir):
+        referenced |= {
+            os.path.basename(selection.directory) for selection in read_checkpoint_state(checkpoint)[0].best.values()
+        }
+    for name in os.listdir(output_dir):
+        if BEST_MODEL_NAME.match(name) and name not in referenced:
+            shutil.rmtree(os.path.join(output_dir, name))
 
 
 def checkpoint_path(output_dir, step):
@@ -145,18 +185,22 @@ def write_training_state(directory, optimizer, scaler, rng_states, run_state):
     write_json_atomically(os.path.join(directory, STATE_FILE), {**run_state, "world_size": len(rng_states)})
 
 
-def prune_checkpoints(output_dir, keep, protected):
-    """Delete all but the newest `keep` checkpoints, never the `protected` one (the best)."""
+def prune_checkpoints(output_dir, keep):
+    """Delete all but the newest `keep` checkpoints."""
     checkpoints = [path for _, path in list_checkpoints(output_dir)]
     for path in checkpoints[: max(len(checkpoints) - keep, 0)]:
-        if os.path.abspath(path) != os.path.abspath(protected):
-            shutil.rmtree(path)
+        shutil.rmtree(path)
 
 
 def read_checkpoint_state(directory):
     """(TrainingState, saved arguments, world size) of a checkpoint."""
     with open(os.path.join(directory, STATE_FILE), encoding="utf-8") as file:
         saved = json.load(file)
+    if "best" not in saved:
+        raise InputError(
+            f"{directory}: a checkpoint of an earlier version of this suite, which cannot be resumed; "
+            "evaluate it with --eval_only, or start the run anew"
+        )
     saved_args, world_size = saved.pop("args"), saved.pop("world_size")
     return TrainingState.from_dict(saved), saved_args, world_size
 
@@ -185,6 +229,13 @@ def load_training_checkpoint(directory, optimizer, scaler):
     with open(os.path.join(directory, RNG_FILE), "rb") as file:
         restore_rng_state(pickle.load(file)[distributed.rank()])
     return read_checkpoint_state(directory)[0]
+
+
+def write_model(directory, model, tokenizer):
+    """A `save_pretrained` directory of the model and tokenizer, written atomically."""
+    with atomic_directory(directory) as partial_dir:
+        model.save_pretrained(partial_dir)
+        tokenizer.save_pretrained(partial_dir)
 
 
 def load_weights(model, checkpoint_dir):

@@ -5,10 +5,14 @@ Nothing here imports Paddle, so that `--help` and a mistyped argument answer at 
 
 import argparse
 import os
+import sys
 
 from data import NUM_SPECIAL_TOKENS
-from utils import XNLI_LANGUAGES, str2bool
+from recipes import RecipeError, apply_paper_recipe
+from utils import XNLI_LANGUAGES, launched_world_size, str2bool
 
+# The name errors start with, however the script is started (python -m ..., main() in a test).
+PROGRAM = "run_classifier.py"
 TASK_TYPES = ("cross-lingual-transfer", "translate-train-all")
 TRAIN_LANGUAGES = {"cross-lingual-transfer": ("en",), "translate-train-all": XNLI_LANGUAGES}
 PRETRAINED_MODELS = ("ernie-m-base", "ernie-m-large")
@@ -22,7 +26,10 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
 def parse_args(argv=None, description=None):
     """The checked arguments of `argv` (default: sys.argv); `description` heads --help."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+    # No abbreviated flags: the recipe must know exactly which arguments were given.
+    parser = argparse.ArgumentParser(
+        prog=PROGRAM, description=description, formatter_class=HelpFormatter, allow_abbrev=False
+    )
     add_run_arguments(parser.add_argument_group("what to run"))
     add_data_arguments(parser.add_argument_group("data"))
     add_training_arguments(parser.add_argument_group("training (upstream's names and defaults)"))
@@ -30,6 +37,18 @@ def parse_args(argv=None, description=None):
     add_machine_arguments(parser.add_argument_group("device"))
     add_reporting_arguments(parser.add_argument_group("logs"))
     args = parser.parse_args(argv)
+    problem = find_invalid_model(args) or find_invalid_argument(args)
+    if problem:
+        parser.error(problem)
+    explicit = {word[2:].split("=")[0] for word in (sys.argv[1:] if argv is None else argv) if word.startswith("--")}
+    args.resolved_recipe = None
+    if args.recipe == "paper":
+        try:
+            args.resolved_recipe = apply_paper_recipe(args, explicit, launched_world_size())
+        except RecipeError as error:
+            parser.error(str(error))
+    if args.eval_steps is None:
+        args.eval_steps = args.save_steps
     problem = find_invalid_argument(args)
     if problem:
         parser.error(problem)
@@ -100,19 +119,38 @@ def add_training_arguments(group):
     add("--weight_decay", type=float, default=0.0, help="AdamW weight decay (not on biases and norms).")
     add("--adam_epsilon", type=float, default=1e-8, help="AdamW epsilon.")
     add("--dropout", type=float, default=0.1, help="Dropout before the classifier.")
+    add("--max_grad_norm", type=float, default=0.0, help="Clip gradients to this global norm; 0: no clipping.")
+    add(
+        "--gradient_accumulation_steps",
+        type=int,
+        default=1,
+        help="Micro-batches of --batch_size per optimizer step (the same update as one batch this many times larger).",
+    )
     add("--seed", type=int, default=42, help="Random seed.")
+    add(
+        "--recipe",
+        choices=("paper",),
+        help="Fill every training setting not given from the ERNIE-M authors' fine-tuning scripts for this model "
+        "size and task type (README: Recipes); the global batch is reached with the processes and accumulation.",
+    )
 
 
 def add_checkpoint_arguments(group):
     add = group.add_argument
-    add("--save_steps", type=int, default=10000, help="Evaluate dev and save a checkpoint every this many steps.")
+    add("--save_steps", type=int, default=10000, help="Save a resumable checkpoint every this many steps.")
+    add(
+        "--eval_steps",
+        type=int,
+        help="Evaluate dev every this many steps, keeping the weights that score best. Default: --save_steps.",
+    )
     add(
         "--select_on",
         choices=("avg", "en"),
         default="avg",
-        help="Select the best checkpoint on average dev accuracy, or English dev only (strict zero-shot).",
+        help="The reported model: the best on average dev accuracy, or on English dev only (strict zero-shot); "
+        "results.json holds the test accuracy of both.",
     )
-    add("--save_total_limit", type=int, help="Keep only the newest this many checkpoints, and the best. Default: all.")
+    add("--save_total_limit", type=int, help="Keep only the newest this many checkpoints. Default: all.")
     add(
         "--resume_from_checkpoint",
         help="Continue a run exactly from a checkpoint directory, or 'latest' in --output_dir.",
@@ -158,6 +196,11 @@ def find_invalid_argument(args):
     """A one-line description of the first invalid argument, or None."""
     checks = [
         (args.batch_size >= 1, f"--batch_size must be at least 1, got {args.batch_size}"),
+        (
+            args.gradient_accumulation_steps >= 1,
+            f"--gradient_accumulation_steps must be at least 1, got {args.gradient_accumulation_steps}",
+        ),
+        (args.max_grad_norm >= 0, f"--max_grad_norm must be non-negative, got {args.max_grad_norm}"),
         (args.eval_batch_size >= 1, f"--eval_batch_size must be at least 1, got {args.eval_batch_size}"),
         (args.learning_rate > 0, f"--learning_rate must be positive, got {args.learning_rate}"),
         (0 < args.layerwise_decay <= 1, f"--layerwise_decay must be in (0, 1], got {args.layerwise_decay}"),
@@ -172,6 +215,7 @@ def find_invalid_argument(args):
         ),
         (args.logging_steps >= 1, f"--logging_steps must be at least 1, got {args.logging_steps}"),
         (args.save_steps >= 1, f"--save_steps must be at least 1, got {args.save_steps}"),
+        (args.eval_steps is None or args.eval_steps >= 1, f"--eval_steps must be at least 1, got {args.eval_steps}"),
         (
             NUM_SPECIAL_TOKENS + 2 <= args.max_seq_length <= MAX_POSITIONS,
             f"--max_seq_length must be between {NUM_SPECIAL_TOKENS + 2} and {MAX_POSITIONS} "
@@ -203,7 +247,7 @@ def find_invalid_argument(args):
         (args.data_dir is None or os.path.isdir(args.data_dir), f"--data_dir {args.data_dir}: no such directory"),
         (not os.path.isfile(args.output_dir), f"--output_dir {args.output_dir} is a file, expected a directory"),
     ]
-    return next((message for valid, message in checks if not valid), None) or find_invalid_model(args)
+    return next((message for valid, message in checks if not valid), None)
 
 
 def find_invalid_model(args):

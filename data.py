@@ -44,9 +44,17 @@ class Pair(NamedTuple):
     label: int
 
 
+# Pairs per language in XNLI-1.0's dev and test files.
+XNLI_EVAL_PAIRS = {"dev": 2490, "test": 5010}
+# The share of malformed rows (a wrong number of fields) a training file may have: the released
+# XNLI-MT files have a few; more means a wrong file.
+MAX_MALFORMED_FRACTION = 0.01
+
+
 class XnliFile(NamedTuple):
     pairs_by_language: dict
-    num_skipped: int
+    num_skipped: int  # rows skipped for an empty field, or (training files) a wrong number of fields
+    malformed_lines: dict = {}  # {path: line numbers of the rows with a wrong number of fields}
 
 
 def _find_column(header, names, path, required=True):
@@ -72,12 +80,14 @@ def _tsv_rows(path):
             yield line_number, (line.lstrip("\ufeff") if line_number == 1 else line).split("\t")
 
 
-def read_xnli_tsv(path, labelled=True):
+def read_xnli_tsv(path, labelled=True, skip_malformed=False):
     """Read one XNLI TSV into `Pair`s grouped by language ("language" column, else None).
 
     Columns are found by header name. Rows with an empty premise or hypothesis (or label, when
-    `labelled`) are skipped and counted; any other bad row is an error naming file and line.
-    Without `labelled`, the label column may be missing or empty: the label is then NO_LABEL.
+    `labelled`) are skipped and counted; so are rows with a wrong number of fields if
+    `skip_malformed`, unless they are more than MAX_MALFORMED_FRACTION of the rows. Any other bad
+    row is an error naming file and line. Without `labelled`, the label column may be missing or
+    empty: the label is then NO_LABEL.
     """
     rows = _tsv_rows(path)
     _, header = next(rows, (1, [""]))
@@ -88,15 +98,19 @@ def read_xnli_tsv(path, labelled=True):
     )
     label_column = _find_column(header, LABEL_COLUMNS, path, required=labelled)
     language_column = _find_column(header, ("language",), path, required=False)
-    pairs_by_language, num_skipped = {}, 0
+    pairs_by_language, num_skipped, malformed, num_rows = {}, 0, [], 0
     for line_number, fields in rows:
+        num_rows += 1
         if fields == [""]:
             num_skipped += 1
             continue
         if len(fields) != len(header):
-            raise XnliDataError(
-                f"{path}:{line_number}: expected {len(header)} tab-separated fields, found {len(fields)}"
-            )
+            message = f"{path}:{line_number}: expected {len(header)} tab-separated fields, found {len(fields)}"
+            if not skip_malformed:
+                raise XnliDataError(message)
+            malformed.append((line_number, message))
+            num_skipped += 1
+            continue
         label = fields[label_column] if label_column is not None else ""
         if not (fields[premise_column] and fields[hypothesis_column] and (label or not labelled)):
             num_skipped += 1
@@ -106,7 +120,12 @@ def read_xnli_tsv(path, labelled=True):
         language = fields[language_column] if language_column is not None else None
         pair = Pair(fields[premise_column], fields[hypothesis_column], LABEL_IDS[label] if label else NO_LABEL)
         pairs_by_language.setdefault(language, []).append(pair)
-    return XnliFile(pairs_by_language, num_skipped)
+    if len(malformed) > MAX_MALFORMED_FRACTION * num_rows:
+        raise XnliDataError(
+            f"{malformed[0][1]}; {len(malformed)} of its {num_rows} rows have a wrong number of fields (more than "
+            f"{MAX_MALFORMED_FRACTION:.0%}): not an XNLI file of this layout"
+        )
+    return XnliFile(pairs_by_language, num_skipped, {path: [line for line, _ in malformed]} if malformed else {})
 
 
 def read_prediction_file(path):
@@ -156,7 +175,7 @@ def download_xnli(with_train=True):
 
 
 def read_eval_split(path):
-    """Dev or test pairs for each of the 15 languages."""
+    """Dev or test pairs for each of the 15 languages, read strictly: a malformed row is an error."""
     xnli_file = read_xnli_tsv(path)
     missing = [lang for lang in XNLI_LANGUAGES if lang not in xnli_file.pairs_by_language]
     if missing:
@@ -164,14 +183,22 @@ def read_eval_split(path):
     return XnliFile({lang: xnli_file.pairs_by_language[lang] for lang in XNLI_LANGUAGES}, xnli_file.num_skipped)
 
 
+def unexpected_pair_counts(split, xnli_file):
+    """{language: pairs} of the languages whose count differs from XNLI-1.0's for `split`."""
+    expected = XNLI_EVAL_PAIRS[split]
+    return {lang: len(pairs) for lang, pairs in xnli_file.pairs_by_language.items() if len(pairs) != expected}
+
+
 def read_train_split(paths_by_language):
-    """Training pairs of each given language (one for cross-lingual transfer, 15 otherwise)."""
-    pairs_by_language, num_skipped = {}, 0
+    """Training pairs of each given language (one for cross-lingual transfer, 15 otherwise); the
+    few malformed rows of the released XNLI-MT files are skipped and reported."""
+    pairs_by_language, num_skipped, malformed_lines = {}, 0, {}
     for lang, path in paths_by_language.items():
-        xnli_file = read_xnli_tsv(path)
+        xnli_file = read_xnli_tsv(path, skip_malformed=True)
         pairs_by_language[lang] = [pair for pairs in xnli_file.pairs_by_language.values() for pair in pairs]
         num_skipped += xnli_file.num_skipped
-    return XnliFile(pairs_by_language, num_skipped)
+        malformed_lines.update(xnli_file.malformed_lines)
+    return XnliFile(pairs_by_language, num_skipped, malformed_lines)
 
 
 @dataclass
@@ -356,6 +383,13 @@ def pad_batch(input_ids, pad_token_id):
 def collate_training_batch(samples, pad_token_id):
     input_ids, attention_mask = pad_batch([ids for ids, _ in samples], pad_token_id)
     return input_ids, attention_mask, np.array([label for _, label in samples], dtype=np.int64)
+
+
+def collate_micro_batches(samples, num_micro_batches, pad_token_id):
+    """A rank's samples of one step cut into (up to) `num_micro_batches` consecutive micro-batches,
+    each padded on its own: [(input_ids, attention_mask, labels)]."""
+    slices = np.array_split(np.arange(len(samples)), min(num_micro_batches, len(samples)))
+    return [collate_training_batch([samples[i] for i in indices], pad_token_id) for indices in slices]
 
 
 class ShardedBatchSampler:

@@ -3,9 +3,11 @@ a bar chart and log lines."""
 
 import logging
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
+from recipes import MODEL_SIZES
 from utils import XNLI_LANGUAGES, average_accuracy, write_json_atomically
 
 RESULTS_FILE = "results.json"
@@ -13,122 +15,80 @@ RESULTS_MARKDOWN_FILE = "results.md"
 RESULTS_PLOT_FILE = "results.png"
 
 # XNLI test accuracy (%) per language reported in the ERNIE-M paper, in XNLI_LANGUAGES order.
+# fmt: off
 PAPER_ACCURACY = {
-    ("ernie-m-base", "cross-lingual-transfer"): (
-        85.5,
-        80.1,
-        81.2,
-        79.2,
-        79.1,
-        80.4,
-        78.1,
-        76.8,
-        76.3,
-        78.3,
-        75.8,
-        77.4,
-        72.9,
-        69.5,
-        68.8,
-    ),
-    ("ernie-m-large", "cross-lingual-transfer"): (
-        89.3,
-        85.1,
-        85.7,
-        84.4,
-        83.7,
-        84.5,
-        82.0,
-        81.2,
-        81.2,
-        81.9,
-        79.2,
-        81.0,
-        78.6,
-        76.2,
-        75.4,
-    ),
-    ("ernie-m-base", "translate-train-all"): (
-        86.2,
-        82.5,
-        83.8,
-        82.6,
-        82.4,
-        83.4,
-        80.2,
-        80.6,
-        80.5,
-        81.1,
-        79.2,
-        80.5,
-        77.7,
-        75.0,
-        73.3,
-    ),
-    ("ernie-m-large", "translate-train-all"): (
-        89.5,
-        86.5,
-        86.9,
-        86.1,
-        86.0,
-        86.8,
-        84.1,
-        83.8,
-        84.1,
-        84.5,
-        82.1,
-        83.5,
-        81.1,
-        79.4,
-        77.9,
-    ),
+    ("ernie-m-base", "cross-lingual-transfer"):
+        (85.5, 80.1, 81.2, 79.2, 79.1, 80.4, 78.1, 76.8, 76.3, 78.3, 75.8, 77.4, 72.9, 69.5, 68.8),
+    ("ernie-m-large", "cross-lingual-transfer"):
+        (89.3, 85.1, 85.7, 84.4, 83.7, 84.5, 82.0, 81.2, 81.2, 81.9, 79.2, 81.0, 78.6, 76.2, 75.4),
+    ("ernie-m-base", "translate-train-all"):
+        (86.2, 82.5, 83.8, 82.6, 82.4, 83.4, 80.2, 80.6, 80.5, 81.1, 79.2, 80.5, 77.7, 75.0, 73.3),
+    ("ernie-m-large", "translate-train-all"):
+        (89.5, 86.5, 86.9, 86.1, 86.0, 86.8, 84.1, 83.8, 84.1, 84.5, 82.1, 83.5, 81.1, 79.4, 77.9),
 }
-# (layers, hidden size) of the two pretrained models, to recognise them in a local checkpoint.
-ARCHITECTURES = {(12, 768): "ernie-m-base", (24, 1024): "ernie-m-large"}
+# fmt: on
+
+
+COLUMNS = (*XNLI_LANGUAGES, "avg")
+
+
+def percent(accuracy_by_language):
+    """{language: %, "avg": %} of {language: fraction}."""
+    return {
+        **{lang: 100 * accuracy_by_language[lang] for lang in XNLI_LANGUAGES},
+        "avg": 100 * average_accuracy(accuracy_by_language),
+    }
 
 
 def paper_reference(num_layers, hidden_size, task_type):
-    """The paper's accuracies (as fractions) for a model of this shape and setting, or None."""
-    model = ARCHITECTURES.get((num_layers, hidden_size))
-    accuracy = PAPER_ACCURACY.get((model, task_type))
-    return None if accuracy is None else (model, {lang: value / 100 for lang, value in zip(XNLI_LANGUAGES, accuracy)})
-
-
-def table_row(name, accuracy_by_language):
-    cells = [f"{100 * accuracy_by_language[lang]:.1f}" for lang in XNLI_LANGUAGES]
-    return f"| {name} | " + " | ".join([*cells, f"{100 * average_accuracy(accuracy_by_language):.1f}"]) + " |"
+    """(model name, {language: %, "avg": %}) of the paper for a model of this shape and setting, or None."""
+    size = MODEL_SIZES.get((num_layers, hidden_size))
+    accuracy = PAPER_ACCURACY.get((f"ernie-m-{size}", task_type))
+    return (
+        None
+        if accuracy is None
+        else (f"ernie-m-{size}", percent({lang: value / 100 for lang, value in zip(XNLI_LANGUAGES, accuracy)}))
+    )
 
 
 def format_results_table(rows):
-    """A Markdown table of accuracies in percent, one decimal, languages in the paper's order;
-    `rows` maps a row name to {language: accuracy}."""
+    """A Markdown table, languages in the paper's order, then the average; `rows` maps a row name
+    to {language: %, "avg": %} (one decimal) or {language: text}."""
     header = "| Model | " + " | ".join(XNLI_LANGUAGES) + " | Avg |"
-    rule = "|" + "---|" * (len(XNLI_LANGUAGES) + 2)
-    return "\n".join([header, rule, *(table_row(name, accuracy) for name, accuracy in rows.items())])
+    rule = "|" + "---|" * (len(COLUMNS) + 1)
+    lines = [header, rule]
+    for name, cells in rows.items():
+        texts = [cells[column] if isinstance(cells[column], str) else f"{cells[column]:.1f}" for column in COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(texts) + " |")
+    return "\n".join(lines)
 
 
-def plot_results(path, title, accuracy_by_language, reference=None):
-    """Per-language test accuracy as bars, the paper's as markers, saved as a 1200x500 PNG."""
+def plot_results(path, title, values, reference=None, errors=None, label="this run"):
+    """Accuracy per language and averaged as bars ({column: %}), with `errors` as error bars and the
+    paper's as markers, saved as a 1200x500 PNG."""
     import matplotlib
 
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # it logs building its font cache
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    positions = np.arange(len(XNLI_LANGUAGES) + 1)
-    labels = [*XNLI_LANGUAGES, "avg"]
-    values = [100 * accuracy_by_language[lang] for lang in XNLI_LANGUAGES]
-    values.append(100 * average_accuracy(accuracy_by_language))
+    positions = np.arange(len(COLUMNS))
+    heights = [values[column] for column in COLUMNS]
     figure, axes = plt.subplots(figsize=(12, 5), dpi=100)
-    axes.bar(positions, values, color="#4c72b0", label="this run")
-    for position, value in zip(positions, values):
-        axes.text(position, value - 4, f"{value:.1f}", ha="center", fontsize=8, color="white")
+    yerr = None if errors is None else [errors[column] for column in COLUMNS]
+    axes.bar(positions, heights, yerr=yerr, capsize=3, color="#4c72b0", label=label)
+    for position, height in zip(positions, heights):
+        axes.text(position, height - 4, f"{height:.1f}", ha="center", fontsize=8, color="white")
     if reference is not None:
-        reference_name, reference_accuracy = reference
-        reference_values = [100 * reference_accuracy[lang] for lang in XNLI_LANGUAGES]
-        reference_values.append(100 * average_accuracy(reference_accuracy))
-        axes.plot(positions, reference_values, "D", color="#dd8452", label=f"{reference_name}, paper")
-    axes.set_xticks(positions, labels)
+        reference_name, reference_values = reference
+        axes.plot(
+            positions,
+            [reference_values[column] for column in COLUMNS],
+            "D",
+            color="#dd8452",
+            label=f"{reference_name}, paper",
+        )
+    axes.set_xticks(positions, COLUMNS)
     axes.set_ylim(0, 105)
     axes.set_ylabel("test accuracy (%)")
     axes.set_title(title)
@@ -138,42 +98,81 @@ def plot_results(path, title, accuracy_by_language, reference=None):
     plt.close(figure)
 
 
-def format_evaluation(split, step, result):
+def format_evaluation(what, result):
     """One log line of an EvaluationResult: the average and every language, in percent."""
     languages = " ".join(f"{lang} {100 * result.accuracy[lang]:.1f}" for lang in XNLI_LANGUAGES)
-    return f"{split} accuracy at step {step}: avg {100 * result.average:.2f} | {languages}"
+    return f"{what}: avg {100 * result.average:.2f} | {languages}"
 
 
-def report_results(args, model_config, state, dev_result, test_result, runtime_seconds):
-    """Print the test table; write results.json, results.md (beside the paper) and results.png."""
+@dataclass
+class SelectedResult:
+    """A model chosen for test: the step it was selected at (None without training), its weights'
+    directory, and its dev and test EvaluationResults."""
+
+    step: int | None
+    checkpoint: str
+    dev: object
+    test: object
+
+
+def report_results(args, model_config, state, selected, runtime_seconds):
+    """Print the test table of the --select_on model; write results.json, results.md (beside the
+    paper, with the models of both selection protocols) and results.png. `selected` maps a
+    selection protocol to its SelectedResult (only --select_on's without training)."""
     model_name = os.path.basename(os.path.normpath(args.model_name_or_path))
-    title = f"XNLI test accuracy (%), {args.task_type}, selected on dev {args.select_on}"
-    print(f"{title}:\n{format_results_table({model_name: test_result.accuracy})}", flush=True)
+    main = selected[args.select_on]
+    title = f"XNLI test accuracy (%), {args.task_type}"
+    if main.step is not None:
+        title += f", selected on dev {args.select_on} (step {main.step})"
+    print(f"{title}:\n{format_results_table({model_name: percent(main.test.accuracy)})}", flush=True)
 
     reference = paper_reference(model_config.num_hidden_layers, model_config.hidden_size, args.task_type)
-    reference_rows = {f"{reference[0]} (paper)": reference[1]} if reference else {}
-    test_table = format_results_table({model_name: test_result.accuracy, **reference_rows})
-    dev_table = format_results_table({model_name: dev_result.accuracy})
-    with open(os.path.join(args.output_dir, RESULTS_MARKDOWN_FILE), "w", encoding="utf-8") as file:
-        file.write(f"# {title}\n\n{test_table}\n\nDev accuracy (%) of the same checkpoint:\n\n{dev_table}\n")
-    plot_results(
-        os.path.join(args.output_dir, RESULTS_PLOT_FILE), f"{model_name}: {title}", test_result.accuracy, reference
-    )
-
+    write_results_markdown(args.output_dir, title, model_name, selected, reference)
+    plot_path = os.path.join(args.output_dir, RESULTS_PLOT_FILE)
+    plot_results(plot_path, f"{model_name}: {title}", percent(main.test.accuracy), reference)
+    protocols = {}
+    if main.step is not None:
+        for protocol, result in selected.items():
+            protocols[f"test_accuracy_select_{protocol}"] = percent(result.test.accuracy)
+            protocols[f"dev_accuracy_select_{protocol}"] = percent(result.dev.accuracy)
+        protocols["selected_steps"] = {protocol: result.step for protocol, result in selected.items()}
+    history = [{**entry, "avg": 100 * entry["avg"], "en": 100 * entry["en"]} for entry in state.dev_history]
     write_json_atomically(
         os.path.join(args.output_dir, RESULTS_FILE),
         {
             "model": args.model_name_or_path,
             "task_type": args.task_type,
             "select_on": args.select_on,
-            "checkpoint": state.best_checkpoint or args.model_name_or_path,
+            "checkpoint": main.checkpoint,
+            "selected_step": main.step,
             "global_step": state.global_step,
             "runtime_seconds": runtime_seconds,
-            "dev_accuracy": {**dev_result.accuracy, "avg": dev_result.average},
-            "test_accuracy": {**test_result.accuracy, "avg": test_result.average},
-            "dev_loss": dev_result.loss,
-            "test_loss": test_result.loss,
-            "dev_history": state.dev_history,
+            "dev_accuracy": percent(main.dev.accuracy),
+            "test_accuracy": percent(main.test.accuracy),
+            "dev_loss": main.dev.loss,
+            "test_loss": main.test.loss,
+            **protocols,
+            "dev_history": history,
+            "paper": reference and {"model": reference[0], "accuracy": reference[1]},
+            "recipe": args.resolved_recipe,
             "args": vars(args),
         },
     )
+
+
+def write_results_markdown(output_dir, title, model_name, selected, reference):
+    """results.md: the test table beside the paper's row, then the dev table of the same models."""
+    if len(selected) == 1:
+        rows = {model_name: next(iter(selected.values()))}
+    else:
+        rows = {
+            f"{model_name}, selected on dev {protocol} (step {result.step})": result
+            for protocol, result in selected.items()
+        }
+    reference_rows = {f"{reference[0]} (paper)": reference[1]} if reference else {}
+    test_table = format_results_table(
+        {**{name: percent(result.test.accuracy) for name, result in rows.items()}, **reference_rows}
+    )
+    dev_table = format_results_table({name: percent(result.dev.accuracy) for name, result in rows.items()})
+    with open(os.path.join(output_dir, RESULTS_MARKDOWN_FILE), "w", encoding="utf-8") as file:
+        file.write(f"# {title}\n\n{test_table}\n\nDev accuracy (%) of the same models:\n\n{dev_table}\n")

@@ -28,7 +28,6 @@ import os
 import time
 import warnings
 from functools import partial
-from typing import NamedTuple
 
 # Paddle warns at import about a compiler cache and about AMP on CPU; neither concerns a user.
 warnings.filterwarnings("ignore", message="No ccache found")
@@ -39,23 +38,19 @@ from paddlenlp.transformers import AutoTokenizer  # noqa: E402
 from tqdm.contrib.logging import logging_redirect_tqdm  # noqa: E402
 
 import distributed  # noqa: E402
-from checkpoints import TrainingState, find_resume_checkpoint, prepare_output_dir  # noqa: E402
-from cli import TRAIN_LANGUAGES, parse_args  # noqa: E402
+from checkpoints import SELECTION_PROTOCOLS, TrainingState, find_resume_checkpoint, prepare_output_dir  # noqa: E402
+from cli import parse_args  # noqa: E402
 from data import (  # noqa: E402
-    Features,
     PairEncoder,
-    download_xnli,
-    read_eval_split,
     read_prediction_file,
-    read_train_split,
-    xnli_file_paths,
 )
 from evaluation import Evaluator, write_predictions  # noqa: E402
-from feature_cache import cache_key, load_or_tokenize  # noqa: E402
 from modeling import export_inference_model, load_model  # noqa: E402
-from reporting import format_evaluation, report_results  # noqa: E402
+from recipes import describe_recipe  # noqa: E402
+from reporting import SelectedResult, format_evaluation, report_results  # noqa: E402
 from run_control import errors_as_exit_codes, progress_bar  # noqa: E402
 from runtime import set_up  # noqa: E402
+from splits import prepare_features  # noqa: E402
 from training import Trainer  # noqa: E402
 from utils import cpu_cores_per_process  # noqa: E402
 
@@ -64,16 +59,12 @@ PREDICTIONS_FILE = "predictions.tsv"
 logger = logging.getLogger("run_classifier")
 
 
-class XnliFeatures(NamedTuple):
-    train: Features  # None with --eval_only
-    dev: dict  # {language: Features}
-    test: dict
-
-
 def main(argv=None):
     args = parse_args(argv, description=__doc__)
     with errors_as_exit_codes(args.debug):
         set_up(args)
+        if args.resolved_recipe:
+            logger.info(describe_recipe(args.resolved_recipe))
         prepare_output_dir(args)
         resume_dir = find_resume_checkpoint(args)
 
@@ -97,20 +88,47 @@ def main(argv=None):
 
 
 def train_and_evaluate(args, model, tokenizer, evaluator, resume_dir):
-    """Train (unless --eval_only), select on dev, evaluate the selected model on test, report."""
+    """Train (unless --eval_only), select on dev, evaluate the selected models on test, report."""
     features = prepare_features(args, tokenizer)
     started = time.time()
     if args.eval_only:
-        state, dev_result = TrainingState(), evaluator.evaluate(features.dev)
+        state, selected = TrainingState(), evaluate_model(args, evaluator, features)
     else:
         trainer = Trainer(args, model, tokenizer, features, evaluator, resume_dir)
         state = trainer.train()
-        trainer.restore_best()
-        dev_result = state.best_dev
-    test_result = evaluator.evaluate(features.test)
-    logger.info(format_evaluation("test", state.global_step, test_result))
+        selected = evaluate_selected_models(trainer, evaluator, features.test)
     if distributed.is_main():
-        report_results(args, model.config, state, dev_result, test_result, time.time() - started)
+        report_results(args, model.config, state, selected, time.time() - started)
+
+
+def evaluate_model(args, evaluator, features):
+    """--eval_only: dev and test of the model as given."""
+    dev, test = evaluator.evaluate(features.dev), evaluator.evaluate(features.test)
+    logger.info(format_evaluation(f"dev accuracy of {args.model_name_or_path}", dev))
+    logger.info(format_evaluation(f"test accuracy of {args.model_name_or_path}", test))
+    return {args.select_on: SelectedResult(None, args.model_name_or_path, dev, test)}
+
+
+def evaluate_selected_models(trainer, evaluator, test_features):
+    """{protocol: SelectedResult} of the models each selection protocol chose on dev, testing each
+    distinct one once and --select_on's last, so that the model ends with its weights (to export)."""
+    best, tested = trainer.state.best, {}
+    for protocol in sorted(SELECTION_PROTOCOLS, key=lambda protocol: protocol == trainer.args.select_on):
+        step = best[protocol].step
+        if step not in tested:
+            trainer.restore(best[protocol])
+            chosen_by = [other for other in SELECTION_PROTOCOLS if best[other].step == step]
+            scores = " and ".join(f"{other} {100 * best[other].score:.2f}" for other in chosen_by)
+            logger.info("restored %s (best dev %s) for test", os.path.basename(best[protocol].directory), scores)
+            tested[step] = evaluator.evaluate(test_features)
+            what = f"test accuracy of step {step} (selected on dev {' and '.join(chosen_by)})"
+            logger.info(format_evaluation(what, tested[step]))
+    return {
+        protocol: SelectedResult(
+            best[protocol].step, best[protocol].directory, best[protocol].dev, tested[best[protocol].step]
+        )
+        for protocol in SELECTION_PROTOCOLS
+    }
 
 
 def predict(args, tokenizer, evaluator):
@@ -127,49 +145,6 @@ def predict(args, tokenizer, evaluator):
         path = os.path.join(args.output_dir, PREDICTIONS_FILE)
         write_predictions(path, pairs, logits)
         logger.info("wrote %s", path)
-
-
-def prepare_features(args, tokenizer):
-    """Read XNLI and tokenize every split once for the whole run (or load it from the cache)."""
-    train_languages = () if args.eval_only else TRAIN_LANGUAGES[args.task_type]
-    paths = xnli_file_paths(args.data_dir or download_xnli(with_train=bool(train_languages)), train_languages)
-    readers = {split: (partial(read_eval_split, paths[split]), [paths[split]]) for split in ("dev", "test")}
-    if train_languages:
-        readers["train"] = (partial(read_train_split, paths["train"]), list(paths["train"].values()))
-    features = {split: tokenized_split(split, read, files, tokenizer, args) for split, (read, files) in readers.items()}
-    train_features = Features.concatenate(features["train"].values()) if train_languages else None
-    return XnliFeatures(train_features, features["dev"], features["test"])
-
-
-def tokenized_split(split, read_split, data_files, tokenizer, args):
-    """{language: Features} of one split, from the cache or tokenized (in worker processes)."""
-
-    def tokenize(num_workers):
-        xnli_file = read_split()
-        num_pairs = sum(len(pairs) for pairs in xnli_file.pairs_by_language.values())
-        bar = progress_bar(args.disable_tqdm, total=num_pairs, desc=f"tokenizing {split}", unit="pair")
-        encoder = PairEncoder(
-            tokenizer, args.max_seq_length, args.memory_length, args.preprocessing_num_workers or num_workers
-        )
-        with bar, encoder:
-            features = {lang: encoder.encode(pairs, bar.update) for lang, pairs in xnli_file.pairs_by_language.items()}
-        return features, xnli_file.num_skipped
-
-    cache_path = args.cache_dir and os.path.join(
-        args.cache_dir, f"{split}-{cache_key(tokenizer, data_files, args.max_seq_length, args.memory_length)}.npz"
-    )
-    split_data = load_or_tokenize(cache_path, tokenize)
-    features_by_language = split_data.features_by_language
-    logger.info(
-        "%s: %d pairs in %d language(s) -> %d inputs; %d rows with an empty field skipped (%s)",
-        split,
-        sum(features.num_examples for features in features_by_language.values()),
-        len(features_by_language),
-        sum(len(features) for features in features_by_language.values()),
-        split_data.num_skipped,
-        split_data.source,
-    )
-    return features_by_language
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@ non-finite losses, stopping cleanly on SIGTERM or Ctrl-C, and the exit codes of 
 
 import logging
 import math
-import os
 import signal
 import sys
 import time
@@ -13,6 +12,7 @@ from contextlib import contextmanager
 from tqdm import tqdm
 
 import distributed
+from cli import PROGRAM
 from reporting import format_evaluation
 from utils import XNLI_LANGUAGES, InputError
 
@@ -66,7 +66,7 @@ def errors_as_exit_codes(debug):
     except (InputError, TrainingStopped, TrainingFailed) as error:
         if debug:
             traceback.print_exc()
-        print(f"{os.path.basename(sys.argv[0])}: error: {error}", file=sys.stderr)
+        print(f"{PROGRAM}: error: {error}", file=sys.stderr)
         sys.exit(2 if isinstance(error, InputError) else getattr(error, "exit_code", 1))
 
 
@@ -138,7 +138,7 @@ class TrainingProgress:
         self.loss_sum, self.started = 0.0, time.time()
 
     def evaluation(self, split, step, result):
-        logger.info(format_evaluation(split, step, result))
+        logger.info(format_evaluation(f"{split} accuracy at step {step}", result))
         for lang in XNLI_LANGUAGES:
             self.writer.add_scalar(f"{split}/accuracy/{lang}", result.accuracy[lang], step)
         self.writer.add_scalar(f"{split}/accuracy/avg", result.average, step)

@@ -10,7 +10,16 @@ import distributed
 from utils import InputError, cpu_cores_per_process, flush_denormals, set_cpu_threads, set_seed
 
 # The project's loggers; everything else logs warnings only.
-PROJECT_LOGGERS = ("run_classifier", "runtime", "training", "checkpoints", "feature_cache", "modeling", "run_control")
+PROJECT_LOGGERS = (
+    "run_classifier",
+    "runtime",
+    "splits",
+    "training",
+    "checkpoints",
+    "feature_cache",
+    "modeling",
+    "run_control",
+)
 
 logger = logging.getLogger(__name__)
 

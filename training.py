@@ -1,5 +1,6 @@
 """The training loop: one place where a training step reads top to bottom."""
 
+import contextlib
 import logging
 import os
 from functools import partial
@@ -13,14 +14,17 @@ import distributed
 from checkpoints import (
     TrainingState,
     atomic_directory,
+    best_model_path,
     capture_rng_state,
     checkpoint_path,
     load_training_checkpoint,
     load_weights,
+    prune_best_models,
     prune_checkpoints,
+    write_model,
     write_training_state,
 )
-from data import ShardedBatchSampler, collate_training_batch
+from data import ShardedBatchSampler, collate_micro_batches
 from optimization import create_optimizer, linear_schedule
 from run_control import (
     NonFiniteGuard,
@@ -41,20 +45,31 @@ class Trainer:
     It owns the optimizer, the learning-rate schedule, the loss scaler and the TrainingState, and
     continues a run exactly from `resume_dir`. `args` are run_classifier's parsed arguments: the
     run's settings, as a Hugging Face Trainer takes its TrainingArguments.
+
+    A step is one optimizer update over `batch_size` x processes x `gradient_accumulation_steps`
+    examples; steps, warmup, logging, evaluation and saving all count these updates.
     """
 
     def __init__(self, args, model, tokenizer, features, evaluator, resume_dir=None):
         self.args, self.model, self.tokenizer = args, model, tokenizer
         self.features, self.evaluator = features, evaluator
+        # Each rank draws its whole share of a step at once and cuts it into consecutive
+        # micro-batches: the step sees the examples one big batch would, in the same order.
         lengths = features.train.lengths() if args.group_by_length else None
         self.sampler = ShardedBatchSampler(
-            len(features.train), args.batch_size, distributed.rank(), distributed.world_size(), args.seed, lengths
+            len(features.train),
+            args.batch_size * args.gradient_accumulation_steps,
+            distributed.rank(),
+            distributed.world_size(),
+            args.seed,
+            lengths,
         )
-        self.train_loader = paddle.io.DataLoader(
-            features.train,
-            batch_sampler=self.sampler,
-            collate_fn=partial(collate_training_batch, pad_token_id=tokenizer.pad_token_id),
+        collate = partial(
+            collate_micro_batches,
+            num_micro_batches=args.gradient_accumulation_steps,
+            pad_token_id=tokenizer.pad_token_id,
         )
+        self.train_loader = paddle.io.DataLoader(features.train, batch_sampler=self.sampler, collate_fn=collate)
         steps_of_epochs = int(np.ceil(len(self.sampler) * args.num_train_epochs))
         self.num_training_steps = args.max_steps if args.max_steps > 0 else steps_of_epochs
         warmup = args.warmup_steps if args.warmup_steps > 0 else args.warmup_proportion
@@ -67,26 +82,34 @@ class Trainer:
             load_training_checkpoint(resume_dir, self.optimizer, self.scaler) if resume_dir else TrainingState()
         )
         self.guard = NonFiniteGuard(last_good_checkpoint=resume_dir)
+        self.weights_step = self.state.global_step  # the step whose weights the model holds
         # DataParallel all-reduces gradients in backward; `model` stays the plain layer that is saved and evaluated.
         self.parallel_model = paddle.DataParallel(model) if distributed.world_size() > 1 else model
 
+    @property
+    def examples_per_step(self):
+        return self.args.batch_size * distributed.world_size() * self.args.gradient_accumulation_steps
+
     def train(self):
-        """Train, evaluating dev and saving a checkpoint every `save_steps` and at the end; a stop
-        signal saves a checkpoint and raises TrainingStopped. Returns the TrainingState."""
+        """Train, evaluating dev every `eval_steps` and saving a checkpoint every `save_steps` (both
+        at the end too); a stop signal saves a checkpoint and raises TrainingStopped. Returns the
+        TrainingState, which holds the models selected on dev."""
         logger.info(
-            "training %d steps: %d inputs, %d per card x %d card(s), %d steps per epoch",
+            "training %d steps: %d inputs, %d per card x %d card(s) x %d accumulated = %d per step, %d steps per epoch",
             self.num_training_steps,
             len(self.features.train),
             self.args.batch_size,
             distributed.world_size(),
+            self.args.gradient_accumulation_steps,
+            self.examples_per_step,
             len(self.sampler),
         )
         progress = self.open_progress()
         self.model.train()
         state = self.state
         with StopRequest() as stop_request:
-            for epoch, batch_index, batch in self.remaining_batches():
-                loss = self.training_step(batch)
+            for epoch, batch_index, micro_batches in self.remaining_batches():
+                loss = self.training_step(micro_batches)
                 state.global_step, state.epoch, state.next_batch = state.global_step + 1, epoch, batch_index + 1
                 loss_scale, skipped = scaler_status(self.scaler)
                 self.guard.check(state.global_step, loss, skipped)
@@ -94,44 +117,73 @@ class Trainer:
                     state.global_step, epoch, loss, self.lr_scheduler.get_lr(), loss_scale, self.guard.skipped
                 )
 
-                checkpoint = None
-                if state.global_step % self.args.save_steps == 0 or state.global_step == self.num_training_steps:
+                last_step = state.global_step == self.num_training_steps
+                if state.global_step % self.args.eval_steps == 0 or last_step:
                     self.evaluate_dev(progress)
+                checkpoint = None
+                if state.global_step % self.args.save_steps == 0 or last_step:
                     checkpoint = self.save()
                 signum = stop_request.agreed()
                 if signum:
                     raise TrainingStopped(signum, state.global_step, checkpoint or self.save())
         progress.close()
+        self.weights_step = state.global_step
         return state
 
-    def training_step(self, batch):
-        """One optimizer step, the same code for every precision; returns the loss."""
-        input_ids, attention_mask, labels = batch
-        with paddle.amp.auto_cast(enable=self.args.use_amp):
-            logits = self.parallel_model(input_ids, attention_mask=attention_mask)
-            loss = F.cross_entropy(logits.astype("float32"), labels)
-        self.scaler.scale(loss).backward()
+    def training_step(self, micro_batches):
+        """One optimizer step over a batch's micro-batches, the same code for every precision;
+        returns the batch's mean loss."""
+        num_examples = sum(len(labels) for _, _, labels in micro_batches)
+        batch_loss = 0.0
+        for index, (input_ids, attention_mask, labels) in enumerate(micro_batches):
+            with self.gradient_sync(index == len(micro_batches) - 1):
+                with paddle.amp.auto_cast(enable=self.args.use_amp):
+                    logits = self.parallel_model(input_ids, attention_mask=attention_mask)
+                    # The micro-batch's share of the batch's mean: gradients add up to the batch's.
+                    loss = F.cross_entropy(logits.astype("float32"), labels, reduction="sum") / num_examples
+                self.scaler.scale(loss).backward()
+            batch_loss += loss.detach()
+        self.clip_gradients()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.clear_grad()
         self.lr_scheduler.step()
-        return float(loss)
+        return float(batch_loss)
+
+    def gradient_sync(self, last_micro_batch):
+        """DataParallel all-reduces the gradients once per step, after the last micro-batch."""
+        if last_micro_batch or distributed.world_size() == 1:
+            return contextlib.nullcontext()
+        return self.parallel_model.no_sync()
+
+    def clip_gradients(self):
+        """Clip the global norm of the (unscaled) gradients to --max_grad_norm. Paddle's `grad_clip`
+        optimizer argument would clip each parameter group (each learning-rate ratio) on its own."""
+        if self.args.max_grad_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            paddle.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
 
     def remaining_batches(self):
-        """(epoch, index in the epoch, batch) from where the state stands to the last step."""
+        """(epoch, index in the epoch, micro-batches) from where the state stands to the last step."""
         batches = batches_from(self.train_loader, self.sampler, self.state.epoch, self.state.next_batch)
         return islice(batches, self.num_training_steps - self.state.global_step)
 
     def evaluate_dev(self, progress):
+        """Evaluate dev; keep the weights if they are the best so far under a selection protocol."""
         result = self.evaluator.evaluate(self.features.dev)
         progress.evaluation("dev", self.state.global_step, result)
-        if self.state.record_dev(result, self.args.select_on, self.args.output_dir):
-            logger.info(
-                "new best dev score (%s) %.2f at step %d",
-                self.args.select_on,
-                100 * self.state.best_score,
-                self.state.global_step,
-            )
+        improved = self.state.record_dev(result, self.args.output_dir)
+        if improved:
+            self.save_best_model()
+            scores = ", ".join(f"{protocol} {100 * self.state.best[protocol].score:.2f}" for protocol in improved)
+            logger.info("new best dev score at step %d: %s", self.state.global_step, scores)
+
+    def save_best_model(self):
+        """Save the weights as `best-<step>` (not a whole checkpoint), dropping superseded ones."""
+        if distributed.is_main():
+            write_model(best_model_path(self.args.output_dir, self.state.global_step), self.model, self.tokenizer)
+            prune_best_models(self.args.output_dir, self.state)
+        distributed.barrier()
 
     def save(self):
         """Save `checkpoint-<step>` from rank 0, with every rank's random state; returns its path."""
@@ -144,16 +196,18 @@ class Trainer:
                 run_state = {**self.state.to_dict(), "args": vars(self.args)}
                 write_training_state(partial_dir, self.optimizer, self.scaler, rng_states, run_state)
             if self.args.save_total_limit:
-                prune_checkpoints(self.args.output_dir, self.args.save_total_limit, self.state.best_checkpoint)
+                prune_checkpoints(self.args.output_dir, self.args.save_total_limit)
+                prune_best_models(self.args.output_dir, self.state)
             logger.info("saved %s", directory)
         distributed.barrier()
         self.guard.last_good_checkpoint = directory
         return directory
 
-    def restore_best(self):
-        """Give the model the weights selected on dev (it has them already if they are the last)."""
-        if self.state.best_step != self.state.global_step:
-            load_weights(self.model, self.state.best_checkpoint)
+    def restore(self, selection):
+        """Give the model the weights of a Selection (unless it has them already)."""
+        if selection.step != self.weights_step:
+            load_weights(self.model, selection.directory)
+            self.weights_step = selection.step
 
     def open_progress(self):
         bar = progress_bar(
@@ -165,8 +219,7 @@ class Trainer:
         )
         visualdl_dir = os.path.join(self.args.output_dir, "visualdl")
         writer = open_visualdl(self.args.visualdl, visualdl_dir) if distributed.is_main() else NoWriter()
-        examples_per_step = self.args.batch_size * distributed.world_size()
-        return TrainingProgress(bar, writer, self.args.logging_steps, self.num_training_steps, examples_per_step)
+        return TrainingProgress(bar, writer, self.args.logging_steps, self.num_training_steps, self.examples_per_step)
 
 
 def batches_from(loader, sampler, epoch, start_batch):

@@ -55,6 +55,12 @@ def available_cpu_cores():
     return cores
 
 
+def launched_world_size():
+    """The number of processes `paddle.distributed.launch` started for this run (1 without it),
+    known without importing Paddle."""
+    return int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
+
+
 def cpu_cores_per_process():
     """This process's share of the CPU cores, with the other ranks `paddle.distributed.launch`
     started on this machine."""

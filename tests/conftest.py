@@ -1,6 +1,8 @@
 """Fixtures: a tiny random ERNIE-M with its own sentencepiece tokenizer, and tiny synthetic XNLI
 corpora in the original release layout (see synthetic.py), built offline in a temporary folder."""
 
+import contextlib
+import io
 import json
 import os
 import struct
@@ -8,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from typing import NamedTuple
 
 import pytest
 
@@ -81,18 +84,26 @@ def read_results(output_dir):
         return json.load(file)
 
 
-def run_main(capsys, *args, **options):
-    """run_classifier.main in this process (no import time), for runs that stop before training;
-    returns (exit code, stdout, stderr)."""
+class CompletedRun(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_main(*args, **options):
+    """run_classifier.main in this process (no seconds of imports), for short runs whose outcome
+    is what matters; returns a CompletedRun, like run_script's. The log handler is made inside
+    main, so it writes to the captured stderr."""
     from run_classifier import main
 
-    try:
-        main([*map(str, args), *flags(**options)])
-        code = 0
-    except SystemExit as exit_info:
-        code = exit_info.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            main([*map(str, args), *flags(**options)])
+            code = 0
+        except SystemExit as exit_info:
+            code = exit_info.code
+    return CompletedRun(code, stdout.getvalue(), stderr.getvalue())
 
 
 def last_line(text):

@@ -13,7 +13,7 @@ from cli import parse_args
 from synthetic import write_xnli_corpus
 from utils import LABELS, XNLI_LANGUAGES, available_cpu_cores
 
-from conftest import cpu_run, flags, last_line, png_size, read_results, run_script
+from conftest import cpu_run, flags, last_line, png_size, read_results, run_main, run_script
 
 REQUIRED = ["--task_type", "cross-lingual-transfer", "--model_name_or_path", "ernie-m-base", "--output_dir", "out"]
 
@@ -32,16 +32,12 @@ def printed_table(stdout):
     return dict(zip(names, map(float, values)))
 
 
-def printed_table_row(stdout):
-    return [line for line in stdout.splitlines() if line.startswith("| ")][-1]
-
-
 def assert_table_matches_results(stdout, results):
     table = printed_table(stdout)
     assert list(table) == [*XNLI_LANGUAGES, "Avg"]
     for lang in XNLI_LANGUAGES:
-        assert table[lang] == round(100 * results["test_accuracy"][lang], 1)
-    assert table["Avg"] == round(100 * results["test_accuracy"]["avg"], 1)
+        assert table[lang] == round(results["test_accuracy"][lang], 1)
+    assert table["Avg"] == round(results["test_accuracy"]["avg"], 1)
 
 
 @pytest.mark.parametrize(
@@ -98,29 +94,71 @@ def test_missing_xnli_files_are_named_in_one_line(tmp_path, tiny_model_dir, xnli
     data_dir = tmp_path / "xnli"
     shutil.copytree(xnli_dir, data_dir)
     os.remove(data_dir / "XNLI-MT-1.0" / "multinli" / "multinli.train.sw.tsv")
-    result = run_script(**cpu_run(tiny_model_dir, data_dir, tmp_path / "out", task_type="translate-train-all"))
+    result = run_main(**cpu_run(tiny_model_dir, data_dir, tmp_path / "out", task_type="translate-train-all"))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert last_line(result.stderr).startswith("run_classifier.py: error: ")
     assert "multinli.train.sw.tsv" in last_line(result.stderr)
 
 
+def damage_rows(path, damaged_rows):
+    """Replace rows of a file: {line number: new bytes}."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    for line_number, row in damaged_rows.items():
+        lines[line_number - 1] = row
+    path.write_bytes(b"".join(lines))
+
+
 @pytest.mark.parametrize(
-    "damage, message",
+    "damaged_file, damage, message",
     [
-        (b"a\tb\n", "3: expected 3 tab-separated fields, found 2"),
-        (b"a\xff\tb\tneutral\n", "3: invalid UTF-8 (invalid start byte at byte 1)"),
+        ("XNLI-1.0/xnli.dev.tsv", b"a\tb\n", "3: expected 19 tab-separated fields, found 2"),
+        (
+            "XNLI-MT-1.0/multinli/multinli.train.en.tsv",
+            b"a\xff\tb\tneutral\n",
+            "3: invalid UTF-8 (invalid start byte at byte 1)",
+        ),
     ],
 )
-def test_a_malformed_row_is_named_by_file_and_line(tmp_path, tiny_model_dir, xnli_dir, damage, message):
+def test_a_malformed_row_is_named_by_file_and_line(tmp_path, tiny_model_dir, xnli_dir, damaged_file, damage, message):
     data_dir = tmp_path / "xnli"
     shutil.copytree(xnli_dir, data_dir)
-    train_file = data_dir / "XNLI-MT-1.0" / "multinli" / "multinli.train.en.tsv"
-    lines = train_file.read_bytes().splitlines(keepends=True)
-    train_file.write_bytes(b"".join(lines[:2] + [damage] + lines[3:]))
-    result = run_script(**cpu_run(tiny_model_dir, data_dir, tmp_path / "out"))
-    assert result.returncode == 2
-    assert last_line(result.stderr) == f"run_classifier.py: error: {train_file}:{message}"
+    damage_rows(data_dir / damaged_file, {3: damage})
+    code, _, stderr = run_main(**cpu_run(tiny_model_dir, data_dir, tmp_path / "out"))
+    assert code == 2
+    assert last_line(stderr).endswith(f" error: {data_dir / damaged_file}:{message}")
+
+
+def test_a_few_malformed_training_rows_are_skipped_and_reported(tmp_path, tiny_model_dir):
+    data_dir = write_xnli_corpus(tmp_path / "xnli", num_train=400, num_eval=6)
+    train_file = tmp_path / "xnli" / "XNLI-MT-1.0" / "multinli" / "multinli.train.en.tsv"
+    damage_rows(train_file, {10: b"a\tb\n", 20: b"a\tb\tneutral\tx\n", 30: b"only one field\n"})
+    code, _, stderr = run_main(**cpu_run(tiny_model_dir, data_dir, tmp_path / "out", max_steps=2, save_steps=2))
+    assert code == 0, stderr
+    assert f"WARNING {train_file}: 3 row(s) with a wrong number of fields skipped (line 10, 20, 30)" in stderr
+    assert "train: 397 pairs in 1 language(s) -> 397 inputs; 3 empty or malformed rows skipped" in stderr
+
+
+def test_a_training_file_with_many_malformed_rows_is_refused(tmp_path, tiny_model_dir):
+    data_dir = write_xnli_corpus(tmp_path / "xnli", num_train=400, num_eval=6)
+    train_file = tmp_path / "xnli" / "XNLI-MT-1.0" / "multinli" / "multinli.train.en.tsv"
+    damage_rows(train_file, {line: b"a\tb\n" for line in range(2, 402, 2)})
+    code, _, stderr = run_main(**cpu_run(tiny_model_dir, data_dir, tmp_path / "out", max_steps=2, save_steps=2))
+    assert code == 2
+    assert last_line(stderr).endswith(
+        f" error: {train_file}:2: expected 3 tab-separated fields, found 2; 200 of its 400 rows "
+        "have a wrong number of fields (more than 1%): not an XNLI file of this layout"
+    )
+
+
+def test_dev_and_test_files_of_another_size_are_named_in_a_warning(tmp_path, tiny_model_dir, xnli_dir):
+    code, _, stderr = run_main(
+        **cpu_run(tiny_model_dir, xnli_dir, tmp_path / "out", max_steps=2, save_steps=2, cache_dir="")
+    )
+    assert code == 0, stderr
+    counts = " ".join(f"{lang} 24" for lang in XNLI_LANGUAGES)
+    dev_file = os.path.join(xnli_dir, "XNLI-1.0", "xnli.dev.tsv")
+    assert f"WARNING {dev_file}: 15 language(s) without XNLI-1.0's 2490 dev pairs ({counts})" in stderr
 
 
 @pytest.mark.skipif(paddle.is_compiled_with_cuda(), reason="this PaddlePaddle build has CUDA")
@@ -136,28 +174,43 @@ def test_an_unavailable_device_is_said_plainly(capsys, tmp_path, tiny_model_dir,
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_model_dir, xnli_dir):
-    """A cross-lingual-transfer run of 300 steps with dev evaluation and checkpoints every 100."""
+    """A cross-lingual-transfer run of 300 steps, dev evaluated every 50 steps, checkpoints every 100."""
     output_dir = tmp_path_factory.mktemp("clt")
-    result = run_script(**cpu_run(tiny_model_dir, xnli_dir, output_dir, max_steps=300, save_steps=100, **FAST_TRAINING))
+    training = dict(max_steps=300, eval_steps=50, save_steps=100, **FAST_TRAINING)
+    result = run_script(**cpu_run(tiny_model_dir, xnli_dir, output_dir, **training))
     assert result.returncode == 0, result.stderr
     return output_dir, result
+
+
+def first_best(dev_history, protocol):
+    """The dev evaluation that selection keeps under `protocol`: the first of the highest scores."""
+    return max(dev_history, key=lambda entry: entry[protocol])
 
 
 def test_training_writes_checkpoints_results_and_the_table(trained):
     output_dir, result = trained
     results = read_results(output_dir)
-    assert sorted(os.listdir(output_dir)) == [
+    assert [entry["step"] for entry in results["dev_history"]] == [50, 100, 150, 200, 250, 300]
+    best = {protocol: first_best(results["dev_history"], protocol)["step"] for protocol in ("avg", "en")}
+    assert results["selected_steps"] == best
+    assert results["checkpoint"] == str(output_dir / f"best-{best['avg']}") and results["selected_step"] == best["avg"]
+    assert results["dev_accuracy"]["avg"] == pytest.approx(first_best(results["dev_history"], "avg")["avg"])
+    assert results["test_accuracy"] == results["test_accuracy_select_avg"]
+    assert results["dev_accuracy_select_en"]["en"] == pytest.approx(first_best(results["dev_history"], "en")["en"])
+
+    names = set(os.listdir(output_dir))
+    assert {"checkpoint-100", "checkpoint-200", "checkpoint-300", "results.json", "results.md", "results.png"} < names
+    assert {f"best-{step}" for step in best.values()} <= names
+    assert not {name for name in names if name.startswith("checkpoint-")} - {
         "checkpoint-100",
         "checkpoint-200",
         "checkpoint-300",
-        "results.json",
-        "results.md",
-        "results.png",
-        "visualdl",
-    ]
-    table_row = printed_table_row(result.stdout)
-    assert table_row in (output_dir / "results.md").read_text()
-    assert png_size(output_dir / "results.png") == (1200, 500)
+    }
+    assert len({name for name in names if name.startswith("best-")}) <= 2 + 3  # selected, or kept for a checkpoint
+    for name in ("config.json", "model_state.pdparams", "vocab.txt", "sentencepiece.bpe.model"):
+        assert (output_dir / f"best-{best['avg']}" / name).is_file(), name
+    assert not (output_dir / f"best-{best['avg']}" / "optimizer.pdopt").exists()  # weights only
+
     checkpoint = output_dir / "checkpoint-300"
     for name in (
         "config.json",
@@ -173,26 +226,37 @@ def test_training_writes_checkpoints_results_and_the_table(trained):
     assert config["id2label"] == {"0": "entailment", "1": "neutral", "2": "contradiction"}
     assert json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] == 300
 
+    assert f"selected on dev avg (step {best['avg']})" in result.stdout
+    assert png_size(output_dir / "results.png") == (1200, 500)
     assert results["global_step"] == 300
-    assert [entry["step"] for entry in results["dev_history"]] == [100, 200, 300]
-    best = max(results["dev_history"], key=lambda entry: entry["avg"])
-    assert results["checkpoint"] == str(output_dir / f"checkpoint-{best['step']}")
-    assert results["dev_accuracy"]["avg"] == pytest.approx(best["avg"])
     assert_table_matches_results(result.stdout, results)
     assert "train: 240 pairs in 1 language(s)" in result.stderr
     assert re.search(r"step 300/300, epoch 20, loss [\d.]+, lr 0.000e\+00, [\d.]+ examples/s", result.stderr)
 
 
+def test_results_md_shows_both_selection_protocols_beside_the_paper(trained):
+    output_dir, _ = trained
+    results = read_results(output_dir)
+    markdown = (output_dir / "results.md").read_text()
+    for protocol in ("avg", "en"):
+        step = results["selected_steps"][protocol]
+        name = f"{os.path.basename(results['model'])}, selected on dev {protocol} (step {step})"
+        row = next(line for line in markdown.splitlines() if line.startswith(f"| {name} |"))
+        cells = [float(cell) for cell in row.strip("|").split("|")[1:]]
+        expected = results[f"test_accuracy_select_{protocol}"]
+        assert cells == [round(expected[lang], 1) for lang in (*XNLI_LANGUAGES, "avg")]
+
+
 def test_training_learns_the_task_and_shuffled_labels_do_not(trained, tmp_path, tiny_model_dir):
     accuracy = read_results(trained[0])["test_accuracy"]
-    assert accuracy["en"] >= 0.9 and accuracy["avg"] >= 0.75
+    assert accuracy["en"] >= 90 and accuracy["avg"] >= 75
 
     shuffled_dir = write_xnli_corpus(tmp_path / "xnli", shuffle_train_labels=True)
-    result = run_script(
+    result = run_main(
         **cpu_run(tiny_model_dir, shuffled_dir, tmp_path / "out", max_steps=300, save_steps=300, **FAST_TRAINING)
     )
     assert result.returncode == 0, result.stderr
-    assert read_results(tmp_path / "out")["test_accuracy"]["avg"] <= 0.55
+    assert read_results(tmp_path / "out")["test_accuracy"]["avg"] <= 55
 
 
 def test_evaluation_only_reproduces_the_selected_checkpoint(trained, tmp_path, xnli_dir):
@@ -208,7 +272,7 @@ def test_evaluation_only_reproduces_the_selected_checkpoint(trained, tmp_path, x
 
 def test_translate_train_all_trains_on_all_15_languages(tmp_path, tiny_model_dir, xnli_dir):
     training = dict(max_steps=30, save_steps=30, **FAST_TRAINING)
-    result = run_script(**cpu_run(tiny_model_dir, xnli_dir, tmp_path, task_type="translate-train-all", **training))
+    result = run_main(**cpu_run(tiny_model_dir, xnli_dir, tmp_path, task_type="translate-train-all", **training))
     assert result.returncode == 0, result.stderr
     assert f"train: {15 * 240} pairs in 15 language(s)" in result.stderr
     assert "225 steps per epoch" in result.stderr
@@ -219,12 +283,12 @@ def test_translate_train_all_trains_on_all_15_languages(tmp_path, tiny_model_dir
 def test_memory_length_turns_long_pairs_into_windows(tmp_path, tiny_model_dir):
     data_dir = write_xnli_corpus(tmp_path / "xnli", num_train=60, num_eval=6, long_premises=True)
     common = dict(max_seq_length=24, max_steps=10, save_steps=10, **FAST_TRAINING)
-    result = run_script(**cpu_run(tiny_model_dir, data_dir, tmp_path / "windows", memory_length=8, **common))
+    result = run_main(**cpu_run(tiny_model_dir, data_dir, tmp_path / "windows", memory_length=8, **common))
     assert result.returncode == 0, result.stderr
     inputs = int(re.search(r"dev: 90 pairs in 15 language\(s\) -> (\d+) inputs", result.stderr).group(1))
     assert inputs > 2 * 90
 
-    truncated = run_script(**cpu_run(tiny_model_dir, data_dir, tmp_path / "truncated", **common))
+    truncated = run_main(**cpu_run(tiny_model_dir, data_dir, tmp_path / "truncated", **common))
     assert "dev: 90 pairs in 15 language(s) -> 90 inputs" in truncated.stderr
 
 
@@ -237,20 +301,21 @@ def test_two_processes_share_the_work_and_rank_0_reports(tmp_path, tiny_model_di
     rank0_log = (log_dir / "workerlog.0").read_text()
     rank1_log = (log_dir / "workerlog.1").read_text()
     assert result.returncode == 0, rank0_log[-3000:] + rank1_log[-3000:]
-    assert "16 per card x 2 card(s), 8 steps per epoch" in rank0_log
+    assert "16 per card x 2 card(s) x 1 accumulated = 32 per step, 8 steps per epoch" in rank0_log
     threads = max(1, available_cpu_cores() // 2)
     assert f"device cpu: {threads} thread(s) per process, denormal numbers flushed to zero" in rank0_log
     results = read_results(tmp_path / "out")
     assert_table_matches_results(rank0_log, results)
     assert "| Model |" not in rank1_log and "INFO" not in rank1_log
-    assert sorted(os.listdir(tmp_path / "out")) == [
-        "checkpoint-16",
+    names = set(os.listdir(tmp_path / "out"))
+    assert {name for name in names if not name.startswith("best-")} == {
         "checkpoint-8",
+        "checkpoint-16",
         "results.json",
         "results.md",
         "results.png",
         "visualdl",
-    ]
+    }
 
     # The test split was evaluated on the selected checkpoint, half the pairs on each rank.
     single = run_script("--eval_only", **cpu_run(results["checkpoint"], xnli_dir, tmp_path / "eval"))
@@ -281,7 +346,7 @@ def test_predictions_for_an_xnli_file_match_the_reported_accuracy(trained, tmp_p
         assert sum(probabilities) == pytest.approx(1, abs=1e-5)
         assert row["prediction"] == LABELS[probabilities.index(max(probabilities))]
     accuracy = sum(row["prediction"] == row["label"] for row in rows) / len(rows)
-    assert accuracy == pytest.approx(training_results["test_accuracy"]["avg"])
+    assert 100 * accuracy == pytest.approx(training_results["test_accuracy"]["avg"])
     assert not (tmp_path / "results.json").exists()
 
 
@@ -350,6 +415,6 @@ def test_help_lists_every_argument_with_its_default(capsys):
 
 def test_length_grouped_batches_train_too(tmp_path, tiny_model_dir, xnli_dir):
     training = dict(max_steps=300, save_steps=300, group_by_length="true", **FAST_TRAINING)
-    result = run_script(**cpu_run(tiny_model_dir, xnli_dir, tmp_path, **training))
+    result = run_main(**cpu_run(tiny_model_dir, xnli_dir, tmp_path, **training))
     assert result.returncode == 0, result.stderr
-    assert read_results(tmp_path)["test_accuracy"]["avg"] >= 0.75
+    assert read_results(tmp_path)["test_accuracy"]["avg"] >= 75

@@ -6,7 +6,7 @@ import re
 from data import Pair, encode_pairs
 from feature_cache import cache_key, load_features, save_features
 
-from conftest import cpu_run, run_script
+from conftest import cpu_run, run_main
 
 
 def assert_same_features(actual, expected):
@@ -44,8 +44,8 @@ def test_the_key_changes_with_every_input_of_the_features(tmp_path, tokenizer):
 
 def test_a_second_run_loads_the_cache_and_gets_the_same_results(tmp_path, tiny_model_dir, xnli_dir):
     common = dict(max_steps=20, save_steps=20, cache_dir=tmp_path / "cache")
-    first = run_script(**cpu_run(tiny_model_dir, xnli_dir, tmp_path / "first", **common))
-    second = run_script(**cpu_run(tiny_model_dir, xnli_dir, tmp_path / "second", **common))
+    first = run_main(**cpu_run(tiny_model_dir, xnli_dir, tmp_path / "first", **common))
+    second = run_main(**cpu_run(tiny_model_dir, xnli_dir, tmp_path / "second", **common))
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     assert len(re.findall(r"skipped \(tokenized\)", first.stderr)) == 3
     assert len(re.findall(r"skipped \(from .*cache/(train|dev|test)-\w+\.npz\)", second.stderr)) == 3
@@ -53,5 +53,5 @@ def test_a_second_run_loads_the_cache_and_gets_the_same_results(tmp_path, tiny_m
     results = [open(tmp_path / run / "results.json").read() for run in ("first", "second")]
     accuracies = [re.search(r'"test_accuracy": \{[^}]*\}', text).group(0) for text in results]
     assert accuracies[0] == accuracies[1]
-    uncached = run_script(**cpu_run(tiny_model_dir, xnli_dir, tmp_path / "uncached", **{**common, "cache_dir": ""}))
+    uncached = run_main(**cpu_run(tiny_model_dir, xnli_dir, tmp_path / "uncached", **{**common, "cache_dir": ""}))
     assert len(re.findall(r"skipped \(tokenized\)", uncached.stderr)) == 3

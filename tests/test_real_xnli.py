@@ -74,7 +74,8 @@ def test_real_text_of_every_language_trains_and_evaluates(tmp_path, real_text_mo
     results = read_results(tmp_path / "run")
     assert set(results["test_accuracy"]) == {*XNLI_LANGUAGES, "avg"}
     assert [entry["step"] for entry in results["dev_history"]] == [10, 20]
-    assert all(0 <= accuracy <= 1 for accuracy in results["test_accuracy"].values())
+    assert set(results["selected_steps"].values()) <= {10, 20}
+    assert all(0 <= accuracy <= 100 for accuracy in results["test_accuracy"].values())
 
 
 def test_the_benchmark_compares_both_settings_on_real_lengths(real_text_model_dir):

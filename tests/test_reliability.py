@@ -12,7 +12,16 @@ import numpy as np
 import paddle
 import pytest
 
-from checkpoints import STATE_FILE, latest_checkpoint, list_checkpoints, prune_checkpoints
+from checkpoints import (
+    STATE_FILE,
+    Selection,
+    TrainingState,
+    best_model_path,
+    latest_checkpoint,
+    list_checkpoints,
+    prune_best_models,
+    prune_checkpoints,
+)
 from synthetic import build_tiny_ernie_m
 
 from conftest import REPO_ROOT, cpu_run, flags, last_line, read_results, run_main, run_script
@@ -20,8 +29,10 @@ from conftest import REPO_ROOT, cpu_run, flags, last_line, read_results, run_mai
 LAUNCH_TWO = ["-m", "paddle.distributed.launch", "--nproc_per_node", "2"]
 
 
-# A run of 240 steps with a checkpoint every 80, slow enough to interrupt on cue.
-INTERRUPTIBLE_RUN = dict(learning_rate="1e-2", layerwise_decay="1.0", batch_size=8, max_steps=240, save_steps=80)
+# A run of 240 steps, dev every 40 and a checkpoint every 80, slow enough to interrupt on cue.
+INTERRUPTIBLE_RUN = dict(
+    learning_rate="1e-2", layerwise_decay="1.0", batch_size=8, max_steps=240, eval_steps=40, save_steps=80
+)
 
 
 def training_args(model_dir, data_dir, output_dir, **options):
@@ -55,29 +66,33 @@ def assert_same_run(resumed_dir, reference_dir):
     for name in reference:
         assert np.array_equal(resumed[name].numpy(), reference[name].numpy()), name
     resumed_results, reference_results = read_results(resumed_dir), read_results(reference_dir)
-    for key in ("test_accuracy", "test_loss", "dev_history"):
+    for key in ("test_accuracy", "test_loss", "dev_history", "selected_steps", "test_accuracy_select_en"):
         assert resumed_results[key] == reference_results[key], key
 
 
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory, tiny_model_dir, xnli_dir):
-    """Uninterrupted runs, made once per setting: {(processes, use_amp): output_dir}."""
+    """Uninterrupted runs, made once per setting: {(processes, use_amp, accumulation): output_dir}."""
     made = {}
 
-    def make(processes, use_amp):
-        if (processes, use_amp) not in made:
+    def make(processes, use_amp="false", accumulation=1):
+        if (processes, use_amp, accumulation) not in made:
             output_dir = tmp_path_factory.mktemp("reference")
             launcher = LAUNCH_TWO + ["--log_dir", str(output_dir / "logs")] if processes == 2 else []
-            arguments = training_args(tiny_model_dir, xnli_dir, output_dir / "run", use_amp=use_amp)
-            done = run_script(*arguments, launcher=launcher)
+            setting = dict(use_amp=use_amp, gradient_accumulation_steps=accumulation)
+            done = run_script(
+                *training_args(tiny_model_dir, xnli_dir, output_dir / "run", **setting), launcher=launcher
+            )
             assert done.returncode == 0, done.stderr[-3000:]
-            made[processes, use_amp] = output_dir / "run"
-        return made[processes, use_amp]
+            made[processes, use_amp, accumulation] = output_dir / "run"
+        return made[processes, use_amp, accumulation]
 
     return make
 
 
-@pytest.mark.parametrize("processes", [1, 2], ids=["one-process", "two-processes"])
+@pytest.mark.parametrize(
+    "processes, accumulation", [(1, 1), (2, 2)], ids=["one-process", "two-processes-accumulating-2"]
+)
 @pytest.mark.parametrize(
     "use_amp",
     [
@@ -91,23 +106,24 @@ def reference_run(tmp_path_factory, tiny_model_dir, xnli_dir):
     ],
 )
 def test_a_run_killed_with_sigkill_resumes_to_identical_weights_and_results(
-    tmp_path, tiny_model_dir, xnli_dir, reference_run, processes, use_amp
+    tmp_path, tiny_model_dir, xnli_dir, reference_run, processes, accumulation, use_amp
 ):
     def launcher(name):
         return LAUNCH_TWO + ["--log_dir", str(tmp_path / name)] if processes == 2 else []
 
+    setting = dict(use_amp=use_amp, gradient_accumulation_steps=accumulation)
     killed_dir, output_path = tmp_path / "killed", tmp_path / "killed.out"
-    process = start(training_args(tiny_model_dir, xnli_dir, killed_dir, use_amp=use_amp), output_path, launcher("logs"))
+    process = start(training_args(tiny_model_dir, xnli_dir, killed_dir, **setting), output_path, launcher("logs"))
     wait_for("step 100/240", tmp_path / "logs" / "workerlog.0" if processes == 2 else output_path, process)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     checkpoint_steps = [step for step, _ in list_checkpoints(killed_dir)]
     assert 80 in checkpoint_steps and 240 not in checkpoint_steps
 
-    arguments = training_args(tiny_model_dir, xnli_dir, killed_dir, use_amp=use_amp, resume_from_checkpoint="latest")
+    arguments = training_args(tiny_model_dir, xnli_dir, killed_dir, **setting, resume_from_checkpoint="latest")
     resumed = run_script(*arguments, launcher=launcher("resumed-logs"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert_same_run(killed_dir, reference_run(processes, use_amp))
+    assert_same_run(killed_dir, reference_run(processes, use_amp, accumulation))
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -131,7 +147,7 @@ def test_a_stop_signal_saves_a_checkpoint_and_says_how_to_resume(
 
     resumed = run_script(*training_args(tiny_model_dir, xnli_dir, output_dir, resume_from_checkpoint="latest"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert_same_run(output_dir, reference_run(1, "false"))
+    assert_same_run(output_dir, reference_run(1))
 
 
 def make_checkpoint(output_dir, step, complete=True):
@@ -152,41 +168,63 @@ def test_latest_checkpoint_skips_partial_and_incomplete_ones(tmp_path):
     assert [step for step, _ in list_checkpoints(str(tmp_path))] == [20, 100]
 
 
-def test_pruning_keeps_the_newest_and_the_best(tmp_path):
-    best = make_checkpoint(tmp_path, 10)
-    for step in (20, 30, 40):
+def test_pruning_keeps_the_newest_checkpoints(tmp_path):
+    for step in (10, 20, 30, 40):
         make_checkpoint(tmp_path, step)
-    prune_checkpoints(str(tmp_path), keep=2, protected=best)
-    assert [step for step, _ in list_checkpoints(str(tmp_path))] == [10, 30, 40]
+    prune_checkpoints(str(tmp_path), keep=2)
+    assert [step for step, _ in list_checkpoints(str(tmp_path))] == [30, 40]
+
+
+def test_best_models_stay_while_the_state_or_a_checkpoint_refers_to_them(tmp_path):
+    def state(avg_step, en_step):
+        selections = {
+            "avg": Selection(avg_step, directory=best_model_path(tmp_path, avg_step)),
+            "en": Selection(en_step, directory=best_model_path(tmp_path, en_step)),
+        }
+        return TrainingState(best=selections)
+
+    for step in (10, 20, 30, 40):
+        os.makedirs(best_model_path(tmp_path, step))
+    checkpoint = make_checkpoint(tmp_path, 25, complete=False)
+    with open(os.path.join(checkpoint, STATE_FILE), "w") as file:
+        json.dump({**state(10, 20).to_dict(), "args": {}, "world_size": 1}, file)
+    prune_best_models(str(tmp_path), state(30, 30))
+    assert sorted(name for name in os.listdir(tmp_path) if name.startswith("best-")) == [
+        "best-10",
+        "best-20",
+        "best-30",
+    ]
 
 
 def test_save_total_limit_in_a_run(tmp_path, tiny_model_dir, xnli_dir):
     pruned = dict(max_steps=40, save_steps=10, save_total_limit=1, learning_rate="1e-9")
-    result = run_script(*training_args(tiny_model_dir, xnli_dir, tmp_path, **pruned))
+    result = run_main(*training_args(tiny_model_dir, xnli_dir, tmp_path, **pruned))
     assert result.returncode == 0, result.stderr
-    best = read_results(tmp_path)["checkpoint"]
-    remaining = {path for _, path in list_checkpoints(str(tmp_path))}
-    assert remaining == {best, f"{tmp_path}/checkpoint-40"}
+    assert {path for _, path in list_checkpoints(str(tmp_path))} == {f"{tmp_path}/checkpoint-40"}
+    selected = read_results(tmp_path)["selected_steps"]
+    assert {name for name in os.listdir(tmp_path) if name.startswith("best-")} == {
+        f"best-{step}" for step in selected.values()
+    }
 
 
 def test_an_output_dir_holding_a_run_is_refused_unless_asked(tmp_path, tiny_model_dir, xnli_dir):
     arguments = training_args(tiny_model_dir, xnli_dir, tmp_path, max_steps=4, save_steps=2)
-    assert run_script(*arguments).returncode == 0
-    again = run_script(*arguments)
+    assert run_main(*arguments).returncode == 0
+    again = run_main(*arguments)
     assert again.returncode == 2
     assert last_line(again.stderr) == (
         f"run_classifier.py: error: --output_dir {tmp_path} already holds a run: pass --resume_from_checkpoint "
         "latest to continue it, --overwrite_output_dir to replace it, or another --output_dir"
     )
-    replaced = run_script(*arguments, overwrite_output_dir=True, save_steps=4)
+    replaced = run_main(*arguments, overwrite_output_dir=True, save_steps=4)
     assert replaced.returncode == 0, replaced.stderr
     assert [step for step, _ in list_checkpoints(str(tmp_path))] == [4]
 
 
-def test_resuming_with_other_settings_is_refused_naming_them(capsys, tmp_path, tiny_model_dir, xnli_dir):
-    assert run_script(*training_args(tiny_model_dir, xnli_dir, tmp_path, max_steps=4)).returncode == 0
+def test_resuming_with_other_settings_is_refused_naming_them(tmp_path, tiny_model_dir, xnli_dir):
+    assert run_main(*training_args(tiny_model_dir, xnli_dir, tmp_path, max_steps=4)).returncode == 0
     changed = dict(max_steps=4, batch_size=4, seed=1, resume_from_checkpoint="latest")
-    code, _, stderr = run_main(capsys, *training_args(tiny_model_dir, xnli_dir, tmp_path, **changed))
+    code, _, stderr = run_main(*training_args(tiny_model_dir, xnli_dir, tmp_path, **changed))
     assert code == 2
     assert last_line(stderr).endswith(
         f"error: --resume_from_checkpoint {tmp_path}/checkpoint-4: the run was started with "
@@ -196,7 +234,7 @@ def test_resuming_with_other_settings_is_refused_naming_them(capsys, tmp_path, t
 
 def test_a_non_finite_loss_stops_naming_the_step_and_last_good_checkpoint(tmp_path, tiny_model_dir, xnli_dir):
     diverging = dict(learning_rate="1e30", warmup_steps=1, save_steps=2)
-    result = run_script(*training_args(tiny_model_dir, xnli_dir, tmp_path, **diverging))
+    result = run_main(*training_args(tiny_model_dir, xnli_dir, tmp_path, **diverging))
     assert result.returncode == 1
     assert last_line(result.stderr) == (
         f"run_classifier.py: error: the loss is nan at step 3; last good checkpoint: {tmp_path}/checkpoint-2. "
@@ -245,20 +283,20 @@ def broken_models(tmp_path_factory, tiny_model_dir):
         ("small vocabulary", "the tokenizer has"),
     ],
 )
-def test_a_model_directory_that_does_not_fit_is_named(capsys, tmp_path, xnli_dir, broken_models, problem, message):
-    code, _, stderr = run_main(capsys, *training_args(broken_models[problem], xnli_dir, tmp_path, max_seq_length=64))
+def test_a_model_directory_that_does_not_fit_is_named(tmp_path, xnli_dir, broken_models, problem, message):
+    code, _, stderr = run_main(*training_args(broken_models[problem], xnli_dir, tmp_path, max_seq_length=64))
     assert code == 2
     assert "Traceback" not in stderr
     assert message in last_line(stderr)
 
 
-def test_an_output_dir_that_cannot_be_created_and_debug_tracebacks(capsys, tmp_path, tiny_model_dir, xnli_dir):
+def test_an_output_dir_that_cannot_be_created_and_debug_tracebacks(tmp_path, tiny_model_dir, xnli_dir):
     (tmp_path / "file").write_text("")
     arguments = training_args(tiny_model_dir, xnli_dir, tmp_path / "file" / "run")
-    code, _, stderr = run_main(capsys, *arguments)
+    code, _, stderr = run_main(*arguments)
     assert code == 2 and "Traceback" not in stderr
     assert last_line(stderr).endswith(f"error: --output_dir {tmp_path}/file/run: cannot create it (Not a directory)")
-    code, _, stderr = run_main(capsys, *arguments, debug=True)
+    code, _, stderr = run_main(*arguments, debug=True)
     assert code == 2 and "Traceback (most recent call last)" in stderr
 
 

@@ -1,0 +1,92 @@
+"""The XNLI splits of a run: read, checked, and tokenized once (or loaded from the cache)."""
+
+import logging
+import os
+from functools import partial
+from typing import NamedTuple
+
+import distributed
+from cli import TRAIN_LANGUAGES
+from data import (
+    XNLI_EVAL_PAIRS,
+    Features,
+    PairEncoder,
+    download_xnli,
+    read_eval_split,
+    read_train_split,
+    unexpected_pair_counts,
+    xnli_file_paths,
+)
+from feature_cache import cache_key, load_or_tokenize
+from run_control import progress_bar
+
+logger = logging.getLogger(__name__)
+
+
+class XnliFeatures(NamedTuple):
+    train: Features  # None with --eval_only
+    dev: dict  # {language: Features}
+    test: dict
+
+
+def prepare_features(args, tokenizer):
+    """Read XNLI and tokenize every split once for the whole run (or load it from the cache)."""
+    train_languages = () if args.eval_only else TRAIN_LANGUAGES[args.task_type]
+    paths = xnli_file_paths(args.data_dir or download_xnli(with_train=bool(train_languages)), train_languages)
+    readers = {split: (partial(read_eval_split, paths[split]), [paths[split]]) for split in ("dev", "test")}
+    if train_languages:
+        readers["train"] = (partial(read_train_split, paths["train"]), list(paths["train"].values()))
+    features = {split: tokenized_split(split, read, files, tokenizer, args) for split, (read, files) in readers.items()}
+    train_features = Features.concatenate(features["train"].values()) if train_languages else None
+    return XnliFeatures(train_features, features["dev"], features["test"])
+
+
+def tokenized_split(split, read_split, data_files, tokenizer, args):
+    """{language: Features} of one split, from the cache or tokenized (in worker processes)."""
+
+    def tokenize(num_workers):
+        xnli_file = read_split()
+        num_pairs = sum(len(pairs) for pairs in xnli_file.pairs_by_language.values())
+        bar = progress_bar(args.disable_tqdm, total=num_pairs, desc=f"tokenizing {split}", unit="pair")
+        encoder = PairEncoder(
+            tokenizer, args.max_seq_length, args.memory_length, args.preprocessing_num_workers or num_workers
+        )
+        with bar, encoder:
+            features = {lang: encoder.encode(pairs, bar.update) for lang, pairs in xnli_file.pairs_by_language.items()}
+        warn_about_rows(split, xnli_file, data_files)
+        return features, xnli_file.num_skipped
+
+    cache_path = args.cache_dir and os.path.join(
+        args.cache_dir, f"{split}-{cache_key(tokenizer, data_files, args.max_seq_length, args.memory_length)}.npz"
+    )
+    split_data = load_or_tokenize(cache_path, tokenize)
+    features_by_language = split_data.features_by_language
+    logger.info(
+        "%s: %d pairs in %d language(s) -> %d inputs; %d empty or malformed rows skipped (%s)",
+        split,
+        sum(features.num_examples for features in features_by_language.values()),
+        len(features_by_language),
+        sum(len(features) for features in features_by_language.values()),
+        split_data.num_skipped,
+        split_data.source,
+    )
+    return features_by_language
+
+
+def warn_about_rows(split, xnli_file, data_files):
+    """Name the skipped malformed rows of training files, and dev/test files not of XNLI-1.0's size."""
+    if not distributed.is_main():
+        return
+    for path, lines in xnli_file.malformed_lines.items():
+        shown = ", ".join(map(str, lines[:3])) + (", ..." if len(lines) > 3 else "")
+        logger.warning("%s: %d row(s) with a wrong number of fields skipped (line %s)", path, len(lines), shown)
+    counts = unexpected_pair_counts(split, xnli_file) if split in XNLI_EVAL_PAIRS else {}
+    if counts:
+        logger.warning(
+            "%s: %d language(s) without XNLI-1.0's %d %s pairs (%s): a sample, or another version?",
+            data_files[0],
+            len(counts),
+            XNLI_EVAL_PAIRS[split],
+            split,
+            " ".join(f"{lang} {count}" for lang, count in counts.items()),
+        )

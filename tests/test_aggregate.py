@@ -1,0 +1,82 @@
+"""aggregate.py: several seeds summarized as mean, std, min and max, beside the paper."""
+
+import json
+
+import numpy as np
+import pytest
+
+from reporting import COLUMNS
+
+from conftest import cpu_run, flags, last_line, png_size, read_results, run_main, run_script
+
+SHORT_RUN = dict(
+    max_steps=30,
+    eval_steps=10,
+    save_steps=30,
+    learning_rate="1e-3",
+    layerwise_decay="1.0",
+    flush_denormals="false",
+    logging_steps=30,
+)
+
+
+@pytest.fixture(scope="module")
+def seed_runs(tmp_path_factory, tiny_model_dir, xnli_dir):
+    """Three finished runs that differ only in their seed, under one parent folder."""
+    parent = tmp_path_factory.mktemp("seeds")
+    for seed in (1, 2, 3):
+        code, _, stderr = run_main(
+            *flags(**cpu_run(tiny_model_dir, xnli_dir, parent / f"seed{seed}", seed=seed, **SHORT_RUN))
+        )
+        assert code == 0, stderr
+    return parent
+
+
+def test_the_summary_holds_the_statistics_of_the_runs_results(seed_runs):
+    runs = [seed_runs / f"seed{seed}" for seed in (1, 2, 3)]
+    result = run_script(*runs, script="aggregate.py")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((seed_runs / "summary.json").read_text())
+    assert summary["runs"] == [str(run) for run in runs] and summary["seeds"] == [1, 2, 3] and summary["n"] == 3
+    results = [read_results(run) for run in runs]
+    for summary_key, results_key in [
+        ("test_accuracy", "test_accuracy_select_avg"),
+        ("test_accuracy_select_en", "test_accuracy_select_en"),
+        ("dev_accuracy", "dev_accuracy_select_avg"),
+    ]:
+        for column in COLUMNS:
+            values = [run_results[results_key][column] for run_results in results]
+            assert summary[summary_key]["mean"][column] == pytest.approx(np.mean(values))
+            assert summary[summary_key]["std"][column] == pytest.approx(np.std(values, ddof=1))
+            assert summary[summary_key]["min"][column] == min(values)
+            assert summary[summary_key]["max"][column] == max(values)
+    mean, std = summary["test_accuracy"]["mean"]["avg"], summary["test_accuracy"]["std"]["avg"]
+    assert f"{mean:.1f} ± {std:.1f}" in (seed_runs / "summary.md").read_text()
+    assert png_size(seed_runs / "summary.png") == (1200, 500)
+
+
+def test_runs_with_other_settings_are_refused_naming_the_arguments(seed_runs, tiny_model_dir, xnli_dir, tmp_path):
+    other = tmp_path / "other"
+    code, _, stderr = run_main(*flags(**cpu_run(tiny_model_dir, xnli_dir, other, **{**SHORT_RUN, "max_steps": 20})))
+    assert code == 0, stderr
+    result = run_script(seed_runs / "seed1", other, "--output_dir", tmp_path, script="aggregate.py")
+    assert result.returncode == 2
+    assert last_line(result.stderr) == (
+        f"aggregate.py: error: {other} differs from {seed_runs / 'seed1'} in more than the seed: --max_steps (30 vs 20)"
+    )
+
+
+def test_an_unfinished_run_is_an_error_unless_skipped(seed_runs, tmp_path):
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    result = run_script(seed_runs / "seed1", unfinished, "--output_dir", tmp_path, script="aggregate.py")
+    assert result.returncode == 2
+    assert last_line(result.stderr) == (
+        f"aggregate.py: error: {unfinished}: no results.json, the run has not finished (or pass --skip_unfinished)"
+    )
+    skipped = run_script(
+        seed_runs / "seed1", unfinished, "--output_dir", tmp_path, "--skip_unfinished", script="aggregate.py"
+    )
+    assert skipped.returncode == 0, skipped.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["n"] == 1 and summary["test_accuracy"]["std"]["avg"] is None
