@@ -22,6 +22,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="output/sanity_check", help="Where the data, model and run go.")
     parser.add_argument("--device", default="cpu", choices=("cpu", "gpu", "xpu"), help="Device to train on.")
+    parser.add_argument("--seed", type=int, default=42, help="Seed of the fine-tuning run.")
     return parser.parse_args(argv)
 
 
@@ -41,7 +42,16 @@ def main(argv=None):
     run_dir = os.path.join(args.output_dir, "run")
     run_classifier.main(
         ["--task_type", "cross-lingual-transfer", "--model_name_or_path", model_dir, "--data_dir", data_dir]
-        + ["--output_dir", run_dir, "--overwrite_output_dir", "--device", args.device, *settings.split()]
+        + [
+            "--output_dir",
+            run_dir,
+            "--overwrite_output_dir",
+            "--device",
+            args.device,
+            "--seed",
+            str(args.seed),
+            *settings.split(),
+        ]
     )
 
 
