@@ -261,6 +261,19 @@ def find_resume_checkpoint(args):
     return resume_dir
 
 
+@contextmanager
+def removed_on_bad_input(output_dir):
+    """If the run stops on bad input before saving anything, remove `output_dir` when this run
+    created it: a failed start leaves nothing behind, and never removes what was there."""
+    existed = os.path.exists(output_dir)
+    try:
+        yield
+    except InputError:
+        if not existed and distributed.is_main() and not list_checkpoints(output_dir):
+            shutil.rmtree(output_dir, ignore_errors=True)
+        raise
+
+
 def prepare_output_dir(args):
     """Create `output_dir`, refusing to mix a new run with one already there."""
     training = not (args.eval_only or args.predict_file)

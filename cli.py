@@ -73,6 +73,11 @@ def add_run_arguments(group):
         "--model_name_or_path; no training or evaluation.",
     )
     add("--export_model_dir", help="Also save the (selected) model as a static graph for Paddle Inference here.")
+    add(
+        "--allow_untrained_classifier",
+        action="store_true",
+        help="Let --eval_only and --predict_file use a model whose classifier was never fine-tuned (chance level).",
+    )
 
 
 def add_data_arguments(group):

@@ -170,7 +170,13 @@ def download_xnli(with_train=True):
 
     # `lazy=True` fetches and checks the archives (rank by rank, as PaddleNLP coordinates it)
     # without reading them: our own reader does that, once.
-    load_dataset("xnli", "en", splits=("train", "dev", "test") if with_train else ("dev", "test"), lazy=True)
+    try:
+        load_dataset("xnli", "en", splits=("train", "dev", "test") if with_train else ("dev", "test"), lazy=True)
+    except (OSError, RuntimeError) as error:
+        raise XnliDataError(
+            f"XNLI could not be downloaded ({str(error).strip()[:160]}). Without network, pass --data_dir with "
+            "XNLI-1.0/xnli.{dev,test}.tsv and XNLI-MT-1.0/multinli/multinli.train.<lang>.tsv (README: Data)"
+        ) from None
     return os.path.join(DATA_HOME, "XNLI")
 
 

@@ -2,9 +2,11 @@
 
 import logging
 import os
+import re
 
 import paddle
-from paddlenlp.transformers import ErnieMForSequenceClassification
+from paddlenlp.transformers import AutoTokenizer, ErnieMForSequenceClassification
+from paddlenlp.utils.log import logger as paddlenlp_logger
 
 from utils import LABELS, InputError
 
@@ -15,10 +17,47 @@ ERNIE_M_POSITION_OFFSET = 2
 logger = logging.getLogger(__name__)
 
 
-def load_model(model_dir, dropout, tokenizer_size, max_seq_length):
-    """ErnieM with a 3-way classifier, checked against the tokenizer and `max_seq_length`."""
+class NewWeights(logging.Filter):
+    """Takes PaddleNLP's coloured "newly initialized: [...]" warning of `from_pretrained` off the
+    log and keeps the parameter names, so that the caller can say what they mean in one line."""
+
+    MESSAGE = re.compile(r"newly initialized: \[(.*?)\]")
+
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def filter(self, record):
+        match = self.MESSAGE.search(record.getMessage())
+        if match:
+            self.names = re.findall(r"'([^']+)'", match.group(1))
+        return match is None
+
+
+def download_error(name, error):
+    """The one-line error of a pretrained model that cannot be downloaded (no network, most often)."""
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return InputError(
+        f"--model_name_or_path {name}: cannot load or download it ({reason[:160]}). Without network, pass a "
+        "directory saved with save_pretrained, e.g. a copy of ~/.paddlenlp/models/" + name + " from a machine that "
+        "downloaded it"
+    )
+
+
+def load_tokenizer(model_dir):
+    try:
+        return AutoTokenizer.from_pretrained(model_dir)
+    except OSError as error:
+        raise download_error(model_dir, error) from None
+
+
+def load_model(model_dir, dropout, tokenizer_size, max_seq_length, require_trained_classifier=False):
+    """ErnieM with a 3-way classifier, checked against the tokenizer and `max_seq_length`; with
+    `require_trained_classifier`, a model whose classifier would be initialized at random is refused."""
     if os.path.isdir(model_dir) and not any(os.path.isfile(os.path.join(model_dir, name)) for name in WEIGHT_FILES):
         raise InputError(f"--model_name_or_path {model_dir}: no weights ({' or '.join(WEIGHT_FILES)})")
+    new_weights = NewWeights()
+    paddlenlp_logger.logger.addFilter(new_weights)
     try:
         model = ErnieMForSequenceClassification.from_pretrained(
             model_dir,
@@ -27,15 +66,20 @@ def load_model(model_dir, dropout, tokenizer_size, max_seq_length):
             id2label=dict(enumerate(LABELS)),
             label2id={label: index for index, label in enumerate(LABELS)},
         )
+    except OSError as error:
+        raise download_error(model_dir, error) from None
     except (RuntimeError, ValueError) as error:
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         reason = next((line for line in lines if "shape" in line), lines[-1] if lines else type(error).__name__)
         raise InputError(f"--model_name_or_path {model_dir}: weights do not fit config.json ({reason})") from None
+    finally:
+        paddlenlp_logger.logger.removeFilter(new_weights)
     if tokenizer_size > model.config.vocab_size:
         raise InputError(
             f"--model_name_or_path {model_dir}: the tokenizer has {tokenizer_size} tokens "
             f"but the model only {model.config.vocab_size} embeddings"
         )
+    check_new_weights(model_dir, new_weights.names, require_trained_classifier)
     max_length = model.config.max_position_embeddings - ERNIE_M_POSITION_OFFSET
     if max_seq_length > max_length:
         raise InputError(
@@ -44,13 +88,30 @@ def load_model(model_dir, dropout, tokenizer_size, max_seq_length):
     return model
 
 
-def export_inference_model(model, directory):
-    """Save the model as a static graph for Paddle Inference (`inference.json`, `inference.pdiparams`):
-    int64 inputs input_ids, position_ids and attention_mask, each [batch, length] of any size."""
+def check_new_weights(model_dir, new_weights, require_trained_classifier):
+    """Say in one line which weights start at random; refuse to evaluate or predict with them."""
+    if not new_weights:
+        return
+    new_weights = ", ".join(sorted(new_weights))
+    if require_trained_classifier:
+        raise InputError(
+            f"--model_name_or_path {model_dir}: not fine-tuned for XNLI (PaddleNLP initializes "
+            f"{new_weights} at random, so its predictions would be chance); pass a checkpoint of a "
+            "training run, or --allow_untrained_classifier"
+        )
+    logger.info("%s: %s start at random (fine-tuning trains them)", model_dir, new_weights)
+
+
+def export_inference_model(model, tokenizer, directory):
+    """Save the model as a static graph for Paddle Inference (`inference.json`, `inference.pdiparams`),
+    with the tokenizer beside it: int64 inputs input_ids, position_ids and attention_mask, each
+    [batch, length] of any size (infer_static.py shows how to feed them)."""
     input_spec = [
         paddle.static.InputSpec(shape=[None, None], dtype="int64", name=name)
         for name in ("input_ids", "position_ids", "attention_mask")
     ]
     model.eval()
-    paddle.jit.save(paddle.jit.to_static(model, input_spec=input_spec), os.path.join(directory, "inference"))
+    static_model = paddle.jit.to_static(model, input_spec=input_spec, full_graph=True)
+    paddle.jit.save(static_model, os.path.join(directory, "inference"))
+    tokenizer.save_pretrained(directory)
     logger.info("exported the model for Paddle Inference to %s", directory)

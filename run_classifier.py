@@ -29,23 +29,33 @@ import time
 import warnings
 from functools import partial
 
+from cli import parse_args
+
+if __name__ == "__main__":
+    # Importing Paddle and PaddleNLP takes seconds: --help and argument errors answer before that.
+    parse_args(description=__doc__)
+
 # Paddle warns at import about a compiler cache and about AMP on CPU; neither concerns a user.
 warnings.filterwarnings("ignore", message="No ccache found")
 warnings.filterwarnings("ignore", message="Setuptools is replacing distutils")
 warnings.filterwarnings("ignore", message="(AmpScaler|amp_guard) can only be enabled")
 
-from paddlenlp.transformers import AutoTokenizer  # noqa: E402
 from tqdm.contrib.logging import logging_redirect_tqdm  # noqa: E402
 
 import distributed  # noqa: E402
-from checkpoints import SELECTION_PROTOCOLS, TrainingState, find_resume_checkpoint, prepare_output_dir  # noqa: E402
-from cli import parse_args  # noqa: E402
+from checkpoints import (  # noqa: E402
+    SELECTION_PROTOCOLS,
+    TrainingState,
+    find_resume_checkpoint,
+    prepare_output_dir,
+    removed_on_bad_input,
+)
 from data import (  # noqa: E402
     PairEncoder,
     read_prediction_file,
 )
 from evaluation import Evaluator, write_predictions  # noqa: E402
-from modeling import export_inference_model, load_model  # noqa: E402
+from modeling import export_inference_model, load_model, load_tokenizer  # noqa: E402
 from recipes import describe_recipe  # noqa: E402
 from reporting import SelectedResult, format_evaluation, report_results  # noqa: E402
 from run_control import errors_as_exit_codes, progress_bar  # noqa: E402
@@ -65,12 +75,11 @@ def main(argv=None):
         set_up(args)
         if args.resolved_recipe:
             logger.info(describe_recipe(args.resolved_recipe))
-        prepare_output_dir(args)
         resume_dir = find_resume_checkpoint(args)
-
         model_dir = resume_dir or args.model_name_or_path
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = load_model(model_dir, args.dropout, len(tokenizer), args.max_seq_length)
+        tokenizer = load_tokenizer(model_dir)
+        evaluating_only = bool(args.eval_only or args.predict_file) and not args.allow_untrained_classifier
+        model = load_model(model_dir, args.dropout, len(tokenizer), args.max_seq_length, evaluating_only)
         evaluator = Evaluator(
             model,
             args.eval_batch_size,
@@ -78,13 +87,14 @@ def main(argv=None):
             args.use_amp,
             partial(progress_bar, args.disable_tqdm, desc="evaluating", unit="language"),
         )
-        with logging_redirect_tqdm():
+        with removed_on_bad_input(args.output_dir), logging_redirect_tqdm():
+            prepare_output_dir(args)
             if args.predict_file:
                 predict(args, tokenizer, evaluator)
             else:
                 train_and_evaluate(args, model, tokenizer, evaluator, resume_dir)
         if args.export_model_dir and distributed.is_main():
-            export_inference_model(model, args.export_model_dir)
+            export_inference_model(model, tokenizer, args.export_model_dir)
 
 
 def train_and_evaluate(args, model, tokenizer, evaluator, resume_dir):

@@ -61,10 +61,12 @@ def script_command(*args, script="run_classifier.py", launcher=(), **options):
     return [sys.executable, *launcher, os.path.join(REPO_ROOT, script), *map(str, args), *flags(**options)]
 
 
-def run_script(*args, script="run_classifier.py", launcher=(), timeout=300, **options):
-    """Run a repo script as a user would; returns the CompletedProcess (stdout, stderr as text)."""
+def run_script(*args, script="run_classifier.py", launcher=(), timeout=300, env=None, **options):
+    """Run a repo script as a user would, with `env` added to the environment; returns the
+    CompletedProcess (stdout, stderr as text)."""
     command = script_command(*args, script=script, launcher=launcher, **options)
-    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+    environment = {**os.environ, **(env or {})}
+    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, env=environment)
 
 
 def cpu_run(model_dir, data_dir, output_dir, task_type="cross-lingual-transfer", **options):

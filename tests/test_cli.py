@@ -379,7 +379,9 @@ def test_the_exported_static_graph_gives_the_dynamic_logits(trained, tmp_path, x
     checkpoint = read_results(trained[0])["checkpoint"]
     result = run_script("--eval_only", **cpu_run(checkpoint, xnli_dir, tmp_path, export_model_dir=tmp_path / "export"))
     assert result.returncode == 0, result.stderr
-    assert sorted(os.listdir(tmp_path / "export")) == ["inference.json", "inference.pdiparams"]
+    assert {"inference.json", "inference.pdiparams", "vocab.txt", "tokenizer_config.json"} <= set(
+        os.listdir(tmp_path / "export")
+    )
 
     pairs = read_eval_split(os.path.join(xnli_dir, "XNLI-1.0", "xnli.dev.tsv")).pairs_by_language["de"][:8]
     input_ids, attention_mask = pad_batch(encode_pairs(tokenizer, pairs, 64, 0).input_ids, tokenizer.pad_token_id)
@@ -391,6 +393,21 @@ def test_the_exported_static_graph_gives_the_dynamic_logits(trained, tmp_path, x
     exported = paddle.jit.load(str(tmp_path / "export" / "inference"))
     logits = exported(paddle.to_tensor(input_ids), paddle.to_tensor(position_ids), paddle.to_tensor(attention_mask))
     np.testing.assert_allclose(logits.numpy(), expected, atol=1e-5)
+
+
+def test_infer_static_labels_pairs_as_predict_file_does(trained, tmp_path, xnli_dir):
+    checkpoint = read_results(trained[0])["checkpoint"]
+    test_file = os.path.join(xnli_dir, "XNLI-1.0", "xnli.test.tsv")
+    exported = run_script(
+        **cpu_run(checkpoint, None, tmp_path, predict_file=test_file, export_model_dir=tmp_path / "inference")
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert "UserWarning" not in exported.stderr
+    result = run_script(model_dir=tmp_path / "inference", predict_file=test_file, script="infer_static.py")
+    assert result.returncode == 0, result.stderr
+    labels = [line.split("\t")[2] for line in result.stdout.splitlines()]
+    _, rows = read_predictions(tmp_path / "predictions.tsv")
+    assert labels == [row["prediction"] for row in rows] and len(labels) == 15 * 24
 
 
 def test_help_lists_every_argument_with_its_default(capsys):
@@ -411,6 +428,15 @@ def test_help_lists_every_argument_with_its_default(capsys):
     ):
         assert argument in help_text
     assert "(default: 256)" in help_text and "(default: 0.8)" in help_text
+
+
+@pytest.mark.parametrize("arguments", [["--help"], ["--task_type", "zero-shot"], [*REQUIRED, "--use_amp", "Ture"]])
+def test_help_and_argument_errors_answer_before_paddle_is_imported(arguments):
+    result = run_script(*arguments, launcher=["-X", "importtime"])
+    assert result.returncode == (0 if arguments == ["--help"] else 2)
+    imported = [line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")]
+    assert "cli" in imported and "numpy" in imported
+    assert not [name for name in imported if name.split(".")[0] in ("paddle", "paddlenlp")]
 
 
 def test_length_grouped_batches_train_too(tmp_path, tiny_model_dir, xnli_dir):

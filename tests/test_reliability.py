@@ -29,9 +29,9 @@ from conftest import REPO_ROOT, cpu_run, flags, last_line, read_results, run_mai
 LAUNCH_TWO = ["-m", "paddle.distributed.launch", "--nproc_per_node", "2"]
 
 
-# A run of 240 steps, dev every 40 and a checkpoint every 80, slow enough to interrupt on cue.
+# A run of 160 steps, dev every 40 and a checkpoint every 80, slow enough to interrupt on cue.
 INTERRUPTIBLE_RUN = dict(
-    learning_rate="1e-2", layerwise_decay="1.0", batch_size=8, max_steps=240, eval_steps=40, save_steps=80
+    learning_rate="1e-2", layerwise_decay="1.0", batch_size=8, max_steps=160, eval_steps=40, save_steps=80
 )
 
 
@@ -56,7 +56,7 @@ def wait_for(text, log_path, process, timeout=120):
     raise AssertionError(f"no {text!r} in {log_path} within {timeout} s")
 
 
-def final_weights(output_dir, step=240):
+def final_weights(output_dir, step=160):
     return paddle.load(os.path.join(output_dir, f"checkpoint-{step}", "model_state.pdparams"))
 
 
@@ -114,11 +114,11 @@ def test_a_run_killed_with_sigkill_resumes_to_identical_weights_and_results(
     setting = dict(use_amp=use_amp, gradient_accumulation_steps=accumulation)
     killed_dir, output_path = tmp_path / "killed", tmp_path / "killed.out"
     process = start(training_args(tiny_model_dir, xnli_dir, killed_dir, **setting), output_path, launcher("logs"))
-    wait_for("step 100/240", tmp_path / "logs" / "workerlog.0" if processes == 2 else output_path, process)
+    wait_for("step 100/160", tmp_path / "logs" / "workerlog.0" if processes == 2 else output_path, process)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     checkpoint_steps = [step for step, _ in list_checkpoints(killed_dir)]
-    assert 80 in checkpoint_steps and 240 not in checkpoint_steps
+    assert 80 in checkpoint_steps and 160 not in checkpoint_steps
 
     arguments = training_args(tiny_model_dir, xnli_dir, killed_dir, **setting, resume_from_checkpoint="latest")
     resumed = run_script(*arguments, launcher=launcher("resumed-logs"))
@@ -132,12 +132,12 @@ def test_a_stop_signal_saves_a_checkpoint_and_says_how_to_resume(
 ):
     output_dir, output_path = tmp_path / "run", tmp_path / "run.out"
     process = start(training_args(tiny_model_dir, xnli_dir, output_dir), output_path)
-    wait_for("step 90/240", output_path, process)
+    wait_for("step 90/160", output_path, process)
     process.send_signal(signum)
     assert process.wait(timeout=60) == 128 + signum
     message = last_line(open(output_path).read())
     step = int(message.split("after step ")[1].split(";")[0])
-    assert 90 <= step < 240 and step % 80
+    assert 90 <= step < 160 and step % 80
     assert message == (
         f"run_classifier.py: error: stopped by {signal.Signals(signum).name} after step {step}; "
         f"saved {output_dir}/checkpoint-{step}. Continue with the same command and "

@@ -1,0 +1,76 @@
+"""Predict XNLI labels with a model exported by `run_classifier.py --export_model_dir`, through
+Paddle Inference (no training code, no dynamic graph):
+
+    python infer_static.py --model_dir output/inference --predict_file pairs.tsv
+
+`pairs.tsv` is read as `--predict_file` is (premise<TAB>hypothesis rows, or a file with XNLI's column
+names); one `premise<TAB>hypothesis<TAB>label` row per pair goes to stdout (or `--output_file`).
+
+The exported graph takes three int64 inputs of shape [batch, length]: `input_ids` (`[CLS] premise
+[SEP] [SEP] hypothesis [SEP]`, as the tokenizer saved beside the graph builds them), `position_ids`
+0..length-1 (ERNIE-M adds 2 itself) and `attention_mask` (1 for a token, 0 for padding: `[PAD]` is
+id 1, so the mask must be given). Its one output is the logits, [batch, 3], in the order of LABELS.
+"""
+
+import argparse
+import os
+import sys
+
+import numpy as np
+from paddle import inference
+from paddlenlp.transformers import AutoTokenizer
+
+from data import encode_pairs, pad_batch, read_prediction_file
+from utils import LABELS, available_cpu_cores
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model_dir", required=True, help="The --export_model_dir of run_classifier.py.")
+    parser.add_argument("--predict_file", required=True, help="The pairs to label.")
+    parser.add_argument("--output_file", help="Where the labelled rows go. Default: stdout.")
+    parser.add_argument("--max_seq_length", type=int, default=256, help="Tokens per input, as in training.")
+    parser.add_argument("--batch_size", type=int, default=64)
+    return parser.parse_args(argv)
+
+
+def create_predictor(model_dir):
+    """A Paddle Inference predictor of the exported graph, on the CPU with oneDNN and every core."""
+    config = inference.Config(os.path.join(model_dir, "inference.json"), os.path.join(model_dir, "inference.pdiparams"))
+    config.disable_glog_info()
+    config.enable_mkldnn()
+    config.set_cpu_math_library_num_threads(available_cpu_cores())
+    return inference.create_predictor(config)
+
+
+def predict_logits(predictor, input_ids, pad_token_id):
+    """The logits of a batch of token-id sequences of any lengths."""
+    ids, attention_mask = pad_batch(input_ids, pad_token_id)
+    position_ids = np.tile(np.arange(ids.shape[1], dtype=np.int64), (len(ids), 1))
+    inputs = {"input_ids": ids, "position_ids": position_ids, "attention_mask": attention_mask}
+    for name in predictor.get_input_names():
+        handle = predictor.get_input_handle(name)
+        handle.reshape(inputs[name].shape)
+        handle.copy_from_cpu(inputs[name])
+    predictor.run()
+    return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
+    predictor = create_predictor(args.model_dir)
+    pairs, _ = read_prediction_file(args.predict_file)
+    features = encode_pairs(tokenizer, pairs, args.max_seq_length, memory_length=0)
+    output = open(args.output_file, "w", encoding="utf-8") if args.output_file else sys.stdout
+    with output:
+        for start in range(0, len(pairs), args.batch_size):
+            logits = predict_logits(
+                predictor, features.input_ids[start : start + args.batch_size], tokenizer.pad_token_id
+            )
+            for pair, row in zip(pairs[start : start + args.batch_size], logits):
+                output.write(f"{pair.premise}\t{pair.hypothesis}\t{LABELS[int(row.argmax())]}\n")
+
+
+if __name__ == "__main__":
+    main()

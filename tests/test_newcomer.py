@@ -1,0 +1,83 @@
+"""What a newcomer trips on: no network, a failed start, a model that was never fine-tuned."""
+
+import os
+import shutil
+
+from conftest import cpu_run, last_line, run_main, run_script
+
+
+def offline(tmp_path):
+    """An environment in which every download fails at once (a proxy that refuses) and PaddleNLP
+    has no cached model or data set."""
+    refused = "http://127.0.0.1:9"
+    return {
+        "PPNLP_HOME": str(tmp_path / "paddlenlp"),
+        "HTTPS_PROXY": refused,
+        "HTTP_PROXY": refused,
+        "https_proxy": refused,
+        "http_proxy": refused,
+    }
+
+
+def test_a_pretrained_model_that_cannot_be_downloaded_is_one_line_and_writes_nothing(tmp_path, xnli_dir):
+    result = run_script(**cpu_run("ernie-m-base", xnli_dir, tmp_path / "out"), env=offline(tmp_path))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    message = last_line(result.stderr)
+    assert message.startswith(
+        "run_classifier.py: error: --model_name_or_path ernie-m-base: cannot load or download it ("
+    )
+    assert message.endswith(
+        "Without network, pass a directory saved with save_pretrained, e.g. a copy of "
+        "~/.paddlenlp/models/ernie-m-base from a machine that downloaded it"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_xnli_that_cannot_be_downloaded_is_one_line_and_leaves_no_output_dir(tmp_path, tiny_model_dir):
+    result = run_script(**cpu_run(tiny_model_dir, None, tmp_path / "out"), env=offline(tmp_path))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    message = last_line(result.stderr)
+    assert message.startswith("run_classifier.py: error: XNLI could not be downloaded (")
+    assert message.endswith(
+        "Without network, pass --data_dir with XNLI-1.0/xnli.{dev,test}.tsv and "
+        "XNLI-MT-1.0/multinli/multinli.train.<lang>.tsv (README: Data)"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_start_removes_the_output_dir_it_made_but_not_one_that_was_there(tmp_path, tiny_model_dir, xnli_dir):
+    data_dir = tmp_path / "xnli"
+    shutil.copytree(xnli_dir, data_dir)
+    os.remove(data_dir / "XNLI-1.0" / "xnli.test.tsv")
+    assert run_main(**cpu_run(tiny_model_dir, data_dir, tmp_path / "new")).returncode == 2
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("kept")
+    assert run_main(**cpu_run(tiny_model_dir, data_dir, tmp_path / "mine")).returncode == 2
+    assert os.listdir(tmp_path / "mine") == ["notes.txt"]
+
+
+def test_evaluating_a_model_that_was_never_fine_tuned_is_refused(tmp_path, tiny_model_dir, xnli_dir):
+    result = run_main("--eval_only", **cpu_run(tiny_model_dir, xnli_dir, tmp_path / "eval"))
+    assert result.returncode == 2
+    assert last_line(result.stderr) == (
+        f"run_classifier.py: error: --model_name_or_path {tiny_model_dir}: not fine-tuned for XNLI (PaddleNLP "
+        "initializes classifier.bias, classifier.weight at random, so its predictions would be chance); pass a "
+        "checkpoint of a training run, or --allow_untrained_classifier"
+    )
+    allowed = run_main(
+        "--eval_only", "--allow_untrained_classifier", **cpu_run(tiny_model_dir, xnli_dir, tmp_path / "e2")
+    )
+    assert allowed.returncode == 0, allowed.stderr
+
+
+def test_training_says_in_one_plain_line_that_the_classifier_starts_at_random(tmp_path, tiny_model_dir, xnli_dir):
+    result = run_script(**cpu_run(tiny_model_dir, xnli_dir, tmp_path / "out", max_steps=2, save_steps=2))
+    assert result.returncode == 0, result.stderr
+    assert (
+        f"INFO {tiny_model_dir}: classifier.bias, classifier.weight start at random (fine-tuning trains them)"
+        in result.stderr
+    )
+    assert "TRAIN this model" not in result.stderr and "\x1b[" not in result.stderr
