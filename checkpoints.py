@@ -5,25 +5,30 @@ A checkpoint is a `save_pretrained` directory (model + tokenizer) plus the optim
 learning-rate schedule), the loss scaler, the random-number states of every rank and
 `trainer_state.json`. The weights with the best dev score so far (under each selection protocol)
 are a `save_pretrained` directory `best-<step>`, written when the score improves. Both are written
-under a temporary name and renamed when complete, so a directory under its final name is always
-complete.
+under a temporary name, given a manifest of their files' sizes and SHA-256 last, and renamed when
+complete, so a directory under its final name is always complete; every file is data (safetensors,
+npz, JSON: see plain_state.py), so loading a checkpoint runs no code.
 """
 
+import errno
 import json
 import logging
 import os
-import pickle
-import random
 import re
 import shutil
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
-import paddle
-
 import distributed
 from evaluation import EvaluationResult
+from plain_state import (
+    load_state_dict,
+    load_weights_file,
+    manifest_problem,
+    restore_rng_state,
+    save_state_dict,
+    write_manifest,
+)
 from reporting import RESULTS_FILE
 from utils import InputError, write_json_atomically
 
@@ -32,10 +37,9 @@ BEST_MODEL_NAME = re.compile(r"^best-(\d+)$")
 # Model selection on the dev average, or on English dev only (strict zero-shot transfer).
 SELECTION_PROTOCOLS = ("avg", "en")
 STATE_FILE = "trainer_state.json"
-WEIGHTS_FILE = "model_state.pdparams"
-OPTIMIZER_FILE = "optimizer.pdopt"
-SCALER_FILE = "scaler.pdparams"
-RNG_FILE = "rng_state.pkl"
+OPTIMIZER_STEM = "optimizer"  # optimizer.npz + optimizer.json
+SCALER_STEM = "scaler"
+RNG_FILE = "rng_state.json"
 
 # Arguments that change what a run computes; a resumed run must keep every one of them.
 RESULT_ARGUMENTS = (
@@ -151,15 +155,20 @@ def latest_checkpoint(output_dir):
     return checkpoints[-1][1] if checkpoints else None
 
 
-def capture_rng_state():
-    """This process's random-number generators (dropout draws from Paddle's)."""
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "paddle": paddle.get_rng_state()}
+def latest_intact_checkpoint(output_dir):
+    """The newest checkpoint whose files match its manifest; a damaged one is skipped with a warning."""
+    for _, path in reversed(list_checkpoints(output_dir)):
+        problem = manifest_problem(path)
+        if problem is None:
+            return path
+        logger.warning("skipping %s: %s", path, problem)
+    return None
 
 
-def restore_rng_state(rng_state):
-    random.setstate(rng_state["python"])
-    np.random.set_state(rng_state["numpy"])
-    paddle.set_rng_state(rng_state["paddle"])
+class DiskFull(Exception):
+    """No space left while saving: the run stops (exit code 1); earlier checkpoints stay intact."""
+
+    exit_code = 1
 
 
 @contextmanager
@@ -169,19 +178,40 @@ def atomic_directory(directory):
     partial_dir = directory + ".partial"
     shutil.rmtree(partial_dir, ignore_errors=True)
     os.makedirs(partial_dir)
-    yield partial_dir
+    try:
+        yield partial_dir
+        write_manifest(partial_dir)
+    except OSError as error:
+        written = directory_size(partial_dir)
+        shutil.rmtree(partial_dir, ignore_errors=True)
+        if error.errno != errno.ENOSPC:
+            raise
+        parent = os.path.dirname(os.path.abspath(directory))
+        needed = max([written, *(directory_size(path) for _, path in list_checkpoints(parent))])
+        raise DiskFull(
+            f"no space left on the device of {parent} while saving {os.path.basename(directory)}: free at least "
+            f"{needed / 2**20:.0f} MB there, then continue with --resume_from_checkpoint latest (the checkpoints "
+            "saved before are intact)"
+        ) from None
     shutil.rmtree(directory, ignore_errors=True)
     os.replace(partial_dir, directory)
 
 
-def write_training_state(directory, optimizer, scaler, rng_states, run_state):
+def directory_size(directory):
+    return (
+        sum(entry.stat().st_size for entry in os.scandir(directory) if entry.is_file())
+        if os.path.isdir(directory)
+        else 0
+    )
+
+
+def write_training_state(directory, model, optimizer, scaler, rng_states, run_state):
     """What a resumed run needs beside the model: optimizer, scaler, every rank's random state and
     `run_state` (the TrainingState and arguments) as trainer_state.json."""
-    paddle.save(optimizer.state_dict(), os.path.join(directory, OPTIMIZER_FILE))
+    save_state_dict(os.path.join(directory, OPTIMIZER_STEM), renamed(optimizer.state_dict(), model, portable=True))
     if scaler.is_enable():
-        paddle.save(scaler.state_dict(), os.path.join(directory, SCALER_FILE))
-    with open(os.path.join(directory, RNG_FILE), "wb") as file:
-        pickle.dump(rng_states, file)
+        save_state_dict(os.path.join(directory, SCALER_STEM), scaler.state_dict())
+    write_json_atomically(os.path.join(directory, RNG_FILE), rng_states)
     write_json_atomically(os.path.join(directory, STATE_FILE), {**run_state, "world_size": len(rng_states)})
 
 
@@ -221,28 +251,51 @@ def check_resumable(directory, arguments, world_size):
         )
 
 
-def load_training_checkpoint(directory, optimizer, scaler):
+def renamed(optimizer_state, model, portable):
+    """The optimizer state keyed by the parameters' structured names (`portable`: the same in every
+    process), or back by Paddle's unique names, which count the layers a process has made."""
+    unique_to_structured = {parameter.name: name for name, parameter in model.named_parameters()}
+    renames = unique_to_structured if portable else {new: old for old, new in unique_to_structured.items()}
+
+    def rename(key):
+        prefix = max((old for old in renames if key.startswith(old + "_")), key=len, default=None)
+        return key if prefix is None else renames[prefix] + key[len(prefix) :]
+
+    return {rename(key): value for key, value in optimizer_state.items()}
+
+
+def load_training_checkpoint(directory, model, optimizer, scaler):
     """Restore the optimizer, the scaler and this rank's random state; returns the TrainingState."""
-    optimizer.set_state_dict(paddle.load(os.path.join(directory, OPTIMIZER_FILE)))
+    if not os.path.isfile(os.path.join(directory, OPTIMIZER_STEM + ".npz")):
+        raise InputError(
+            f"--resume_from_checkpoint {directory}: written by an earlier version of this suite (pickled optimizer "
+            "state, which this version does not unpickle); evaluate it with --eval_only, or start the run anew"
+        )
+    optimizer.set_state_dict(renamed(load_state_dict(os.path.join(directory, OPTIMIZER_STEM)), model, portable=False))
     if scaler.is_enable():
-        scaler.load_state_dict(paddle.load(os.path.join(directory, SCALER_FILE)))
-    with open(os.path.join(directory, RNG_FILE), "rb") as file:
-        restore_rng_state(pickle.load(file)[distributed.rank()])
+        scaler.load_state_dict(load_state_dict(os.path.join(directory, SCALER_STEM)))
+    with open(os.path.join(directory, RNG_FILE), encoding="utf-8") as file:
+        restore_rng_state(json.load(file)[distributed.rank()])
     return read_checkpoint_state(directory)[0]
 
 
 def write_model(directory, model, tokenizer):
     """A `save_pretrained` directory of the model and tokenizer, written atomically."""
     with atomic_directory(directory) as partial_dir:
-        model.save_pretrained(partial_dir)
-        tokenizer.save_pretrained(partial_dir)
+        save_model(partial_dir, model, tokenizer)
+
+
+def save_model(directory, model, tokenizer):
+    """The model's weights as safetensors, its config and the tokenizer."""
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
 
 
 def load_weights(model, checkpoint_dir):
     """Load a checkpoint's weights on rank 0 (the only one that wrote it) and broadcast them, so
     that no shared file system is needed across machines."""
     if distributed.is_main():
-        model.set_state_dict(paddle.load(os.path.join(checkpoint_dir, WEIGHTS_FILE)))
+        model.set_state_dict(load_weights_file(checkpoint_dir))
     distributed.broadcast_parameters(model)
 
 
@@ -250,12 +303,15 @@ def find_resume_checkpoint(args):
     """The checkpoint that --resume_from_checkpoint names, checked to continue this run, or None."""
     resume_dir = args.resume_from_checkpoint
     if resume_dir == "latest":
-        resume_dir = latest_checkpoint(args.output_dir)
+        resume_dir = latest_intact_checkpoint(args.output_dir)
         if resume_dir is None:
             raise InputError(f"--resume_from_checkpoint latest: no complete checkpoint in {args.output_dir}")
     if resume_dir:
         if not os.path.isfile(os.path.join(resume_dir, STATE_FILE)):
             raise InputError(f"--resume_from_checkpoint {resume_dir}: not a complete checkpoint (no {STATE_FILE})")
+        problem = manifest_problem(resume_dir)
+        if problem:
+            raise InputError(f"--resume_from_checkpoint {resume_dir}: {problem}")
         check_resumable(resume_dir, vars(args), distributed.world_size())
         logger.info("resuming from %s", resume_dir)
     return resume_dir

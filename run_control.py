@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from tqdm import tqdm
 
 import distributed
+from checkpoints import DiskFull
 from cli import PROGRAM
 from reporting import format_evaluation
 from utils import XNLI_LANGUAGES, InputError
@@ -63,7 +64,7 @@ def errors_as_exit_codes(debug):
     fails; the message is one line on stderr, with the traceback only with --debug."""
     try:
         yield
-    except (InputError, TrainingStopped, TrainingFailed) as error:
+    except (InputError, TrainingStopped, TrainingFailed, DiskFull) as error:
         if debug:
             traceback.print_exc()
         print(f"{PROGRAM}: error: {error}", file=sys.stderr)

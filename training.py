@@ -15,17 +15,18 @@ from checkpoints import (
     TrainingState,
     atomic_directory,
     best_model_path,
-    capture_rng_state,
     checkpoint_path,
     load_training_checkpoint,
     load_weights,
     prune_best_models,
     prune_checkpoints,
+    save_model,
     write_model,
     write_training_state,
 )
 from data import ShardedBatchSampler, collate_micro_batches
 from optimization import create_optimizer, linear_schedule
+from plain_state import capture_rng_state
 from run_control import (
     NonFiniteGuard,
     NoWriter,
@@ -79,7 +80,7 @@ class Trainer:
         )
         self.scaler = paddle.amp.GradScaler(enable=args.use_amp, init_loss_scaling=args.scale_loss)
         self.state = (
-            load_training_checkpoint(resume_dir, self.optimizer, self.scaler) if resume_dir else TrainingState()
+            load_training_checkpoint(resume_dir, model, self.optimizer, self.scaler) if resume_dir else TrainingState()
         )
         self.guard = NonFiniteGuard(last_good_checkpoint=resume_dir)
         self.weights_step = self.state.global_step  # the step whose weights the model holds
@@ -191,10 +192,9 @@ class Trainer:
         rng_states = distributed.gather(capture_rng_state())
         if distributed.is_main():
             with atomic_directory(directory) as partial_dir:
-                self.model.save_pretrained(partial_dir)
-                self.tokenizer.save_pretrained(partial_dir)
+                save_model(partial_dir, self.model, self.tokenizer)
                 run_state = {**self.state.to_dict(), "args": vars(self.args)}
-                write_training_state(partial_dir, self.optimizer, self.scaler, rng_states, run_state)
+                write_training_state(partial_dir, self.model, self.optimizer, self.scaler, rng_states, run_state)
             if self.args.save_total_limit:
                 prune_checkpoints(self.args.output_dir, self.args.save_total_limit)
                 prune_best_models(self.args.output_dir, self.state)

@@ -207,21 +207,26 @@ def test_training_writes_checkpoints_results_and_the_table(trained):
         "checkpoint-300",
     }
     assert len({name for name in names if name.startswith("best-")}) <= 2 + 3  # selected, or kept for a checkpoint
-    for name in ("config.json", "model_state.pdparams", "vocab.txt", "sentencepiece.bpe.model"):
+    for name in ("config.json", "model.safetensors", "vocab.txt", "sentencepiece.bpe.model", "manifest.json"):
         assert (output_dir / f"best-{best['avg']}" / name).is_file(), name
-    assert not (output_dir / f"best-{best['avg']}" / "optimizer.pdopt").exists()  # weights only
+    assert not (output_dir / f"best-{best['avg']}" / "optimizer.npz").exists()  # weights only
 
     checkpoint = output_dir / "checkpoint-300"
     for name in (
         "config.json",
-        "model_state.pdparams",
+        "model.safetensors",
         "vocab.txt",
         "sentencepiece.bpe.model",
         "tokenizer_config.json",
-        "optimizer.pdopt",
+        "optimizer.npz",
+        "optimizer.json",
+        "rng_state.json",
         "trainer_state.json",
+        "manifest.json",
     ):
         assert (checkpoint / name).is_file(), name
+    # Data only: nothing in a checkpoint is unpickled to load it.
+    assert not [name for name in os.listdir(checkpoint) if name.endswith((".pdparams", ".pdopt", ".pkl"))]
     config = json.loads((checkpoint / "config.json").read_text())
     assert config["id2label"] == {"0": "entailment", "1": "neutral", "2": "contradiction"}
     assert json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] == 300

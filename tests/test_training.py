@@ -4,7 +4,6 @@ import os
 import re
 
 import numpy as np
-import paddle
 import paddle.nn.functional as F
 import pytest
 
@@ -13,6 +12,7 @@ from cli import parse_args
 from data import encode_pairs, read_train_split, xnli_file_paths
 from evaluation import EvaluationResult
 from modeling import load_model
+from plain_state import load_weights_file
 from reporting import SelectedResult
 from run_classifier import evaluate_selected_models
 from splits import XnliFeatures
@@ -28,8 +28,7 @@ EXACT = dict(
 
 
 def final_weights(output_dir, step=6):
-    weights = paddle.load(os.path.join(output_dir, f"checkpoint-{step}", "model_state.pdparams"))
-    return {name: tensor.numpy() for name, tensor in weights.items()}
+    return load_weights_file(os.path.join(output_dir, f"checkpoint-{step}"))
 
 
 def assert_close_weights(actual_dir, expected_dir):
