@@ -104,6 +104,12 @@ def add_data_arguments(group):
         help="Premise tokens shared by consecutive windows of a pair longer than max_seq_length; 0 truncates.",
     )
     add("--batch_size", type=int, default=16, help="Training batch size per card.")
+    add(
+        "--gradient_accumulation_steps",
+        type=int,
+        default=1,
+        help="Micro-batches of --batch_size per optimizer step: the update of one batch this many times larger.",
+    )
     add("--eval_batch_size", type=int, default=64, help="Evaluation batch size per card.")
     add_boolean(
         group,
@@ -125,12 +131,6 @@ def add_training_arguments(group):
     add("--adam_epsilon", type=float, default=1e-8, help="AdamW epsilon.")
     add("--dropout", type=float, default=0.1, help="Dropout before the classifier.")
     add("--max_grad_norm", type=float, default=0.0, help="Clip gradients to this global norm; 0: no clipping.")
-    add(
-        "--gradient_accumulation_steps",
-        type=int,
-        default=1,
-        help="Micro-batches of --batch_size per optimizer step (the same update as one batch this many times larger).",
-    )
     add("--seed", type=int, default=42, help="Random seed.")
     add(
         "--recipe",

@@ -15,26 +15,18 @@ import numpy as np
 
 import distributed
 from data import Features
-from utils import available_cpu_cores, cpu_cores_per_process
+from utils import available_cpu_cores, cpu_cores_per_process, file_digest
 
 # Bump when the stored layout or the tokenization code changes meaning.
 CACHE_FORMAT = 1
-
-
-def _file_digest(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cache_key(tokenizer, data_files, max_seq_length, memory_length):
     """A name for the features of `data_files` under this tokenizer and these settings."""
     parts = {
         "format": CACHE_FORMAT,
-        "vocab": _file_digest(tokenizer.vocab_file),
-        "sentencepiece": _file_digest(tokenizer.sentencepiece_model_file),
+        "vocab": file_digest(tokenizer.vocab_file),
+        "sentencepiece": file_digest(tokenizer.sentencepiece_model_file),
         "do_lower_case": tokenizer.do_lower_case,
         "max_seq_length": max_seq_length,
         "memory_length": memory_length,

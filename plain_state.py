@@ -6,7 +6,6 @@ strings, nested dicts) to JSON; random-number states are JSON; model weights are
 file with its size and SHA-256, so that a torn or altered checkpoint is found before it is used.
 """
 
-import hashlib
 import json
 import os
 import random
@@ -16,7 +15,7 @@ import paddle
 from paddle.base.core import GeneratorState
 from safetensors.numpy import load_file
 
-from utils import write_json_atomically
+from utils import file_digest, write_json_atomically
 
 MANIFEST_FILE = "manifest.json"
 SAFE_WEIGHTS_FILE = "model.safetensors"
@@ -72,14 +71,6 @@ def generator_state(saved):
 def load_weights_file(directory):
     """{parameter name: array} of a directory's safetensors weights."""
     return load_file(os.path.join(directory, SAFE_WEIGHTS_FILE))
-
-
-def file_digest(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_manifest(directory):

@@ -3,6 +3,7 @@
 import argparse
 import ctypes
 import ctypes.util
+import hashlib
 import json
 import os
 import platform
@@ -110,6 +111,15 @@ def set_seed(seed, rank=0):
 def average_accuracy(accuracy_by_language):
     """Mean accuracy over the 15 XNLI languages."""
     return float(np.mean([accuracy_by_language[lang] for lang in XNLI_LANGUAGES]))
+
+
+def file_digest(path):
+    """The SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json_atomically(path, data):
