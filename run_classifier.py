@@ -78,8 +78,8 @@ def main(argv=None):
         resume_dir = find_resume_checkpoint(args)
         model_dir = resume_dir or args.model_name_or_path
         tokenizer = load_tokenizer(model_dir)
-        evaluating_only = bool(args.eval_only or args.predict_file) and not args.allow_untrained_classifier
-        model = load_model(model_dir, args.dropout, len(tokenizer), args.max_seq_length, evaluating_only)
+        require_trained = bool(args.eval_only or args.predict_file) and not args.allow_untrained_classifier
+        model = load_model(model_dir, args.dropout, len(tokenizer), args.max_seq_length, require_trained)
         evaluator = Evaluator(
             model,
             args.eval_batch_size,
