@@ -93,6 +93,12 @@ def parse_args(argv=None):
     parser.add_argument(
         "--train_pairs", type=int, default=32768, help="English training pairs the epoch's batches are formed from."
     )
+    parser.add_argument(
+        "--test_pairs",
+        type=int,
+        default=5010,
+        help="Test pairs per language the evaluation is formed from (5,010: all); fewer for a quick look.",
+    )
     parser.add_argument("--train_steps", type=int, default=8, help="Timed training steps (after one untimed).")
     parser.add_argument("--eval_batches", type=int, default=24, help="Timed evaluation batches per setting.")
     parser.add_argument("--tokenizer_vocab", type=int, default=32000, help="Sentencepiece vocabulary to train.")
@@ -170,7 +176,9 @@ def measure(args):
         model = ErnieMForSequenceClassification(config)
     paths = xnli_file_paths(args.xnli_dir, ["en"])
     train_pairs = read_train_split(paths["train"]).pairs_by_language["en"][: args.train_pairs]
-    test_pairs = read_eval_split(paths["test"]).pairs_by_language
+    test_pairs = {
+        lang: pairs[: args.test_pairs] for lang, pairs in read_eval_split(paths["test"]).pairs_by_language.items()
+    }
     train = measure_training(args, model, tokenizer, train_pairs, group_by_length=not upstream)
     evaluate = (measure_upstream_evaluation if upstream else measure_project_evaluation)(
         args, model, tokenizer, test_pairs

@@ -80,7 +80,13 @@ def test_real_text_of_every_language_trains_and_evaluates(tmp_path, real_text_mo
 
 def test_the_benchmark_compares_both_settings_on_real_lengths(real_text_model_dir):
     sample = dict(
-        xnli_dir=XNLI_DIR, model=real_text_model_dir, device="cpu", train_steps=2, eval_batches=2, train_pairs=500
+        xnli_dir=XNLI_DIR,
+        model=real_text_model_dir,
+        device="cpu",
+        train_steps=2,
+        eval_batches=2,
+        train_pairs=500,
+        test_pairs=500,
     )
     result = run_script(**sample, script="benchmark.py", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
