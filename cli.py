@@ -166,6 +166,13 @@ def add_checkpoint_arguments(group):
 def add_machine_arguments(group):
     add = group.add_argument
     add("--device", choices=("gpu", "xpu", "cpu"), default="gpu", help="Device to train on.")
+    add(
+        "--eval_backend",
+        choices=("dynamic", "inference"),
+        default="dynamic",
+        help="Evaluate and predict with the dynamic graph, or through Paddle Inference (oneDNN; the current "
+        "weights exported as a static graph at each evaluation).",
+    )
     add_boolean(group, "--use_amp", default=False, help="Mixed precision (true/false).")
     add("--scale_loss", type=float, default=2**15, help="Initial loss scaling of mixed precision.")
     add(

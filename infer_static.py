@@ -16,11 +16,10 @@ import argparse
 import os
 import sys
 
-import numpy as np
-from paddle import inference
 from paddlenlp.transformers import AutoTokenizer
 
 from data import encode_pairs, pad_batch, read_prediction_file
+from modeling import create_predictor, predictor_logits
 from utils import LABELS, available_cpu_cores
 
 
@@ -34,40 +33,17 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def create_predictor(model_dir):
-    """A Paddle Inference predictor of the exported graph, on the CPU with oneDNN and every core."""
-    config = inference.Config(os.path.join(model_dir, "inference.json"), os.path.join(model_dir, "inference.pdiparams"))
-    config.disable_glog_info()
-    config.enable_mkldnn()
-    config.set_cpu_math_library_num_threads(available_cpu_cores())
-    return inference.create_predictor(config)
-
-
-def predict_logits(predictor, input_ids, pad_token_id):
-    """The logits of a batch of token-id sequences of any lengths."""
-    ids, attention_mask = pad_batch(input_ids, pad_token_id)
-    position_ids = np.tile(np.arange(ids.shape[1], dtype=np.int64), (len(ids), 1))
-    inputs = {"input_ids": ids, "position_ids": position_ids, "attention_mask": attention_mask}
-    for name in predictor.get_input_names():
-        handle = predictor.get_input_handle(name)
-        handle.reshape(inputs[name].shape)
-        handle.copy_from_cpu(inputs[name])
-    predictor.run()
-    return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
-
-
 def main(argv=None):
     args = parse_args(argv)
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
-    predictor = create_predictor(args.model_dir)
+    predictor = create_predictor(os.path.join(args.model_dir, "inference"), available_cpu_cores())
     pairs, _ = read_prediction_file(args.predict_file)
     features = encode_pairs(tokenizer, pairs, args.max_seq_length, memory_length=0)
     output = open(args.output_file, "w", encoding="utf-8") if args.output_file else sys.stdout
     with output:
         for start in range(0, len(pairs), args.batch_size):
-            logits = predict_logits(
-                predictor, features.input_ids[start : start + args.batch_size], tokenizer.pad_token_id
-            )
+            batch = features.input_ids[start : start + args.batch_size]
+            logits = predictor_logits(predictor, *pad_batch(batch, tokenizer.pad_token_id))
             for pair, row in zip(pairs[start : start + args.batch_size], logits):
                 output.write(f"{pair.premise}\t{pair.hypothesis}\t{LABELS[int(row.argmax())]}\n")
 

@@ -4,7 +4,9 @@ import logging
 import os
 import re
 
+import numpy as np
 import paddle
+from paddle import inference
 from paddlenlp.transformers import AutoTokenizer, ErnieMForSequenceClassification
 from paddlenlp.utils.log import logger as paddlenlp_logger
 
@@ -110,12 +112,39 @@ def export_inference_model(model, tokenizer, directory):
     """Save the model as a static graph for Paddle Inference (`inference.json`, `inference.pdiparams`),
     with the tokenizer beside it: int64 inputs input_ids, position_ids and attention_mask, each
     [batch, length] of any size (infer_static.py shows how to feed them)."""
+    save_static_graph(model, os.path.join(directory, "inference"))
+    tokenizer.save_pretrained(directory)
+    logger.info("exported the model for Paddle Inference to %s", directory)
+
+
+def save_static_graph(model, path_prefix):
+    """`<prefix>.json` and `<prefix>.pdiparams`: the model's current weights as a static graph."""
     input_spec = [
         paddle.static.InputSpec(shape=[None, None], dtype="int64", name=name)
         for name in ("input_ids", "position_ids", "attention_mask")
     ]
+    was_training = model.training
     model.eval()
-    static_model = paddle.jit.to_static(model, input_spec=input_spec, full_graph=True)
-    paddle.jit.save(static_model, os.path.join(directory, "inference"))
-    tokenizer.save_pretrained(directory)
-    logger.info("exported the model for Paddle Inference to %s", directory)
+    paddle.jit.save(paddle.jit.to_static(model, input_spec=input_spec, full_graph=True), path_prefix)
+    model.train(was_training)
+
+
+def create_predictor(path_prefix, num_threads):
+    """A Paddle Inference predictor of a saved static graph, on the CPU with oneDNN."""
+    config = inference.Config(path_prefix + ".json", path_prefix + ".pdiparams")
+    config.disable_glog_info()
+    config.enable_mkldnn()
+    config.set_cpu_math_library_num_threads(num_threads)
+    return inference.create_predictor(config)
+
+
+def predictor_logits(predictor, input_ids, attention_mask):
+    """The logits [batch, 3] of a padded batch (position ids 0..length-1: ERNIE-M adds 2 itself)."""
+    position_ids = np.tile(np.arange(input_ids.shape[1], dtype=np.int64), (len(input_ids), 1))
+    inputs = {"input_ids": input_ids, "position_ids": position_ids, "attention_mask": attention_mask}
+    for name in predictor.get_input_names():
+        handle = predictor.get_input_handle(name)
+        handle.reshape(inputs[name].shape)
+        handle.copy_from_cpu(inputs[name])
+    predictor.run()
+    return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()

@@ -86,6 +86,7 @@ def main(argv=None):
             tokenizer.pad_token_id,
             args.use_amp,
             partial(progress_bar, args.disable_tqdm, desc="evaluating", unit="language"),
+            args.eval_backend,
         )
         with removed_on_bad_input(args.output_dir), logging_redirect_tqdm():
             prepare_output_dir(args)

@@ -415,6 +415,32 @@ def test_infer_static_labels_pairs_as_predict_file_does(trained, tmp_path, xnli_
     assert labels == [row["prediction"] for row in rows] and len(labels) == 15 * 24
 
 
+def test_paddle_inference_evaluates_and_predicts_as_the_dynamic_graph(trained, tmp_path, xnli_dir):
+    checkpoint = read_results(trained[0])["checkpoint"]
+    test_file = os.path.join(xnli_dir, "XNLI-1.0", "xnli.test.tsv")
+    for backend in ("dynamic", "inference"):
+        evaluated = run_main("--eval_only", **cpu_run(checkpoint, xnli_dir, tmp_path / backend, eval_backend=backend))
+        assert evaluated.returncode == 0, evaluated.stderr
+        assert "cannot run here" not in evaluated.stderr
+        predicted = run_main(
+            **cpu_run(
+                checkpoint, None, tmp_path / f"{backend}-predictions", predict_file=test_file, eval_backend=backend
+            )
+        )
+        assert predicted.returncode == 0, predicted.stderr
+    dynamic, inference = read_results(tmp_path / "dynamic"), read_results(tmp_path / "inference")
+    assert (
+        inference["test_accuracy"] == dynamic["test_accuracy"] and inference["dev_accuracy"] == dynamic["dev_accuracy"]
+    )
+    assert inference["test_loss"] == pytest.approx(dynamic["test_loss"], rel=1e-4)
+    _, dynamic_rows = read_predictions(tmp_path / "dynamic-predictions" / "predictions.tsv")
+    _, inference_rows = read_predictions(tmp_path / "inference-predictions" / "predictions.tsv")
+    assert [row["prediction"] for row in inference_rows] == [row["prediction"] for row in dynamic_rows]
+    for inference_row, dynamic_row in zip(inference_rows, dynamic_rows):
+        for label in LABELS:
+            assert float(inference_row[f"p_{label}"]) == pytest.approx(float(dynamic_row[f"p_{label}"]), abs=1e-4)
+
+
 def test_help_lists_every_argument_with_its_default(capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse_args(["--help"])
