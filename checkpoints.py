@@ -299,19 +299,26 @@ def load_weights(model, checkpoint_dir):
     distributed.broadcast_parameters(model)
 
 
+def check_intact(directory, argument):
+    """Refuse a directory whose files do not match its manifest, naming the file; returns it."""
+    problem = os.path.isdir(directory) and manifest_problem(directory)
+    if problem:
+        raise InputError(f"{argument} {directory}: {problem}")
+    return directory
+
+
 def find_resume_checkpoint(args):
     """The checkpoint that --resume_from_checkpoint names, checked to continue this run, or None."""
     resume_dir = args.resume_from_checkpoint
     if resume_dir == "latest":
-        resume_dir = latest_intact_checkpoint(args.output_dir)
+        resume_dir = latest_intact_checkpoint(args.output_dir)  # checked against its manifest on the way
         if resume_dir is None:
             raise InputError(f"--resume_from_checkpoint latest: no complete checkpoint in {args.output_dir}")
+    elif resume_dir:
+        check_intact(resume_dir, "--resume_from_checkpoint")
     if resume_dir:
         if not os.path.isfile(os.path.join(resume_dir, STATE_FILE)):
             raise InputError(f"--resume_from_checkpoint {resume_dir}: not a complete checkpoint (no {STATE_FILE})")
-        problem = manifest_problem(resume_dir)
-        if problem:
-            raise InputError(f"--resume_from_checkpoint {resume_dir}: {problem}")
         check_resumable(resume_dir, vars(args), distributed.world_size())
         logger.info("resuming from %s", resume_dir)
     return resume_dir

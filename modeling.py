@@ -10,7 +10,6 @@ from paddle import inference
 from paddlenlp.transformers import AutoTokenizer, ErnieMForSequenceClassification
 from paddlenlp.utils.log import logger as paddlenlp_logger
 
-from plain_state import manifest_problem
 from utils import LABELS, InputError
 
 WEIGHT_FILES = ("model_state.pdparams", "model.safetensors")
@@ -59,9 +58,6 @@ def load_model(model_dir, dropout, tokenizer_size, max_seq_length, require_train
     `require_trained_classifier`, a model whose classifier would be initialized at random is refused."""
     if os.path.isdir(model_dir) and not any(os.path.isfile(os.path.join(model_dir, name)) for name in WEIGHT_FILES):
         raise InputError(f"--model_name_or_path {model_dir}: no weights ({' or '.join(WEIGHT_FILES)})")
-    problem = os.path.isdir(model_dir) and manifest_problem(model_dir)
-    if problem:
-        raise InputError(f"--model_name_or_path {model_dir}: {problem}")
     new_weights = NewWeights()
     paddlenlp_logger.logger.addFilter(new_weights)
     try:

@@ -46,6 +46,7 @@ import distributed  # noqa: E402
 from checkpoints import (  # noqa: E402
     SELECTION_PROTOCOLS,
     TrainingState,
+    check_intact,
     find_resume_checkpoint,
     prepare_output_dir,
     removed_on_bad_input,
@@ -75,8 +76,8 @@ def main(argv=None):
         set_up(args)
         if args.resolved_recipe:
             logger.info(describe_recipe(args.resolved_recipe))
-        resume_dir = find_resume_checkpoint(args)
-        model_dir = resume_dir or args.model_name_or_path
+        resume_dir = find_resume_checkpoint(args)  # each directory is checked against its manifest once
+        model_dir = resume_dir or check_intact(args.model_name_or_path, "--model_name_or_path")
         tokenizer = load_tokenizer(model_dir)
         require_trained = bool(args.eval_only or args.predict_file) and not args.allow_untrained_classifier
         model = load_model(model_dir, args.dropout, len(tokenizer), args.max_seq_length, require_trained)
