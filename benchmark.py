@@ -1,22 +1,26 @@
-"""Training and evaluation speed: an upstream-style loop against this project's defaults, in one run.
+"""Training and evaluation speed: the project's defaults against an upstream-style loop, in one run.
 
     python benchmark.py --xnli_dir ../shared/xnli                  # ernie-m-base shape, random weights
     python benchmark.py --xnli_dir ../shared/xnli --model large    # or a local checkpoint directory
 
 upstream-style: random training batches padded to their longest input; evaluation re-tokenizes all
-15 test sets at every evaluation and runs them in file order with the training batch size; Paddle's
-default of one CPU thread, denormal numbers kept. project: training batches grouped by length (--group_by_length);
+15 test sets at every evaluation and runs them through the dynamic graph in file order with the
+training batch size. project: the same random batches, each packed (--packing, the default);
 evaluation on features tokenized once (the cache load is timed), sorted by length, with
---eval_batch_size; the available CPU cores (--cpu_threads), denormals flushed to zero (--flush_denormals).
+--eval_batch_size, through Paddle Inference with oneDNN on a CPU (--eval_backend inference, the
+default there: the static-graph export and predictor creation are timed). Both run on the same CPU
+threads with denormals flushed: the headline compares the code, not the machine settings. A third
+setting, upstream-cpu-defaults, runs the upstream-style loop on Paddle's CPU defaults (one thread,
+denormals kept), to show separately what --cpu_threads and --flush_denormals add.
 
 Text lengths come from the real XNLI files (English training pairs, all 75,150 test pairs) under a
 sentencepiece tokenizer trained on XNLI text. A CPU cannot run whole epochs or the whole test set
 in a benchmark, so each setting forms its batches exactly as it would for the real run, times a
-sample of them spread evenly over their padded sizes, and scales its tokens per second up to the
-epoch or the test set (computed tokens, padding included, are counted exactly). Each setting runs in
-its own process, so its peak memory is its own. Model FLOP/s count 6 (training) or 2 (evaluation) x
-non-embedding parameters x computed tokens, against a float32 matmul peak measured on all the
-cores the machine lends this script.
+sample of them spread evenly over their computed sizes, and scales its computed tokens per second
+up to the epoch or the test set (computed tokens, padding included, are counted exactly). Each
+setting runs in its own process, so its peak memory is its own. Model FLOP/s count 6 (training) or
+2 (evaluation) x non-embedding parameters x computed tokens, against a float32 matmul peak
+measured on all the cores the machine lends this script.
 """
 
 import argparse
@@ -40,11 +44,15 @@ from data import (
     encode_pairs,
     eval_batches,
     pad_batch,
+    padded_inputs,
     read_eval_split,
     read_train_split,
     xnli_file_paths,
 )
 from feature_cache import load_features, save_features
+from modeling import create_predictor, predictor_logits, save_static_graph
+from optimization import create_optimizer, linear_schedule
+from packing import PackedClassifier, first_fit_decreasing, packed_inputs
 from synthetic import build_tokenizer
 from utils import (
     XNLI_LANGUAGES,
@@ -53,13 +61,15 @@ from utils import (
     flush_denormals,
     set_cpu_threads,
     str2bool,
+    threads_per_process,
 )
 
 SHAPES = {
     "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12),
     "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16),
 }
-SETTINGS = ("upstream-style", "project")
+UPSTREAM, PROJECT, CPU_DEFAULTS = "upstream-style", "project", "upstream-cpu-defaults"
+SETTINGS = (UPSTREAM, PROJECT, CPU_DEFAULTS)
 
 
 def parse_args(argv=None):
@@ -73,16 +83,15 @@ def parse_args(argv=None):
     parser.add_argument(
         "--cpu_threads",
         type=int,
-        default=None,
-        help="CPU threads of both settings. Default: Paddle's 1 for upstream-style, the available "
-        "cores for the project.",
+        default=0,
+        help=f"CPU threads of {UPSTREAM} and {PROJECT} (as run_classifier.py's); 0: the available cores.",
     )
     parser.add_argument(
         "--flush_denormals",
         type=str2bool,
-        default=None,
-        help="Flush denormal numbers to zero on CPU in both settings (true/false). Default: "
-        "upstream-style keeps them (Paddle's default), the project flushes them.",
+        default=True,
+        help=f"Flush denormal numbers to zero on CPU in {UPSTREAM} and {PROJECT} (true/false), as run_classifier.py "
+        "does by default.",
     )
     parser.add_argument(
         "--profile",
@@ -104,9 +113,9 @@ def parse_args(argv=None):
     parser.add_argument("--tokenizer_vocab", type=int, default=32000, help="Sentencepiece vocabulary to train.")
     parser.add_argument(
         "--setting",
-        choices=("both", *SETTINGS),
-        default="both",
-        help="Run one setting only (each runs in its own process by default).",
+        choices=("all", *SETTINGS),
+        default="all",
+        help=f"Run one setting only (each runs in its own process by default; {CPU_DEFAULTS} only on a CPU).",
     )
     parser.add_argument("--work_dir", default=None, help="Where the tokenizer and features go (default: temporary).")
     return parser.parse_args(argv)
@@ -114,14 +123,14 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.setting != "both":
+    if args.setting != "all":
         print(json.dumps(measure(args)), flush=True)
         return
     args.work_dir = args.work_dir or tempfile.mkdtemp(prefix="ernie-m-benchmark-")
     os.makedirs(args.work_dir, exist_ok=True)
     prepare_tokenizer(args)
     rows = []
-    for setting in SETTINGS:
+    for setting in SETTINGS if args.device == "cpu" else SETTINGS[:2]:
         command = [
             sys.executable,
             os.path.abspath(__file__),
@@ -158,9 +167,9 @@ def prepare_tokenizer(args):
 
 def measure(args):
     paddle.set_device(args.device)
-    upstream = args.setting == "upstream-style"
-    num_threads = args.cpu_threads or (1 if upstream else cpu_cores_per_process())
-    flushed = not upstream if args.flush_denormals is None else args.flush_denormals
+    cpu_defaults = args.setting == CPU_DEFAULTS
+    num_threads = 1 if cpu_defaults else threads_per_process(args.cpu_threads)
+    flushed = args.flush_denormals and not cpu_defaults
     if args.device == "cpu":
         if flushed:
             flush_denormals()
@@ -179,10 +188,12 @@ def measure(args):
     test_pairs = {
         lang: pairs[: args.test_pairs] for lang, pairs in read_eval_split(paths["test"]).pairs_by_language.items()
     }
-    train = measure_training(args, model, tokenizer, train_pairs, group_by_length=not upstream)
-    evaluate = (measure_upstream_evaluation if upstream else measure_project_evaluation)(
-        args, model, tokenizer, test_pairs
-    )
+    project = args.setting == PROJECT
+    train = measure_training(args, model, tokenizer, train_pairs, packing=project)
+    if project:
+        evaluate = measure_project_evaluation(args, model, tokenizer, test_pairs, num_threads)
+    else:
+        evaluate = measure_upstream_evaluation(args, model, tokenizer, test_pairs)
     return {
         "setting": args.setting,
         "cpu_threads": num_threads,
@@ -194,10 +205,10 @@ def measure(args):
     }
 
 
-def spread_sample(batches, count):
-    """`count` batches at evenly spaced quantiles of their padded size (largest first, so that the
+def spread_sample(batches, count, computed_tokens):
+    """`count` batches at evenly spaced quantiles of their computed size (largest first, so that the
     allocator has grown before the clock starts): a small sample whose shapes represent them all."""
-    ordered = sorted(batches, key=padded_tokens)
+    ordered = sorted(batches, key=computed_tokens)
     count = min(count, len(ordered))
     positions = ((np.arange(count) + 0.5) * len(ordered) / count).astype(int)
     return [ordered[position] for position in positions[::-1]]
@@ -207,14 +218,23 @@ def padded_tokens(batch):
     return len(batch) * max(len(ids) for ids in batch)
 
 
-def computed_tokens_per_second(run_batch, sample, profile=False):
-    """Computed (padded) tokens per second of `run_batch` over `sample`, after one untimed batch;
-    with `profile`, then Paddle's operator summary of the median batch."""
+def packed_tokens(batch):
+    longest = max(len(ids) for ids in batch)
+    return len(first_fit_decreasing([len(ids) for ids in batch], longest)) * longest
+
+
+def real_tokens(batches):
+    return sum(len(ids) for batch in batches for ids in batch)
+
+
+def computed_tokens_per_second(run_batch, sample, computed_tokens, profile=False):
+    """Computed tokens per second of `run_batch` over `sample`, after one untimed batch; with
+    `profile`, then Paddle's operator summary of the median batch."""
     run_batch(sample[0])
     started = time.perf_counter()
     for batch in sample:
         run_batch(batch)
-    rate = sum(map(padded_tokens, sample)) / (time.perf_counter() - started)
+    rate = sum(map(computed_tokens, sample)) / (time.perf_counter() - started)
     if profile:
         profiler = paddle.profiler.Profiler(
             targets=[
@@ -234,31 +254,33 @@ def computed_tokens_per_second(run_batch, sample, profile=False):
     return rate
 
 
-def measure_training(args, model, tokenizer, pairs, group_by_length):
+def measure_training(args, model, tokenizer, pairs, packing):
+    """Both settings draw upstream's random batches; the project packs each of them."""
     features = encode_pairs(tokenizer, pairs, args.max_seq_length, 0)
-    sampler = ShardedBatchSampler(
-        len(features), args.batch_size, seed=42, lengths=features.lengths() if group_by_length else None
-    )
+    sampler = ShardedBatchSampler(len(features), args.batch_size, seed=42)
     epoch = [[features.input_ids[i] for i in indices] for indices in sampler]
-    optimizer = paddle.optimizer.AdamW(learning_rate=5e-5, parameters=model.parameters())
+    model_inputs, computed_tokens = (packed_inputs, packed_tokens) if packing else (padded_inputs, padded_tokens)
+    training_model = PackedClassifier(model) if packing else model
+    optimizer = create_optimizer(model, linear_schedule(5e-5, 10000, 0.1), 0.8, 0.0, 1e-8)
     model.train()
 
     def training_step(batch):
-        input_ids, attention_mask = pad_batch(batch, tokenizer.pad_token_id)
-        logits = model(paddle.to_tensor(input_ids), attention_mask=paddle.to_tensor(attention_mask))
+        inputs = {name: paddle.to_tensor(value) for name, value in model_inputs(batch, tokenizer.pad_token_id).items()}
+        logits = training_model(**inputs)
         F.cross_entropy(logits, paddle.zeros([len(batch)], dtype="int64")).backward()
         optimizer.step()
         optimizer.clear_grad()
         float(logits.sum())  # wait for the device
 
-    rate = computed_tokens_per_second(training_step, spread_sample(epoch, args.train_steps), args.profile)
-    computed, real = sum(map(padded_tokens, epoch)), sum(len(ids) for batch in epoch for ids in batch)
+    sample = spread_sample(epoch, args.train_steps, computed_tokens)
+    rate = computed_tokens_per_second(training_step, sample, computed_tokens, args.profile)
+    computed, real = sum(map(computed_tokens, epoch)), real_tokens(epoch)
     epoch_seconds = computed / rate
     return {
         "train_examples_per_s": len(features) / epoch_seconds,
         "train_tokens_per_s": real / epoch_seconds,
         "train_computed_tokens_per_s": rate,
-        "train_padding": computed / real,
+        "train_computed_per_real": computed / real,
     }
 
 
@@ -271,42 +293,66 @@ def measure_upstream_evaluation(args, model, tokenizer, test_pairs):
         for lang in XNLI_LANGUAGES
         for start in range(0, len(features[lang]), args.batch_size)
     ]
-    return evaluation_row(args, model, tokenizer, batches, tokenize_seconds)
+    return evaluation_row(
+        args, dynamic_predict(model, tokenizer), batches, {"eval_tokenizing_seconds": tokenize_seconds}
+    )
 
 
-def measure_project_evaluation(args, model, tokenizer, test_pairs):
+def measure_project_evaluation(args, model, tokenizer, test_pairs, num_threads):
+    """Cached features sorted by length; on a CPU through Paddle Inference, whose export of the
+    current weights and predictor creation (done at every evaluation) are timed."""
     cache_file = os.path.join(args.work_dir, "test-features.npz")
     if not os.path.isfile(cache_file):
         with PairEncoder(tokenizer, args.max_seq_length, 0, cpu_cores_per_process()) as encoder:
             save_features(cache_file, {lang: encoder.encode(pairs) for lang, pairs in test_pairs.items()}, 0)
     started = time.perf_counter()
     features, _ = load_features(cache_file)
-    load_seconds = time.perf_counter() - started
+    seconds = {"eval_tokenizing_seconds": time.perf_counter() - started}
     batches = [
         [features[lang].input_ids[i] for i in indices]
         for lang in XNLI_LANGUAGES
         for indices in eval_batches(features[lang], args.eval_batch_size)
     ]
-    return evaluation_row(args, model, tokenizer, batches, load_seconds)
+    if args.device != "cpu":
+        return evaluation_row(args, dynamic_predict(model, tokenizer), batches, seconds)
+    model.eval()
+    with tempfile.TemporaryDirectory(prefix="ernie-m-benchmark-export-") as directory:
+        started = time.perf_counter()
+        save_static_graph(model, os.path.join(directory, "model"))
+        seconds["eval_export_seconds"] = time.perf_counter() - started
+        predictor = create_predictor(os.path.join(directory, "model"), num_threads)
+        seconds["eval_predictor_seconds"] = time.perf_counter() - started - seconds["eval_export_seconds"]
+
+    def predict(batch):
+        predictor_logits(predictor, *pad_batch(batch, tokenizer.pad_token_id))
+
+    return evaluation_row(args, predict, batches, seconds)
 
 
-def evaluation_row(args, model, tokenizer, batches, preparation_seconds):
-    """The whole test evaluation's time: preparing the features plus the model on every batch,
-    from the computed-token rate of a sample of the batches."""
+def dynamic_predict(model, tokenizer):
+    """The dynamic graph's logits of a batch, in eval mode."""
+    model.eval()
 
     @paddle.no_grad()
     def predict(batch):
-        input_ids, attention_mask = pad_batch(batch, tokenizer.pad_token_id)
-        model(paddle.to_tensor(input_ids), attention_mask=paddle.to_tensor(attention_mask)).numpy()
+        inputs = padded_inputs(batch, tokenizer.pad_token_id)
+        model(**{name: paddle.to_tensor(value) for name, value in inputs.items()}).numpy()
 
-    model.eval()
-    rate = computed_tokens_per_second(predict, spread_sample(batches, args.eval_batches), args.profile)
-    computed, real = sum(map(padded_tokens, batches)), sum(len(ids) for batch in batches for ids in batch)
+    return predict
+
+
+def evaluation_row(args, predict, batches, seconds):
+    """The whole test evaluation's time: the `seconds` of preparing it plus the model on every
+    batch, from the computed-token rate of a sample of the batches."""
+    sample = spread_sample(batches, args.eval_batches, padded_tokens)
+    rate = computed_tokens_per_second(predict, sample, padded_tokens, args.profile)
+    computed, real = sum(map(padded_tokens, batches)), real_tokens(batches)
+    seconds = {"eval_tokenizing_seconds": 0.0, "eval_export_seconds": 0.0, "eval_predictor_seconds": 0.0, **seconds}
     return {
-        "eval_seconds": preparation_seconds + computed / rate,
-        "eval_preparation_seconds": preparation_seconds,
+        "eval_seconds": sum(seconds.values()) + computed / rate,
+        **seconds,
         "eval_computed_tokens_per_s": rate,
-        "eval_padding": computed / real,
+        "eval_computed_per_real": computed / real,
     }
 
 
@@ -326,31 +372,40 @@ def peak_memory_mb(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def format_table(rows, peak, device):
-    upstream, project = rows
-    columns = [
-        ("CPU threads", "cpu_threads", "{}"),
-        ("denormals", "denormals", "{}"),
-        ("training examples/s", "train_examples_per_s", "{:.2f}"),
-        ("training tokens/s", "train_tokens_per_s", "{:.0f}"),
-        ("training computed/real tokens", "train_padding", "{:.2f}"),
-        ("test evaluation s", "eval_seconds", "{:.0f}"),
-        ("of which tokenizing/loading s", "eval_preparation_seconds", "{:.1f}"),
-        ("evaluation computed/real tokens", "eval_padding", "{:.2f}"),
-        ("peak memory MB", "peak_memory_mb", "{:.0f}"),
-        ("training MFU", "train_mfu", "{:.0%}"),
-        ("evaluation MFU", "eval_mfu", "{:.0%}"),
-    ]
-    if device != "cpu":
-        columns = columns[2:]
-    lines = ["| setting | " + " | ".join(name for name, _, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    for row in rows:
-        lines.append(f"| {row['setting']} | " + " | ".join(form.format(row[key]) for _, key, form in columns) + " |")
+COLUMNS = [
+    ("CPU threads", "cpu_threads", "{}"),
+    ("denormals", "denormals", "{}"),
+    ("training examples/s", "train_examples_per_s", "{:.2f}"),
+    ("training tokens/s", "train_tokens_per_s", "{:.0f}"),
+    ("training computed/real tokens", "train_computed_per_real", "{:.2f}"),
+    ("test evaluation s", "eval_seconds", "{:.0f}"),
+    ("of which tokenizing/loading s", "eval_tokenizing_seconds", "{:.1f}"),
+    ("of which export + predictor s", "eval_export_and_predictor_seconds", "{:.1f}"),
+    ("evaluation computed/real tokens", "eval_computed_per_real", "{:.2f}"),
+    ("peak memory MB", "peak_memory_mb", "{:.0f}"),
+    ("training MFU", "train_mfu", "{:.0%}"),
+    ("evaluation MFU", "eval_mfu", "{:.0%}"),
+]
+
+
+def ratio_row(name, faster, slower):
+    """A table row of how many times `faster` trains and evaluates as fast as `slower`."""
     ratios = {
-        "train_examples_per_s": f"{project['train_examples_per_s'] / upstream['train_examples_per_s']:.2f}x",
-        "eval_seconds": f"{upstream['eval_seconds'] / project['eval_seconds']:.2f}x faster",
+        "train_examples_per_s": f"{faster['train_examples_per_s'] / slower['train_examples_per_s']:.2f}x",
+        "eval_seconds": f"{slower['eval_seconds'] / faster['eval_seconds']:.2f}x faster",
     }
-    lines.append("| project / upstream | " + " | ".join(ratios.get(key, "") for _, key, _ in columns) + " |")
+    return f"| {name} | " + " | ".join(ratios.get(key, "") for _, key, _ in COLUMNS) + " |"
+
+
+def format_table(rows, peak, device):
+    by_setting = {row["setting"]: row for row in rows}
+    lines = ["| setting | " + " | ".join(name for name, _, _ in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for row in rows:
+        row["eval_export_and_predictor_seconds"] = row["eval_export_seconds"] + row["eval_predictor_seconds"]
+        lines.append(f"| {row['setting']} | " + " | ".join(form.format(row[key]) for _, key, form in COLUMNS) + " |")
+    lines.append(ratio_row(f"{PROJECT} / {UPSTREAM} (equal settings)", by_setting[PROJECT], by_setting[UPSTREAM]))
+    if CPU_DEFAULTS in by_setting:
+        lines.append(ratio_row(f"{UPSTREAM} / {CPU_DEFAULTS}", by_setting[UPSTREAM], by_setting[CPU_DEFAULTS]))
     lines.append(
         f"\nmatmul peak: {peak / 1e9:.1f} GFLOP/s (float32, 2048x2048"
         f"{f', {available_cpu_cores()} threads' if device == 'cpu' else ''})"

@@ -386,16 +386,33 @@ def pad_batch(input_ids, pad_token_id):
     return batch, attention_mask
 
 
-def collate_training_batch(samples, pad_token_id):
-    input_ids, attention_mask = pad_batch([ids for ids, _ in samples], pad_token_id)
-    return input_ids, attention_mask, np.array([label for _, label in samples], dtype=np.int64)
+class MicroBatch(NamedTuple):
+    """Model inputs (name: array), labels, and the number of real (not padding) tokens."""
+
+    inputs: dict
+    labels: np.ndarray
+    real_tokens: int
+
+    @property
+    def computed_tokens(self):
+        return self.inputs["input_ids"].size
 
 
-def collate_micro_batches(samples, num_micro_batches, pad_token_id):
-    """A rank's samples of one step cut into (up to) `num_micro_batches` consecutive micro-batches,
-    each padded on its own: [(input_ids, attention_mask, labels)]."""
+def padded_inputs(input_ids, pad_token_id):
+    padded, attention_mask = pad_batch(input_ids, pad_token_id)
+    return {"input_ids": padded, "attention_mask": attention_mask}
+
+
+def collate_micro_batches(samples, num_micro_batches, model_inputs):
+    """A rank's samples of one step cut into (up to) `num_micro_batches` consecutive MicroBatches,
+    `model_inputs` (padded_inputs, or packing.packed_inputs) forming each one's inputs on its own."""
     slices = np.array_split(np.arange(len(samples)), min(num_micro_batches, len(samples)))
-    return [collate_training_batch([samples[i] for i in indices], pad_token_id) for indices in slices]
+    micro_batches = []
+    for indices in slices:
+        input_ids = [samples[i][0] for i in indices]
+        labels = np.array([samples[i][1] for i in indices], dtype=np.int64)
+        micro_batches.append(MicroBatch(model_inputs(input_ids), labels, sum(map(len, input_ids))))
+    return micro_batches
 
 
 class ShardedBatchSampler:

@@ -14,7 +14,7 @@ import paddle.nn.functional as F
 import distributed
 from data import NO_LABEL, average_window_logits, eval_batches, pad_batch
 from modeling import create_predictor, predictor_logits, save_static_graph
-from utils import LABELS, XNLI_LANGUAGES, average_accuracy, cpu_cores_per_process
+from utils import LABELS, XNLI_LANGUAGES, average_accuracy, set_cpu_threads, threads_per_process
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class Evaluator:
     use_amp: bool = False
     progress_bar: Callable = iter
     backend: str = "dynamic"
+    cpu_threads: int = 0  # of the process and of Paddle Inference; 0: the process's share of the cores
 
     def predict_logits(self, features):
         """The logits of every pair (the mean over its windows), returned on every rank.
@@ -75,11 +76,16 @@ class Evaluator:
         """A function from (input_ids, attention_mask) arrays to logits, for one evaluation."""
         was_training = self.model.training
         self.model.eval()
+        predictor = None
         try:
             predictor = self.backend == "inference" and self._static_predictor()
             yield (lambda ids, mask: predictor_logits(predictor, ids, mask)) if predictor else self._dynamic_logits
         finally:
             self.model.train(was_training)
+            if predictor:
+                # A predictor's run leaves its own thread setting on the process: the training steps
+                # after it would use other threads, and round differently than after a resume.
+                set_cpu_threads(threads_per_process(self.cpu_threads))
 
     @paddle.no_grad()
     def _dynamic_logits(self, input_ids, attention_mask):
@@ -91,7 +97,7 @@ class Evaluator:
         try:
             with tempfile.TemporaryDirectory(prefix="ernie-m-eval-") as directory:
                 save_static_graph(self.model, os.path.join(directory, "model"))
-                return create_predictor(os.path.join(directory, "model"), cpu_cores_per_process())
+                return create_predictor(os.path.join(directory, "model"), threads_per_process(self.cpu_threads))
         except Exception as error:  # any failure of Paddle Inference: the dynamic graph still works
             logger.warning("--eval_backend inference cannot run here (%s); evaluating with the dynamic graph", error)
             self.backend = "dynamic"

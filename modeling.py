@@ -121,7 +121,9 @@ def save_static_graph(model, path_prefix):
     ]
     was_training = model.training
     model.eval()
-    paddle.jit.save(paddle.jit.to_static(model, input_spec=input_spec, full_graph=True), path_prefix)
+    # jit.save converts a copy of the forward pass: `jit.to_static(model)` would turn the model's own
+    # forward into a static function for the rest of the run.
+    paddle.jit.save(model, path_prefix, input_spec=input_spec)
     model.train(was_training)
 
 

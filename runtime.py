@@ -7,7 +7,7 @@ import paddle
 from paddlenlp.utils.log import logger as paddlenlp_logger
 
 import distributed
-from utils import InputError, cpu_cores_per_process, flush_denormals, set_cpu_threads, set_seed
+from utils import InputError, flush_denormals, set_cpu_threads, set_seed, threads_per_process
 
 # The project's loggers; everything else logs warnings only.
 PROJECT_LOGGERS = (
@@ -64,7 +64,7 @@ def configure_logging():
 
 def configure_cpu(cpu_threads, flush_denormal_numbers, use_amp):
     """Paddle runs one CPU thread per process unless told otherwise; AMP does not apply on CPU."""
-    num_threads = cpu_threads or cpu_cores_per_process()
+    num_threads = threads_per_process(cpu_threads)
     # Before the thread pools start: their threads inherit the setting.
     flushed = flush_denormal_numbers and flush_denormals()
     set_cpu_threads(num_threads)

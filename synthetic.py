@@ -20,6 +20,7 @@ TRAIN_HEADER = ["premise", "hypo", "label"]
 
 # The synthetic task: the hypothesis holds exactly one cue word, and the cue decides the label.
 CUES = {"entailment": "yes", "neutral": "maybe", "contradiction": "no"}
+PREMISE_WORDS = (4, 10)
 SYLLABLES = "ka lo mi ne su ta ri po ve du ga li".split()
 
 
@@ -29,7 +30,7 @@ def language_words(lang):
     return [lang[0] + "".join(rng.choice(SYLLABLES) for _ in range(2)) for _ in range(12)]
 
 
-def synthetic_pair(rng, lang, label, premise_words=(4, 10)):
+def synthetic_pair(rng, lang, label, premise_words=PREMISE_WORDS):
     words = language_words(lang)
     premise = " ".join(rng.choice(words) for _ in range(rng.randint(*premise_words)))
     hypothesis = [rng.choice(words) for _ in range(rng.randint(2, 5))]
@@ -44,14 +45,16 @@ def write_tsv(path, header, rows):
             file.write("\t".join(row) + "\n")
 
 
-def write_xnli_corpus(root, num_train=240, num_eval=24, seed=0, shuffle_train_labels=False, long_premises=False):
+def write_xnli_corpus(
+    root, num_train=240, num_eval=24, seed=0, shuffle_train_labels=False, premise_words=PREMISE_WORDS
+):
     """An XNLI-layout corpus of the synthetic task: 15 training files, dev and test for 15 languages.
 
-    Labels are balanced; `shuffle_train_labels` breaks the cue-label link in training only.
+    Labels are balanced; `shuffle_train_labels` breaks the cue-label link in training only;
+    premises have between `premise_words` words (inclusive).
     """
     rng = random.Random(seed)
     labels = list(CUES)
-    premise_words = (20, 40) if long_premises else (4, 10)
     for lang in XNLI_LANGUAGES:
         rows = []
         for index in range(num_train):

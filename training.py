@@ -24,8 +24,9 @@ from checkpoints import (
     write_model,
     write_training_state,
 )
-from data import ShardedBatchSampler, collate_micro_batches
+from data import ShardedBatchSampler, collate_micro_batches, padded_inputs
 from optimization import create_optimizer, linear_schedule
+from packing import PackedClassifier, packed_inputs
 from plain_state import capture_rng_state
 from run_control import (
     NonFiniteGuard,
@@ -65,12 +66,13 @@ class Trainer:
             args.seed,
             lengths,
         )
-        collate = partial(
+        model_inputs = packed_inputs if args.packing else padded_inputs
+        self.collate = partial(
             collate_micro_batches,
             num_micro_batches=args.gradient_accumulation_steps,
-            pad_token_id=tokenizer.pad_token_id,
+            model_inputs=partial(model_inputs, pad_token_id=tokenizer.pad_token_id),
         )
-        self.train_loader = paddle.io.DataLoader(features.train, batch_sampler=self.sampler, collate_fn=collate)
+        self.tokens = TokenTally()
         steps_of_epochs = int(np.ceil(len(self.sampler) * args.num_train_epochs))
         self.num_training_steps = args.max_steps if args.max_steps > 0 else steps_of_epochs
         warmup = args.warmup_steps if args.warmup_steps > 0 else args.warmup_proportion
@@ -85,7 +87,8 @@ class Trainer:
         self.guard = NonFiniteGuard(last_good_checkpoint=resume_dir)
         self.weights_step = self.state.global_step  # the step whose weights the model holds
         # DataParallel all-reduces gradients in backward; `model` stays the plain layer that is saved and evaluated.
-        self.parallel_model = paddle.DataParallel(model) if distributed.world_size() > 1 else model
+        training_model = PackedClassifier(model) if args.packing else model
+        self.parallel_model = paddle.DataParallel(training_model) if distributed.world_size() > 1 else training_model
 
     @property
     def examples_per_step(self):
@@ -128,22 +131,28 @@ class Trainer:
                 if signum:
                     raise TrainingStopped(signum, state.global_step, checkpoint or self.save())
         progress.close()
+        if self.tokens.real:
+            batches = "packed" if self.args.packing else "padded"
+            logger.info("%s batches: %.2f computed tokens per real token", batches, self.tokens.ratio)
         self.weights_step = state.global_step
         return state
 
     def training_step(self, micro_batches):
         """One optimizer step over a batch's micro-batches, the same code for every precision;
         returns the batch's mean loss."""
-        num_examples = sum(len(labels) for _, _, labels in micro_batches)
+        num_examples = sum(len(micro_batch.labels) for micro_batch in micro_batches)
         batch_loss = 0.0
-        for index, (input_ids, attention_mask, labels) in enumerate(micro_batches):
+        for index, micro_batch in enumerate(micro_batches):
+            inputs = {name: paddle.to_tensor(value) for name, value in micro_batch.inputs.items()}
             with self.gradient_sync(index == len(micro_batches) - 1):
                 with paddle.amp.auto_cast(enable=self.args.use_amp):
-                    logits = self.parallel_model(input_ids, attention_mask=attention_mask)
+                    logits = self.parallel_model(**inputs)
                     # The micro-batch's share of the batch's mean: gradients add up to the batch's.
+                    labels = paddle.to_tensor(micro_batch.labels)
                     loss = F.cross_entropy(logits.astype("float32"), labels, reduction="sum") / num_examples
                 self.scaler.scale(loss).backward()
             batch_loss += loss.detach()
+            self.tokens.add(micro_batch)
         self.clip_gradients()
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -166,8 +175,12 @@ class Trainer:
 
     def remaining_batches(self):
         """(epoch, index in the epoch, micro-batches) from where the state stands to the last step."""
-        batches = batches_from(self.train_loader, self.sampler, self.state.epoch, self.state.next_batch)
+        batches = batches_from(self.sampler, self.micro_batches, self.state.epoch, self.state.next_batch)
         return islice(batches, self.num_training_steps - self.state.global_step)
+
+    def micro_batches(self, indices):
+        """The MicroBatches of one step's training samples."""
+        return self.collate([self.features.train[i] for i in indices])
 
     def evaluate_dev(self, progress):
         """Evaluate dev; keep the weights if they are the best so far under a selection protocol."""
@@ -222,13 +235,28 @@ class Trainer:
         return TrainingProgress(bar, writer, self.args.logging_steps, self.num_training_steps, self.examples_per_step)
 
 
-def batches_from(loader, sampler, epoch, start_batch):
-    """(epoch, index in the epoch, batch), epoch after epoch, from a position in the data order."""
+def batches_from(sampler, collate, epoch, start_batch):
+    """(epoch, index in the epoch, collated batch), epoch after epoch, from a position in the data order."""
     while True:
         sampler.set_epoch(epoch, start_batch)
-        for index, batch in enumerate(loader, start=start_batch):
-            yield epoch, index, batch
+        for index, indices in enumerate(sampler, start=start_batch):
+            yield epoch, index, collate(indices)
         epoch, start_batch = epoch + 1, 0
+
+
+class TokenTally:
+    """Tokens the model computed (padding included) and real tokens of the batches trained on."""
+
+    def __init__(self):
+        self.computed, self.real = 0, 0
+
+    def add(self, micro_batch):
+        self.computed += micro_batch.computed_tokens
+        self.real += micro_batch.real_tokens
+
+    @property
+    def ratio(self):
+        return self.computed / self.real
 
 
 def scaler_status(scaler):

@@ -68,6 +68,11 @@ def cpu_cores_per_process():
     return max(1, available_cpu_cores() // int(os.environ.get("PADDLE_LOCAL_SIZE", "1")))
 
 
+def threads_per_process(cpu_threads=0):
+    """`--cpu_threads`, or (0) this process's share of the CPU cores."""
+    return cpu_threads or cpu_cores_per_process()
+
+
 def set_cpu_threads(num_threads):
     """Let Paddle's CPU kernels use `num_threads` threads; Paddle sets 1 at import unless
     OMP_NUM_THREADS was set before."""

@@ -33,6 +33,12 @@ def xnli_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def varied_xnli_dir(tmp_path_factory):
+    """Premises of 1 to 30 words: batches whose inputs differ in length as real XNLI's do (packing merges them)."""
+    return write_xnli_corpus(tmp_path_factory.mktemp("varied-xnli"), premise_words=(1, 30))
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, xnli_dir):
     text_file = tmp_path_factory.mktemp("text") / "corpus.txt"
     text_file.write_text(corpus_text(xnli_dir), encoding="utf-8")

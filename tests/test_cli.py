@@ -286,7 +286,7 @@ def test_translate_train_all_trains_on_all_15_languages(tmp_path, tiny_model_dir
 
 
 def test_memory_length_turns_long_pairs_into_windows(tmp_path, tiny_model_dir):
-    data_dir = write_xnli_corpus(tmp_path / "xnli", num_train=60, num_eval=6, long_premises=True)
+    data_dir = write_xnli_corpus(tmp_path / "xnli", num_train=60, num_eval=6, premise_words=(20, 40))
     common = dict(max_seq_length=24, max_steps=10, save_steps=10, **FAST_TRAINING)
     result = run_main(**cpu_run(tiny_model_dir, data_dir, tmp_path / "windows", memory_length=8, **common))
     assert result.returncode == 0, result.stderr
@@ -295,6 +295,19 @@ def test_memory_length_turns_long_pairs_into_windows(tmp_path, tiny_model_dir):
 
     truncated = run_main(**cpu_run(tiny_model_dir, data_dir, tmp_path / "truncated", **common))
     assert "dev: 90 pairs in 15 language(s) -> 90 inputs" in truncated.stderr
+
+    # Windows through Paddle Inference (the default on cpu) as through the dynamic graph.
+    results = {}
+    for backend in ("dynamic", "inference"):
+        windows = dict(memory_length=8, max_seq_length=24, eval_backend=backend)
+        output_dir = tmp_path / f"eval-{backend}"
+        evaluated = run_main(
+            "--eval_only", **cpu_run(tmp_path / "windows" / "checkpoint-10", data_dir, output_dir, **windows)
+        )
+        assert evaluated.returncode == 0, evaluated.stderr
+        results[backend] = read_results(output_dir)
+    assert results["inference"]["test_accuracy"] == results["dynamic"]["test_accuracy"]
+    assert results["inference"]["test_loss"] == pytest.approx(results["dynamic"]["test_loss"], rel=1e-4)
 
 
 def test_two_processes_share_the_work_and_rank_0_reports(tmp_path, tiny_model_dir, xnli_dir):

@@ -78,7 +78,7 @@ def test_real_text_of_every_language_trains_and_evaluates(tmp_path, real_text_mo
     assert all(0 <= accuracy <= 100 for accuracy in results["test_accuracy"].values())
 
 
-def test_the_benchmark_compares_both_settings_on_real_lengths(real_text_model_dir):
+def test_the_benchmark_compares_the_settings_on_real_lengths(real_text_model_dir):
     sample = dict(
         xnli_dir=XNLI_DIR,
         model=real_text_model_dir,
@@ -94,10 +94,19 @@ def test_the_benchmark_compares_both_settings_on_real_lengths(real_text_model_di
     assert lines[0].startswith("command: python benchmark.py --xnli_dir")
     header, *rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines if line.startswith("| ")]
     table = {row[0]: dict(zip(header, row)) for row in rows}
-    assert list(table) == ["upstream-style", "project", "project / upstream"]
-    upstream, project = table["upstream-style"], table["project"]
+    assert list(table) == [
+        "upstream-style",
+        "project",
+        "upstream-cpu-defaults",
+        "project / upstream-style (equal settings)",
+        "upstream-style / upstream-cpu-defaults",
+    ]
+    upstream, project, cpu_defaults = table["upstream-style"], table["project"], table["upstream-cpu-defaults"]
     for padding in ("training computed/real tokens", "evaluation computed/real tokens"):
         assert 1 <= float(project[padding]) < float(upstream[padding])
-    assert (upstream["CPU threads"], project["CPU threads"]) == ("1", str(available_cpu_cores()))
-    assert table["project / upstream"]["test evaluation s"].endswith("x faster")
+    cores = str(available_cpu_cores())
+    assert [row["CPU threads"] for row in (upstream, project, cpu_defaults)] == [cores, cores, "1"]
+    assert [row["denormals"] for row in (upstream, project, cpu_defaults)] == ["flushed", "flushed", "kept"]
+    assert float(project["of which export + predictor s"]) > 0 == float(upstream["of which export + predictor s"])
+    assert table["project / upstream-style (equal settings)"]["test evaluation s"].endswith("x faster")
     assert "matmul peak:" in result.stdout

@@ -73,8 +73,9 @@ def assert_same_run(resumed_dir, reference_dir):
 
 
 @pytest.fixture(scope="module")
-def reference_run(tmp_path_factory, tiny_model_dir, xnli_dir):
-    """Uninterrupted runs, made once per setting: {(processes, use_amp, accumulation): output_dir}."""
+def reference_run(tmp_path_factory, tiny_model_dir, varied_xnli_dir):
+    """Uninterrupted runs on inputs that packing merges, made once per setting:
+    {(processes, use_amp, accumulation): output_dir}."""
     made = {}
 
     def make(processes, use_amp="false", accumulation=1):
@@ -83,7 +84,7 @@ def reference_run(tmp_path_factory, tiny_model_dir, xnli_dir):
             launcher = LAUNCH_TWO + ["--log_dir", str(output_dir / "logs")] if processes == 2 else []
             setting = dict(use_amp=use_amp, gradient_accumulation_steps=accumulation)
             done = run_script(
-                *training_args(tiny_model_dir, xnli_dir, output_dir / "run", **setting), launcher=launcher
+                *training_args(tiny_model_dir, varied_xnli_dir, output_dir / "run", **setting), launcher=launcher
             )
             assert done.returncode == 0, done.stderr[-3000:]
             made[processes, use_amp, accumulation] = output_dir / "run"
@@ -108,21 +109,23 @@ def reference_run(tmp_path_factory, tiny_model_dir, xnli_dir):
     ],
 )
 def test_a_run_killed_with_sigkill_resumes_to_identical_weights_and_results(
-    tmp_path, tiny_model_dir, xnli_dir, reference_run, processes, accumulation, use_amp
+    tmp_path, tiny_model_dir, varied_xnli_dir, reference_run, processes, accumulation, use_amp
 ):
     def launcher(name):
         return LAUNCH_TWO + ["--log_dir", str(tmp_path / name)] if processes == 2 else []
 
     setting = dict(use_amp=use_amp, gradient_accumulation_steps=accumulation)
     killed_dir, output_path = tmp_path / "killed", tmp_path / "killed.out"
-    process = start(training_args(tiny_model_dir, xnli_dir, killed_dir, **setting), output_path, launcher("logs"))
+    process = start(
+        training_args(tiny_model_dir, varied_xnli_dir, killed_dir, **setting), output_path, launcher("logs")
+    )
     wait_for("step 100/160", tmp_path / "logs" / "workerlog.0" if processes == 2 else output_path, process)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     checkpoint_steps = [step for step, _ in list_checkpoints(killed_dir)]
     assert 80 in checkpoint_steps and 160 not in checkpoint_steps
 
-    arguments = training_args(tiny_model_dir, xnli_dir, killed_dir, **setting, resume_from_checkpoint="latest")
+    arguments = training_args(tiny_model_dir, varied_xnli_dir, killed_dir, **setting, resume_from_checkpoint="latest")
     resumed = run_script(*arguments, launcher=launcher("resumed-logs"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_run(killed_dir, reference_run(processes, use_amp, accumulation))
@@ -130,10 +133,10 @@ def test_a_run_killed_with_sigkill_resumes_to_identical_weights_and_results(
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_stop_signal_saves_a_checkpoint_and_says_how_to_resume(
-    tmp_path, tiny_model_dir, xnli_dir, reference_run, signum
+    tmp_path, tiny_model_dir, varied_xnli_dir, reference_run, signum
 ):
     output_dir, output_path = tmp_path / "run", tmp_path / "run.out"
-    process = start(training_args(tiny_model_dir, xnli_dir, output_dir), output_path)
+    process = start(training_args(tiny_model_dir, varied_xnli_dir, output_dir), output_path)
     wait_for("step 90/160", output_path, process)
     process.send_signal(signum)
     assert process.wait(timeout=60) == 128 + signum
@@ -148,7 +151,9 @@ def test_a_stop_signal_saves_a_checkpoint_and_says_how_to_resume(
     assert latest_checkpoint(str(output_dir)) == f"{output_dir}/checkpoint-{step}"
 
     if signum == signal.SIGTERM:  # the same checkpoint either way: resume one of them
-        resumed = run_script(*training_args(tiny_model_dir, xnli_dir, output_dir, resume_from_checkpoint="latest"))
+        resumed = run_script(
+            *training_args(tiny_model_dir, varied_xnli_dir, output_dir, resume_from_checkpoint="latest")
+        )
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert_same_run(output_dir, reference_run(1))
 

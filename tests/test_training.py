@@ -4,6 +4,7 @@ import os
 import re
 
 import numpy as np
+import paddle
 import paddle.nn.functional as F
 import pytest
 
@@ -68,6 +69,38 @@ def test_accumulated_micro_batches_update_like_one_large_batch(tmp_path, tiny_mo
     assert len(logged_losses(stderr)) == 6
 
 
+def test_training_on_packed_batches_ends_where_padded_batches_do(tmp_path, tiny_model_dir, varied_xnli_dir):
+    logs = {}
+    for packing in ("true", "false"):
+        run = cpu_run(tiny_model_dir, varied_xnli_dir, tmp_path / packing, batch_size=8, packing=packing, **EXACT)
+        code, _, logs[packing] = run_main(*flags(**run))
+        assert code == 0, logs[packing]
+    assert_close_weights(tmp_path / "true", tmp_path / "false")
+    assert logged_losses(logs["true"]) == pytest.approx(logged_losses(logs["false"]), abs=1e-5)
+    ratios = {
+        packing: float(re.search(r"([\d.]+) computed tokens per real token", log)[1]) for packing, log in logs.items()
+    }
+    assert 1.0 <= ratios["true"] < ratios["false"] - 0.2, ratios
+
+
+def test_training_is_the_same_whichever_backend_evaluates_dev(tmp_path, tiny_model_dir, varied_xnli_dir):
+    # Paddle Inference runs in the training process between steps: it must leave no trace on them.
+    for backend in ("dynamic", "inference"):
+        run = cpu_run(
+            tiny_model_dir,
+            varied_xnli_dir,
+            tmp_path / backend,
+            batch_size=8,
+            eval_steps=3,
+            eval_backend=backend,
+            **EXACT,
+        )
+        code, _, log = run_main(*flags(**run))
+        assert code == 0, log
+    dynamic, inference = final_weights(tmp_path / "dynamic"), final_weights(tmp_path / "inference")
+    assert [name for name in dynamic if not np.array_equal(dynamic[name], inference[name])] == []
+
+
 def test_two_processes_accumulating_update_like_two_processes_with_double_batches(tmp_path, tiny_model_dir, xnli_dir):
     runs = {"double": dict(batch_size=8), "accumulated": dict(batch_size=4, gradient_accumulation_steps=2)}
     for name, batch in runs.items():
@@ -84,8 +117,9 @@ def test_clipping_scales_every_gradient_by_one_global_norm(tmp_path, tiny_model_
     features = XnliFeatures(encode_pairs(tokenizer, pairs, 64, 0), None, None)
     model = load_model(tiny_model_dir, args.dropout, len(tokenizer), args.max_seq_length)
     trainer = Trainer(args, model, tokenizer, features, evaluator=None)
-    (input_ids, attention_mask, labels), *_ = next(iter(trainer.train_loader))
-    F.cross_entropy(model(input_ids, attention_mask=attention_mask), labels).backward()
+    (micro_batch,) = trainer.micro_batches(next(iter(trainer.sampler)))
+    inputs = {name: paddle.to_tensor(value) for name, value in micro_batch.inputs.items()}
+    F.cross_entropy(trainer.parallel_model(**inputs), paddle.to_tensor(micro_batch.labels)).backward()
     gradients = {name: parameter.grad.numpy().copy() for name, parameter in model.named_parameters()}
     norm = np.sqrt(sum(float((gradient.astype(np.float64) ** 2).sum()) for gradient in gradients.values()))
     assert norm > 2 * max_norm, "the test needs gradients that clipping changes"

@@ -1,0 +1,86 @@
+"""Padding-free training batches: the inputs of a batch packed into as few rows as fit.
+
+A padded batch of XNLI pairs is about half padding. Packing keeps the batch (the same inputs, in the
+same step) and lays its inputs side by side in rows as long as its longest input, first-fit
+decreasing. Each input keeps its own position ids (0, 1, ... as if alone), a block-diagonal
+attention mask lets no token see another input, and each input's `[CLS]` state is gathered for
+the pooler, dropout and classifier. So the logits, the loss and every gradient are those of the
+padded batch, up to float rounding.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+import paddle
+
+# What ErnieMModel adds for a masked key when it gets a 0/1 mask: packing masks the same way.
+MASKED = -1e4
+
+
+class PackedBatch(NamedTuple):
+    """Model inputs of a packed batch; `cls_index` is, for each input in batch order, the flat
+    index (row x length + start) of its [CLS] token."""
+
+    input_ids: np.ndarray  # [rows, length]
+    position_ids: np.ndarray  # [rows, length]
+    attention_mask: np.ndarray  # [rows, 1, length, length], additive
+    cls_index: np.ndarray  # [inputs]
+
+
+def first_fit_decreasing(lengths, capacity):
+    """Rows of input indices, longest inputs placed first, each in the first row it fits in."""
+    rows, free = [], []
+    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        row = next((r for r, space in enumerate(free) if space >= lengths[index]), None)
+        if row is None:
+            rows.append([])
+            free.append(capacity)
+            row = len(rows) - 1
+        rows[row].append(index)
+        free[row] -= lengths[index]
+    return rows
+
+
+def pack_batch(input_ids, pad_token_id):
+    """The PackedBatch of a list of token-id arrays, in rows as long as the longest."""
+    lengths = [len(ids) for ids in input_ids]
+    length = max(lengths)
+    rows = first_fit_decreasing(lengths, length)
+    packed = np.full((len(rows), length), pad_token_id, dtype=np.int64)
+    position_ids = np.zeros((len(rows), length), dtype=np.int64)
+    attention_mask = np.full((len(rows), 1, length, length), MASKED, dtype=np.float32)
+    cls_index = np.zeros(len(input_ids), dtype=np.int64)
+    for row, members in enumerate(rows):
+        start = 0
+        for index in members:
+            end = start + lengths[index]
+            packed[row, start:end] = input_ids[index]
+            position_ids[row, start:end] = np.arange(lengths[index])
+            attention_mask[row, 0, start:end, start:end] = 0
+            cls_index[index] = row * length + start
+            start = end
+    return PackedBatch(packed, position_ids, attention_mask, cls_index)
+
+
+def packed_inputs(input_ids, pad_token_id):
+    """PackedClassifier's inputs (name: array) for a list of token-id arrays."""
+    return pack_batch(input_ids, pad_token_id)._asdict()
+
+
+class PackedClassifier(paddle.nn.Layer):
+    """ErnieMForSequenceClassification's forward pass over a PackedBatch: logits in batch order.
+
+    It owns no parameters of its own, so optimizer, checkpoints and evaluation keep using the
+    wrapped model; wrap this (not the model) in DataParallel to train on packed batches.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, position_ids, attention_mask, cls_index):
+        ernie_m = self.model.ernie_m
+        sequence_output, _ = ernie_m(input_ids, position_ids=position_ids, attention_mask=attention_mask)
+        cls_states = paddle.gather(sequence_output.reshape([-1, sequence_output.shape[-1]]), cls_index)
+        pooled = ernie_m.pooler(cls_states.unsqueeze(1))
+        return self.model.classifier(self.model.dropout(pooled))
