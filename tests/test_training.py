@@ -47,13 +47,13 @@ def logged_losses(log):
 
 
 @pytest.mark.parametrize("accumulation", [2, 4])
-def test_accumulated_micro_batches_update_like_one_large_batch(tmp_path, tiny_model_dir, xnli_dir, accumulation):
-    large = cpu_run(tiny_model_dir, xnli_dir, tmp_path / "large", batch_size=8, flush_denormals="false", **EXACT)
+def test_accumulated_micro_batches_update_like_one_large_batch(tmp_path, tiny_model_dir, varied_xnli_dir, accumulation):
+    large = cpu_run(tiny_model_dir, varied_xnli_dir, tmp_path / "large", batch_size=8, flush_denormals="false", **EXACT)
     code, _, large_log = run_main(*flags(**large))
     assert code == 0, large_log
     micro = cpu_run(
         tiny_model_dir,
-        xnli_dir,
+        varied_xnli_dir,
         tmp_path / "micro",
         batch_size=8 // accumulation,
         gradient_accumulation_steps=accumulation,
@@ -101,11 +101,15 @@ def test_training_is_the_same_whichever_backend_evaluates_dev(tmp_path, tiny_mod
     assert [name for name in dynamic if not np.array_equal(dynamic[name], inference[name])] == []
 
 
-def test_two_processes_accumulating_update_like_two_processes_with_double_batches(tmp_path, tiny_model_dir, xnli_dir):
+def test_two_processes_accumulating_update_like_two_processes_with_double_batches(
+    tmp_path, tiny_model_dir, varied_xnli_dir
+):
     runs = {"double": dict(batch_size=8), "accumulated": dict(batch_size=4, gradient_accumulation_steps=2)}
     for name, batch in runs.items():
         launcher = ["-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", tmp_path / f"{name}-logs"]
-        done = run_script(**cpu_run(tiny_model_dir, xnli_dir, tmp_path / name, **batch, **EXACT), launcher=launcher)
+        done = run_script(
+            **cpu_run(tiny_model_dir, varied_xnli_dir, tmp_path / name, **batch, **EXACT), launcher=launcher
+        )
         assert done.returncode == 0, (tmp_path / f"{name}-logs" / "workerlog.0").read_text()[-3000:]
     assert_close_weights(tmp_path / "accumulated", tmp_path / "double")
 
