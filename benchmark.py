@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 
 import numpy as np
 import paddle
@@ -53,7 +54,7 @@ from data import (
 from feature_cache import load_features, save_features
 from modeling import create_predictor, predictor_logits, save_static_graph
 from optimization import create_optimizer, linear_schedule
-from packing import PackedClassifier, first_fit_decreasing, packed_inputs
+from packing import PackedClassifier, packed_inputs, packed_rows
 from synthetic import build_tokenizer
 from utils import (
     XNLI_LANGUAGES,
@@ -219,9 +220,9 @@ def padded_tokens(batch):
     return len(batch) * max(len(ids) for ids in batch)
 
 
-def packed_tokens(batch):
-    longest = max(len(ids) for ids in batch)
-    return len(first_fit_decreasing([len(ids) for ids in batch], longest)) * longest
+def packed_tokens(batch, max_length):
+    rows, length = packed_rows([len(ids) for ids in batch], max_length)
+    return len(rows) * length
 
 
 def real_tokens(batches):
@@ -260,7 +261,11 @@ def measure_training(args, model, tokenizer, pairs, packing):
     features = encode_pairs(tokenizer, pairs, args.max_seq_length, 0)
     sampler = ShardedBatchSampler(len(features), args.batch_size, seed=42)
     epoch = [[features.input_ids[i] for i in indices] for indices in sampler]
-    model_inputs, computed_tokens = (packed_inputs, packed_tokens) if packing else (padded_inputs, padded_tokens)
+    if packing:
+        model_inputs = partial(packed_inputs, max_length=args.max_seq_length)
+        computed_tokens = partial(packed_tokens, max_length=args.max_seq_length)
+    else:
+        model_inputs, computed_tokens = padded_inputs, padded_tokens
     training_model = PackedClassifier(model) if packing else model
     optimizer = create_optimizer(model, linear_schedule(5e-5, 10000, 0.1), 0.8, 0.0, 1e-8)
     model.train()

@@ -1,11 +1,11 @@
 """Padding-free training batches: the inputs of a batch packed into as few rows as fit.
 
 A padded batch of XNLI pairs is about half padding. Packing keeps the batch (the same inputs, in the
-same step) and lays its inputs side by side in rows as long as its longest input, first-fit
-decreasing. Each input keeps its own position ids (0, 1, ... as if alone), a block-diagonal
-attention mask lets no token see another input, and each input's `[CLS]` state is gathered for
-the pooler, dropout and classifier. So the logits, the loss and every gradient are those of the
-padded batch, up to float rounding.
+same step) and lays its inputs side by side in rows, first-fit decreasing, choosing the row length
+that computes the fewest tokens. Each input keeps its own position ids (0, 1, ... as if alone), a
+block-diagonal attention mask lets no token see another input, and each input's `[CLS]` state is
+gathered for the pooler, dropout and classifier. So the logits, the loss and every gradient are
+those of the padded batch, up to float rounding.
 """
 
 from typing import NamedTuple
@@ -41,11 +41,21 @@ def first_fit_decreasing(lengths, capacity):
     return rows
 
 
-def pack_batch(input_ids, pad_token_id):
-    """The PackedBatch of a list of token-id arrays, in rows as long as the longest."""
+def packed_rows(lengths, max_length):
+    """(rows of input indices, row length) that compute the fewest tokens (rows x length), the
+    shortest such rows on ties. Rows are tried from the longest input's length to twice that (and at
+    most `max_length`): longer rows would pay more in attention, which grows with the square of a
+    row, than they save in padding."""
+    longest = max(lengths)
+    row_lengths = range(longest, max(longest, min(2 * longest, max_length)) + 1)
+    packings = ((first_fit_decreasing(lengths, length), length) for length in row_lengths)
+    return min(packings, key=lambda packing: len(packing[0]) * packing[1])
+
+
+def pack_batch(input_ids, pad_token_id, max_length):
+    """The PackedBatch of a list of token-id arrays, in rows of at most `max_length` tokens."""
     lengths = [len(ids) for ids in input_ids]
-    length = max(lengths)
-    rows = first_fit_decreasing(lengths, length)
+    rows, length = packed_rows(lengths, max_length)
     packed = np.full((len(rows), length), pad_token_id, dtype=np.int64)
     position_ids = np.zeros((len(rows), length), dtype=np.int64)
     attention_mask = np.full((len(rows), 1, length, length), MASKED, dtype=np.float32)
@@ -62,9 +72,9 @@ def pack_batch(input_ids, pad_token_id):
     return PackedBatch(packed, position_ids, attention_mask, cls_index)
 
 
-def packed_inputs(input_ids, pad_token_id):
+def packed_inputs(input_ids, pad_token_id, max_length):
     """PackedClassifier's inputs (name: array) for a list of token-id arrays."""
-    return pack_batch(input_ids, pad_token_id)._asdict()
+    return pack_batch(input_ids, pad_token_id, max_length)._asdict()
 
 
 class PackedClassifier(paddle.nn.Layer):

@@ -66,7 +66,7 @@ class Trainer:
             args.seed,
             lengths,
         )
-        model_inputs = packed_inputs if args.packing else padded_inputs
+        model_inputs = partial(packed_inputs, max_length=args.max_seq_length) if args.packing else padded_inputs
         self.collate = partial(
             collate_micro_batches,
             num_micro_batches=args.gradient_accumulation_steps,

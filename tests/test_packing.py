@@ -7,7 +7,7 @@ import pytest
 from paddlenlp.transformers import ErnieMForSequenceClassification
 
 from data import Pair, encode_pairs, pad_batch, read_train_split, xnli_file_paths
-from packing import MASKED, PackedClassifier, first_fit_decreasing, pack_batch
+from packing import MASKED, PackedClassifier, first_fit_decreasing, pack_batch, packed_rows
 
 
 def ids(*lengths):
@@ -20,19 +20,26 @@ def test_first_fit_decreasing_places_longest_inputs_first_in_the_first_row_with_
     assert first_fit_decreasing([3, 3, 3], capacity=3) == [[0], [1], [2]]
 
 
+def test_rows_have_the_length_that_computes_the_fewest_tokens():
+    # 15 real tokens: rows of 8 hold them in 2 x 8 = 16; rows of the longest input's 6 need 3 x 6.
+    assert packed_rows([6, 2, 4, 3], max_length=64) == ([[0, 1], [2, 3]], 8)
+    assert packed_rows([6, 2, 4, 3], max_length=6) == ([[0], [2, 1], [3]], 6)
+    # At most twice the longest input: one row of 15 would compute the fewest tokens.
+    assert packed_rows([6, 2, 4, 3], max_length=64)[1] <= 12
+
+
 def test_a_packed_batch_restarts_positions_and_masks_every_other_input():
     inputs = ids(6, 2, 4, 3)
-    batch = pack_batch(inputs, pad_token_id=1)
-    # Rows as long as the longest input (6): [6], [4, 2], [3 + 3 padding].
-    assert batch.input_ids.shape == (3, 6)
-    np.testing.assert_array_equal(batch.input_ids[1], np.concatenate([inputs[2], inputs[1]]))
-    np.testing.assert_array_equal(batch.input_ids[2], np.concatenate([inputs[3], [1, 1, 1]]))
-    np.testing.assert_array_equal(batch.position_ids[1], [0, 1, 2, 3, 0, 1])
-    assert batch.cls_index.tolist() == [0, 10, 6, 12]  # batch order; row x 6 + start
+    batch = pack_batch(inputs, pad_token_id=1, max_length=64)
+    assert batch.input_ids.shape == (2, 8)
+    np.testing.assert_array_equal(batch.input_ids[0], np.concatenate([inputs[0], inputs[1]]))
+    np.testing.assert_array_equal(batch.input_ids[1], np.concatenate([inputs[2], inputs[3], [1]]))
+    np.testing.assert_array_equal(batch.position_ids[1], [0, 1, 2, 3, 0, 1, 2, 0])
+    assert batch.cls_index.tolist() == [0, 6, 8, 12]  # batch order; row x 8 + start
     mask = batch.attention_mask[1, 0]
-    assert (mask[:4, :4] == 0).all() and (mask[4:, 4:] == 0).all()
+    assert (mask[:4, :4] == 0).all() and (mask[4:7, 4:7] == 0).all()
     assert (mask[:4, 4:] == MASKED).all() and (mask[4:, :4] == MASKED).all()
-    assert (batch.attention_mask[2, 0, :, 3:] == MASKED).all()  # padding: no query sees it
+    assert (mask[:, 7] == MASKED).all()  # padding: no query sees it
 
 
 @pytest.fixture()
@@ -66,7 +73,7 @@ def padded_logits(model, input_ids, pad_token_id):
 
 def test_packed_logits_equal_each_input_alone(model, train_inputs, tokenizer):
     input_ids, _ = train_inputs
-    batch = pack_batch(input_ids, tokenizer.pad_token_id)
+    batch = pack_batch(input_ids, tokenizer.pad_token_id, max_length=64)
     assert len(batch.input_ids) < len(input_ids), "the test needs rows holding several inputs"
     with paddle.no_grad():
         logits = packed_logits(model, batch).numpy()
@@ -85,7 +92,9 @@ def test_every_gradient_of_a_packed_batch_equals_the_padded_batchs(model, train_
     # (Under --use_amp the two forms differ no more: both add the same float32 mask. Paddle 3.3.1's
     # auto_cast does nothing on a CPU, so only a GPU machine can show it.)
     input_ids, labels = train_inputs
-    packed = gradients(model, packed_logits(model, pack_batch(input_ids, tokenizer.pad_token_id)), labels)
+    packed = gradients(
+        model, packed_logits(model, pack_batch(input_ids, tokenizer.pad_token_id, max_length=64)), labels
+    )
     padded = gradients(model, padded_logits(model, input_ids, tokenizer.pad_token_id), labels)
     assert packed.keys() == padded.keys()
     for name in padded:
