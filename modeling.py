@@ -3,6 +3,7 @@
 import logging
 import os
 import re
+import warnings
 
 import numpy as np
 import paddle
@@ -113,17 +114,25 @@ def export_inference_model(model, tokenizer, directory):
     logger.info("exported the model for Paddle Inference to %s", directory)
 
 
-def save_static_graph(model, path_prefix):
-    """`<prefix>.json` and `<prefix>.pdiparams`: the model's current weights as a static graph."""
+def static_forward(model):
+    """The model's forward pass as a static-graph function (traced at its first save), leaving
+    `model.forward` itself dynamic."""
     input_spec = [
         paddle.static.InputSpec(shape=[None, None], dtype="int64", name=name)
         for name in ("input_ids", "position_ids", "attention_mask")
     ]
+    return paddle.jit.to_static(model.forward, input_spec=input_spec, full_graph=True)
+
+
+def save_static_graph(model, path_prefix, forward=None):
+    """`<prefix>.json` and `<prefix>.pdiparams`: the model's current weights as a static graph.
+    Saves that pass the same `forward` (a `static_forward(model)`) trace the graph once and then only
+    write the weights: 0.015 s instead of 0.5 s for the tests' tiny model."""
     was_training = model.training
     model.eval()
-    # jit.save converts a copy of the forward pass: `jit.to_static(model)` would turn the model's own
-    # forward into a static function for the rest of the run.
-    paddle.jit.save(model, path_prefix, input_spec=input_spec)
+    with warnings.catch_warnings():  # that loading the files gives a layer computing what the function does
+        warnings.filterwarnings("ignore", message="What you save is a function")
+        paddle.jit.save(forward or static_forward(model), path_prefix)
     model.train(was_training)
 
 

@@ -131,9 +131,7 @@ class Trainer:
                 if signum:
                     raise TrainingStopped(signum, state.global_step, checkpoint or self.save())
         progress.close()
-        if self.tokens.real:
-            batches = "packed" if self.args.packing else "padded"
-            logger.info("%s batches: %.2f computed tokens per real token", batches, self.tokens.ratio)
+        self.tokens.log("packed" if self.args.packing else "padded")
         self.weights_step = state.global_step
         return state
 
@@ -254,9 +252,9 @@ class TokenTally:
         self.computed += micro_batch.computed_tokens
         self.real += micro_batch.real_tokens
 
-    @property
-    def ratio(self):
-        return self.computed / self.real
+    def log(self, batches):
+        if self.real:
+            logger.info("%s batches: %.2f computed tokens per real token", batches, self.computed / self.real)
 
 
 def scaler_status(scaler):

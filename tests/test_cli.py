@@ -63,6 +63,10 @@ def assert_table_matches_results(stdout, results):
             "got 'Ture'",
         ),
         (["--eval_only"], "--eval_only needs a fine-tuned checkpoint directory"),
+        (
+            ["--eval_backend", "inference"],
+            "--eval_backend inference runs on the CPU only (oneDNN), so it goes with --device cpu, not --device gpu",
+        ),
     ],
 )
 def test_invalid_arguments_are_refused_with_the_argument_named(capsys, arguments, message):
@@ -78,6 +82,8 @@ def test_upstream_defaults_and_boolean_flags():
     assert (args.layerwise_decay, args.warmup_proportion, args.scale_loss, args.device) == (0.8, 0.1, 32768, "gpu")
     assert args.use_amp is False and args.memory_length == 0 and args.select_on == "avg"
     assert parse_args(REQUIRED + ["--use_amp", "True"]).use_amp is True
+    assert args.packing is True and args.eval_backend == "dynamic"
+    assert parse_args(REQUIRED + ["--device", "cpu"]).eval_backend == "inference"
     assert parse_args(REQUIRED + ["--use_amp", "false"]).use_amp is False
     assert parse_args(REQUIRED + ["--use_amp"]).use_amp is True
 
