@@ -61,7 +61,7 @@ class Evaluator:
     progress_bar: Callable = iter
     backend: str = "dynamic"
     cpu_threads: int = 0  # of the process and of Paddle Inference; 0: the process's share of the cores
-    static_forward: Callable = field(default=None, init=False, repr=False)  # traced once, saved at each evaluation
+    traced_forward: Callable = field(default=None, init=False, repr=False)  # traced once, saved at each evaluation
 
     def predict_logits(self, features):
         """The logits of every pair (the mean over its windows), returned on every rank.
@@ -97,8 +97,8 @@ class Evaluator:
     def _static_predictor(self):
         try:
             with tempfile.TemporaryDirectory(prefix="ernie-m-eval-") as directory:
-                self.static_forward = self.static_forward or static_forward(self.model)
-                save_static_graph(self.model, os.path.join(directory, "model"), self.static_forward)
+                self.traced_forward = self.traced_forward or static_forward(self.model)
+                save_static_graph(self.model, os.path.join(directory, "model"), self.traced_forward)
                 return create_predictor(os.path.join(directory, "model"), threads_per_process(self.cpu_threads))
         except Exception as error:  # any failure of Paddle Inference: the dynamic graph still works
             logger.warning("--eval_backend inference cannot run here (%s); evaluating with the dynamic graph", error)
