@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from reporting import COLUMNS, RESULTS_FILE, format_results_table, plot_results
+from ernie_m_xnli.evaluation.reporting import COLUMNS, RESULTS_FILE, format_results_table, plot_results
 from utils import InputError, write_json_atomically
 
 SUMMARY_FILE, SUMMARY_MARKDOWN_FILE, SUMMARY_PLOT_FILE = "summary.json", "summary.md", "summary.png"

@@ -39,23 +39,16 @@ import paddle
 import paddle.nn.functional as F
 from paddlenlp.transformers import AutoTokenizer, ErnieMConfig, ErnieMForSequenceClassification
 
-from cli import HelpFormatter
-from data import (
-    PairEncoder,
-    ShardedBatchSampler,
-    encode_pairs,
-    eval_batches,
-    pad_batch,
-    padded_inputs,
-    read_eval_split,
-    read_train_split,
-    xnli_file_paths,
-)
-from feature_cache import load_features, save_features
-from modeling import create_predictor, predictor_logits, save_static_graph
-from optimization import create_optimizer, linear_schedule
-from packing import PackedClassifier, packed_inputs, packed_rows
-from synthetic import build_tokenizer
+from ernie_m_xnli.data.batching import ShardedBatchSampler, eval_batches, pad_batch, padded_inputs
+from ernie_m_xnli.data.encoding import PairEncoder, encode_pairs
+from ernie_m_xnli.data.feature_cache import load_features, save_features
+from ernie_m_xnli.data.packing import packed_inputs, packed_rows
+from ernie_m_xnli.data.synthetic import build_tokenizer
+from ernie_m_xnli.data.xnli_files import read_eval_split, read_train_split, xnli_file_paths
+from ernie_m_xnli.models.inference import create_predictor, predictor_logits, save_static_graph
+from ernie_m_xnli.models.packed import PackedClassifier
+from ernie_m_xnli.setup.arguments import HelpFormatter
+from ernie_m_xnli.training.optimization import create_optimizer, linear_schedule
 from utils import (
     XNLI_LANGUAGES,
     available_cpu_cores,

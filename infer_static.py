@@ -18,8 +18,10 @@ import sys
 
 from paddlenlp.transformers import AutoTokenizer
 
-from data import encode_pairs, pad_batch, read_prediction_file
-from modeling import create_predictor, predictor_logits
+from ernie_m_xnli.data.batching import pad_batch
+from ernie_m_xnli.data.encoding import encode_pairs
+from ernie_m_xnli.data.xnli_files import read_prediction_file
+from ernie_m_xnli.models.inference import create_predictor, predictor_logits
 from utils import LABELS, available_cpu_cores
 
 

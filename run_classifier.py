@@ -29,7 +29,7 @@ import time
 import warnings
 from functools import partial
 
-from cli import parse_args
+from ernie_m_xnli.setup.arguments import parse_args
 
 if __name__ == "__main__":
     # Importing Paddle and PaddleNLP takes seconds: --help and argument errors answer before that.
@@ -45,8 +45,17 @@ warnings.filterwarnings("ignore", message="(AmpScaler|amp_guard) can only be ena
 
 from tqdm.contrib.logging import logging_redirect_tqdm  # noqa: E402
 
-import distributed  # noqa: E402
-from checkpoints import (  # noqa: E402
+from ernie_m_xnli.data.encoding import PairEncoder  # noqa: E402
+from ernie_m_xnli.data.splits import prepare_features  # noqa: E402
+from ernie_m_xnli.data.xnli_files import read_prediction_file  # noqa: E402
+from ernie_m_xnli.evaluation.evaluator import Evaluator, write_predictions  # noqa: E402
+from ernie_m_xnli.evaluation.reporting import SelectedResult, format_evaluation, report_results  # noqa: E402
+from ernie_m_xnli.models.inference import export_inference_model  # noqa: E402
+from ernie_m_xnli.models.loading import load_model, load_tokenizer  # noqa: E402
+from ernie_m_xnli.setup import distributed  # noqa: E402
+from ernie_m_xnli.setup.recipes import describe_recipe  # noqa: E402
+from ernie_m_xnli.setup.runtime import progress_bar, set_up  # noqa: E402
+from ernie_m_xnli.training.checkpoints import (  # noqa: E402
     SELECTION_PROTOCOLS,
     TrainingState,
     check_intact,
@@ -54,18 +63,8 @@ from checkpoints import (  # noqa: E402
     prepare_output_dir,
     removed_on_bad_input,
 )
-from data import (  # noqa: E402
-    PairEncoder,
-    read_prediction_file,
-)
-from evaluation import Evaluator, write_predictions  # noqa: E402
-from modeling import export_inference_model, load_model, load_tokenizer  # noqa: E402
-from recipes import describe_recipe  # noqa: E402
-from reporting import SelectedResult, format_evaluation, report_results  # noqa: E402
-from run_control import errors_as_exit_codes, progress_bar  # noqa: E402
-from runtime import set_up  # noqa: E402
-from splits import prepare_features  # noqa: E402
-from training import Trainer  # noqa: E402
+from ernie_m_xnli.training.run_control import errors_as_exit_codes  # noqa: E402
+from ernie_m_xnli.training.trainer import Trainer  # noqa: E402
 from utils import cpu_cores_per_process  # noqa: E402
 
 PREDICTIONS_FILE = "predictions.tsv"

@@ -20,6 +20,9 @@ XNLI_LANGUAGES = ("en", "fr", "es", "de", "el", "bg", "ru", "tr", "ar", "vi", "t
 # The label ids of PaddleNLP's and Hugging Face's XNLI loaders.
 LABELS = ("entailment", "neutral", "contradiction")
 
+# ERNIE-M's pair layout `[CLS] A [SEP] [SEP] B [SEP]`.
+NUM_SPECIAL_TOKENS = 4
+
 
 class InputError(Exception):
     """Bad input from the user (an argument, a file, the machine): reported in one line, exit code 2."""

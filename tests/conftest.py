@@ -1,5 +1,5 @@
 """Fixtures: a tiny random ERNIE-M with its own sentencepiece tokenizer, and tiny synthetic XNLI
-corpora in the original release layout (see synthetic.py), built offline in a temporary folder."""
+corpora in the original release layout (see ernie_m_xnli/data/synthetic.py), built offline in a temporary folder."""
 
 import contextlib
 import io
@@ -20,7 +20,7 @@ warnings.filterwarnings("ignore", message="Setuptools is replacing distutils")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
-from synthetic import build_tiny_ernie_m, corpus_text, write_xnli_corpus  # noqa: E402
+from ernie_m_xnli.data.synthetic import build_tiny_ernie_m, corpus_text, write_xnli_corpus  # noqa: E402
 
 XNLI_DIR = os.environ.get("XNLI_DIR")
 # The scripts' tokenized-feature cache goes to a fresh folder, not the user's ~/.cache.

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from reporting import COLUMNS
+from ernie_m_xnli.evaluation.reporting import COLUMNS
 
 from conftest import cpu_run, flags, last_line, png_size, read_results, run_main, run_script
 

@@ -9,8 +9,8 @@ import numpy as np
 import paddle
 import pytest
 
-from cli import parse_args
-from synthetic import write_xnli_corpus
+from ernie_m_xnli.data.synthetic import write_xnli_corpus
+from ernie_m_xnli.setup.arguments import parse_args
 from utils import LABELS, XNLI_LANGUAGES, available_cpu_cores
 
 from conftest import cpu_run, flags, last_line, png_size, read_results, run_main, run_script
@@ -398,7 +398,9 @@ def test_predictions_for_plain_pairs_without_header(trained, tmp_path):
 def test_the_exported_static_graph_gives_the_dynamic_logits(trained, tmp_path, xnli_dir, tokenizer):
     from paddlenlp.transformers import ErnieMForSequenceClassification
 
-    from data import encode_pairs, pad_batch, read_eval_split
+    from ernie_m_xnli.data.batching import pad_batch
+    from ernie_m_xnli.data.encoding import encode_pairs
+    from ernie_m_xnli.data.xnli_files import read_eval_split
 
     checkpoint = read_results(trained[0])["checkpoint"]
     result = run_script("--eval_only", **cpu_run(checkpoint, xnli_dir, tmp_path, export_model_dir=tmp_path / "export"))
@@ -485,7 +487,7 @@ def test_help_and_argument_errors_answer_before_paddle_is_imported(arguments):
     result = run_script(*arguments, launcher=["-X", "importtime"])
     assert result.returncode == (0 if arguments == ["--help"] else 2)
     imported = [line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")]
-    assert "cli" in imported and "numpy" in imported
+    assert "ernie_m_xnli.setup.arguments" in imported and "numpy" in imported
     assert not [name for name in imported if name.split(".")[0] in ("paddle", "paddlenlp")]
 
 

@@ -3,22 +3,16 @@
 import numpy as np
 import pytest
 
-from data import (
+from ernie_m_xnli.data.batching import ShardedBatchSampler, eval_batches, pad_batch
+from ernie_m_xnli.data.encoding import (
     Features,
-    Pair,
     PairEncoder,
-    ShardedBatchSampler,
-    XnliDataError,
     average_window_logits,
     encode_pairs,
-    eval_batches,
-    pad_batch,
     pair_windows,
-    read_eval_split,
-    read_xnli_tsv,
     truncate_longest_first,
-    xnli_file_paths,
 )
+from ernie_m_xnli.data.xnli_files import Pair, XnliDataError, read_eval_split, read_xnli_tsv, xnli_file_paths
 from utils import XNLI_LANGUAGES
 
 TRAIN_HEADER = "premise\thypo\tlabel\n"

@@ -3,8 +3,9 @@
 import os
 import re
 
-from data import Pair, encode_pairs
-from feature_cache import cache_key, load_features, save_features
+from ernie_m_xnli.data.encoding import encode_pairs
+from ernie_m_xnli.data.feature_cache import cache_key, load_features, save_features
+from ernie_m_xnli.data.xnli_files import Pair
 
 from conftest import cpu_run, run_main
 

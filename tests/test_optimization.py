@@ -8,7 +8,7 @@ import pytest
 from paddlenlp.ops.optimizer import layerwise_lr_decay
 from paddlenlp.transformers import ErnieMForSequenceClassification
 
-from optimization import create_optimizer, layerwise_lr_ratio, linear_schedule, uses_weight_decay
+from ernie_m_xnli.training.optimization import create_optimizer, layerwise_lr_ratio, linear_schedule, uses_weight_decay
 
 PEAK_LR = 1e-3
 

@@ -6,8 +6,11 @@ import paddle.nn.functional as F
 import pytest
 from paddlenlp.transformers import ErnieMForSequenceClassification
 
-from data import Pair, encode_pairs, pad_batch, read_train_split, xnli_file_paths
-from packing import MASKED, PackedClassifier, first_fit_decreasing, pack_batch, packed_rows
+from ernie_m_xnli.data.batching import pad_batch
+from ernie_m_xnli.data.encoding import encode_pairs
+from ernie_m_xnli.data.packing import MASKED, first_fit_decreasing, pack_batch, packed_rows
+from ernie_m_xnli.data.xnli_files import Pair, read_train_split, xnli_file_paths
+from ernie_m_xnli.models.packed import PackedClassifier
 
 
 def ids(*lengths):

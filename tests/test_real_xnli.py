@@ -5,8 +5,8 @@ from collections import Counter
 
 import pytest
 
-from data import read_eval_split, read_train_split, xnli_file_paths
-from synthetic import build_tiny_ernie_m
+from ernie_m_xnli.data.synthetic import build_tiny_ernie_m
+from ernie_m_xnli.data.xnli_files import read_eval_split, read_train_split, xnli_file_paths
 from utils import XNLI_LANGUAGES, available_cpu_cores
 
 from conftest import XNLI_DIR, cpu_run, read_results, run_script

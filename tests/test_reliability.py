@@ -13,7 +13,8 @@ import numpy as np
 import paddle
 import pytest
 
-from checkpoints import (
+from ernie_m_xnli.data.synthetic import build_tiny_ernie_m
+from ernie_m_xnli.training.checkpoints import (
     STATE_FILE,
     Selection,
     TrainingState,
@@ -23,8 +24,7 @@ from checkpoints import (
     prune_best_models,
     prune_checkpoints,
 )
-from plain_state import load_weights_file
-from synthetic import build_tiny_ernie_m
+from ernie_m_xnli.training.plain_state import load_weights_file
 
 from conftest import REPO_ROOT, cpu_run, flags, last_line, read_results, run_main, run_script
 
@@ -309,7 +309,7 @@ def test_an_output_dir_that_cannot_be_created_and_debug_tracebacks(tmp_path, tin
 
 
 def test_a_loss_scaler_that_keeps_skipping_stops_the_run():
-    from run_control import NonFiniteGuard, TrainingFailed
+    from ernie_m_xnli.training.run_control import NonFiniteGuard, TrainingFailed
 
     guard = NonFiniteGuard(max_skipped_in_a_row=5)
     for step in range(1, 5):
@@ -363,7 +363,7 @@ def test_a_damaged_checkpoint_is_refused_by_name_and_latest_falls_back(tmp_path,
 def test_a_full_disk_while_saving_stops_in_one_line_and_keeps_the_earlier_checkpoints(
     monkeypatch, tmp_path, tiny_model_dir, xnli_dir
 ):
-    import checkpoints
+    from ernie_m_xnli.training import checkpoints
 
     saves, save_state_dict = [], checkpoints.save_state_dict
 

@@ -2,7 +2,13 @@
 
 import pytest
 
-from reporting import PAPER_ACCURACY, format_results_table, paper_reference, percent, plot_results
+from ernie_m_xnli.evaluation.reporting import (
+    PAPER_ACCURACY,
+    format_results_table,
+    paper_reference,
+    percent,
+    plot_results,
+)
 from utils import XNLI_LANGUAGES
 
 from conftest import png_size

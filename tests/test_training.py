@@ -8,16 +8,17 @@ import paddle
 import paddle.nn.functional as F
 import pytest
 
-from checkpoints import Selection, TrainingState
-from cli import parse_args
-from data import encode_pairs, read_train_split, xnli_file_paths
-from evaluation import EvaluationResult
-from modeling import load_model
-from plain_state import load_weights_file
-from reporting import SelectedResult
+from ernie_m_xnli.data.encoding import encode_pairs
+from ernie_m_xnli.data.splits import XnliFeatures
+from ernie_m_xnli.data.xnli_files import read_train_split, xnli_file_paths
+from ernie_m_xnli.evaluation.evaluator import EvaluationResult
+from ernie_m_xnli.evaluation.reporting import SelectedResult
+from ernie_m_xnli.models.loading import load_model
+from ernie_m_xnli.setup.arguments import parse_args
+from ernie_m_xnli.training.checkpoints import Selection, TrainingState
+from ernie_m_xnli.training.plain_state import load_weights_file
+from ernie_m_xnli.training.trainer import Trainer
 from run_classifier import evaluate_selected_models
-from splits import XnliFeatures
-from training import Trainer
 from utils import XNLI_LANGUAGES
 
 from conftest import cpu_run, flags, run_main, run_script

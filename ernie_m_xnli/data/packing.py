@@ -11,7 +11,6 @@ those of the padded batch, up to float rounding.
 from typing import NamedTuple
 
 import numpy as np
-import paddle
 
 # What ErnieMModel adds for a masked key when it gets a 0/1 mask: packing masks the same way.
 MASKED = -1e4
@@ -73,24 +72,5 @@ def pack_batch(input_ids, pad_token_id, max_length):
 
 
 def packed_inputs(input_ids, pad_token_id, max_length):
-    """PackedClassifier's inputs (name: array) for a list of token-id arrays."""
+    """models.packed.PackedClassifier's inputs (name: array) for a list of token-id arrays."""
     return pack_batch(input_ids, pad_token_id, max_length)._asdict()
-
-
-class PackedClassifier(paddle.nn.Layer):
-    """ErnieMForSequenceClassification's forward pass over a PackedBatch: logits in batch order.
-
-    It owns no parameters of its own, so optimizer, checkpoints and evaluation keep using the
-    wrapped model; wrap this (not the model) in DataParallel to train on packed batches.
-    """
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, position_ids, attention_mask, cls_index):
-        ernie_m = self.model.ernie_m
-        sequence_output, _ = ernie_m(input_ids, position_ids=position_ids, attention_mask=attention_mask)
-        cls_states = paddle.gather(sequence_output.reshape([-1, sequence_output.shape[-1]]), cls_index)
-        pooled = ernie_m.pooler(cls_states.unsqueeze(1))
-        return self.model.classifier(self.model.dropout(pooled))

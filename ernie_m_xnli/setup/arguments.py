@@ -7,9 +7,8 @@ import argparse
 import os
 import sys
 
-from data import NUM_SPECIAL_TOKENS
-from recipes import RecipeError, apply_paper_recipe
-from utils import XNLI_LANGUAGES, launched_world_size, str2bool
+from ernie_m_xnli.setup.recipes import RecipeError, apply_paper_recipe
+from utils import NUM_SPECIAL_TOKENS, XNLI_LANGUAGES, launched_world_size, str2bool
 
 # The name errors start with, however the script is started (python -m ..., main() in a test).
 PROGRAM = "run_classifier.py"

@@ -1,25 +1,17 @@
-"""The machine a run uses: the device, the process group, CPU threads and the log."""
+"""The machine a run uses: the device, the process group, CPU threads, the log and progress bars."""
 
 import logging
 import sys
 
 import paddle
 from paddlenlp.utils.log import logger as paddlenlp_logger
+from tqdm import tqdm
 
-import distributed
+from ernie_m_xnli.setup import distributed
 from utils import InputError, flush_denormals, set_cpu_threads, set_seed, threads_per_process
 
-# The project's loggers; everything else logs warnings only.
-PROJECT_LOGGERS = (
-    "run_classifier",
-    "runtime",
-    "splits",
-    "training",
-    "checkpoints",
-    "feature_cache",
-    "modeling",
-    "run_control",
-)
+# The project's loggers (the package's modules log under its name); everything else logs warnings only.
+PROJECT_LOGGERS = ("run_classifier", "ernie_m_xnli")
 
 logger = logging.getLogger(__name__)
 
@@ -77,3 +69,10 @@ def configure_cpu(cpu_threads, flush_denormal_numbers, use_amp):
         logger.warning("--flush_denormals: not supported on this platform (only Linux on x86-64 or aarch64)")
     if use_amp:
         logger.warning("--use_amp has no effect on cpu: Paddle computes in float32 there")
+
+
+def progress_bar(disabled, iterable=None, **options):
+    """A tqdm bar on rank 0 at a terminal only (log lines are written above it); elsewhere a silent one."""
+    return tqdm(
+        iterable, disable=disabled or not distributed.is_main() or not sys.stderr.isatty(), leave=False, **options
+    )

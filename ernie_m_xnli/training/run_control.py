@@ -9,12 +9,10 @@ import time
 import traceback
 from contextlib import contextmanager
 
-from tqdm import tqdm
-
-import distributed
-from checkpoints import DiskFull
-from cli import PROGRAM
-from reporting import format_evaluation
+from ernie_m_xnli.evaluation.reporting import format_evaluation
+from ernie_m_xnli.setup import distributed
+from ernie_m_xnli.setup.arguments import PROGRAM
+from ernie_m_xnli.training.checkpoints import DiskFull
 from utils import XNLI_LANGUAGES, InputError
 
 logger = logging.getLogger(__name__)
@@ -69,13 +67,6 @@ def errors_as_exit_codes(debug):
             traceback.print_exc()
         print(f"{PROGRAM}: error: {error}", file=sys.stderr)
         sys.exit(2 if isinstance(error, InputError) else getattr(error, "exit_code", 1))
-
-
-def progress_bar(disabled, iterable=None, **options):
-    """A tqdm bar on rank 0 at a terminal only (log lines are written above it); elsewhere a silent one."""
-    return tqdm(
-        iterable, disable=disabled or not distributed.is_main() or not sys.stderr.isatty(), leave=False, **options
-    )
 
 
 class NoWriter:

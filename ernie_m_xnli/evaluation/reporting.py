@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recipes import MODEL_SIZES
+from ernie_m_xnli.setup.recipes import MODEL_SIZES
 from utils import XNLI_LANGUAGES, average_accuracy, write_json_atomically
 
 RESULTS_FILE = "results.json"

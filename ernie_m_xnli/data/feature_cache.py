@@ -13,8 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-import distributed
-from data import Features
+from ernie_m_xnli.data.encoding import Features
+from ernie_m_xnli.setup import distributed
 from utils import available_cpu_cores, cpu_cores_per_process, file_digest
 
 # Bump when the stored layout or the tokenization code changes meaning.

@@ -4,7 +4,9 @@ import numpy as np
 import paddle
 from paddlenlp.transformers import ErnieMForSequenceClassification
 
-from data import Pair, encode_pairs, pad_batch
+from ernie_m_xnli.data.batching import pad_batch
+from ernie_m_xnli.data.encoding import encode_pairs
+from ernie_m_xnli.data.xnli_files import Pair
 
 PAIRS = [
     Pair("fkaka fsuta flomi fneri fvedu fgali.", "fkaka yes.", 0),

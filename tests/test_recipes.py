@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from cli import parse_args
-from recipes import describe_recipe, split_global_batch
+from ernie_m_xnli.setup.arguments import parse_args
+from ernie_m_xnli.setup.recipes import describe_recipe, split_global_batch
 
 from conftest import flags, last_line
 

@@ -11,9 +11,11 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-import distributed
-from data import NO_LABEL, average_window_logits, eval_batches, pad_batch
-from modeling import create_predictor, predictor_logits, save_static_graph, static_forward
+from ernie_m_xnli.data.batching import eval_batches, pad_batch
+from ernie_m_xnli.data.encoding import average_window_logits
+from ernie_m_xnli.data.xnli_files import NO_LABEL
+from ernie_m_xnli.models.inference import create_predictor, predictor_logits, save_static_graph, static_forward
+from ernie_m_xnli.setup import distributed
 from utils import LABELS, XNLI_LANGUAGES, average_accuracy, set_cpu_threads, threads_per_process
 
 logger = logging.getLogger(__name__)

@@ -19,9 +19,10 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
-import distributed
-from evaluation import EvaluationResult
-from plain_state import (
+from ernie_m_xnli.evaluation.evaluator import EvaluationResult
+from ernie_m_xnli.evaluation.reporting import RESULTS_FILE
+from ernie_m_xnli.setup import distributed
+from ernie_m_xnli.training.plain_state import (
     load_state_dict,
     load_weights_file,
     manifest_problem,
@@ -29,7 +30,6 @@ from plain_state import (
     save_state_dict,
     write_manifest,
 )
-from reporting import RESULTS_FILE
 from utils import InputError, write_json_atomically
 
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")

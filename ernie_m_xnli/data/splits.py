@@ -5,20 +5,19 @@ import os
 from functools import partial
 from typing import NamedTuple
 
-import distributed
-from cli import TRAIN_LANGUAGES
-from data import (
+from ernie_m_xnli.data.encoding import Features, PairEncoder
+from ernie_m_xnli.data.feature_cache import cache_key, load_or_tokenize
+from ernie_m_xnli.data.xnli_files import (
     XNLI_EVAL_PAIRS,
-    Features,
-    PairEncoder,
     download_xnli,
     read_eval_split,
     read_train_split,
     unexpected_pair_counts,
     xnli_file_paths,
 )
-from feature_cache import cache_key, load_or_tokenize
-from run_control import progress_bar
+from ernie_m_xnli.setup import distributed
+from ernie_m_xnli.setup.arguments import TRAIN_LANGUAGES
+from ernie_m_xnli.setup.runtime import progress_bar
 
 logger = logging.getLogger(__name__)
 

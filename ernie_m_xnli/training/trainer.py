@@ -10,8 +10,12 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-import distributed
-from checkpoints import (
+from ernie_m_xnli.data.batching import ShardedBatchSampler, collate_micro_batches, padded_inputs
+from ernie_m_xnli.data.packing import packed_inputs
+from ernie_m_xnli.models.packed import PackedClassifier
+from ernie_m_xnli.setup import distributed
+from ernie_m_xnli.setup.runtime import progress_bar
+from ernie_m_xnli.training.checkpoints import (
     TrainingState,
     atomic_directory,
     best_model_path,
@@ -24,18 +28,15 @@ from checkpoints import (
     write_model,
     write_training_state,
 )
-from data import ShardedBatchSampler, collate_micro_batches, padded_inputs
-from optimization import create_optimizer, linear_schedule
-from packing import PackedClassifier, packed_inputs
-from plain_state import capture_rng_state
-from run_control import (
+from ernie_m_xnli.training.optimization import create_optimizer, linear_schedule
+from ernie_m_xnli.training.plain_state import capture_rng_state
+from ernie_m_xnli.training.run_control import (
     NonFiniteGuard,
     NoWriter,
     StopRequest,
     TrainingProgress,
     TrainingStopped,
     open_visualdl,
-    progress_bar,
 )
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""XNLI data: release files, splits, tokenized windows and their cache, batches and packing."""

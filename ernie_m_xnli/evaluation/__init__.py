@@ -1,0 +1,1 @@
+"""Evaluation: the Evaluator and its results, and the results files a run writes."""

@@ -1,0 +1,1 @@
+"""Training: the Trainer, its optimizer, checkpoints and what watches and steers a run."""
