@@ -114,6 +114,15 @@ def run_main(*args, **options):
     return CompletedRun(code, stdout.getvalue(), stderr.getvalue())
 
 
+def cpu_device_line(threads):
+    """The run's log line about the CPU, as set_up writes it on this machine with the defaults."""
+    from utils import MKL_CPU_TYPE_VARIABLE, cpu_vendor
+
+    amd = cpu_vendor() == "AuthenticAMD" and MKL_CPU_TYPE_VARIABLE not in os.environ
+    mkl = f", MKL's AVX2 path on this AMD CPU ({MKL_CPU_TYPE_VARIABLE}=5)" if amd else ""
+    return f"device cpu: {threads} thread(s) per process, denormal numbers flushed to zero{mkl}\n"
+
+
 def last_line(text):
     return text.strip().splitlines()[-1]
 

@@ -1,7 +1,11 @@
-"""CPU execution: the cores each process uses, and denormal numbers flushed to zero."""
+"""CPU execution: the cores each process uses, denormal numbers flushed to zero, MKL's path on AMD CPUs."""
 
+import os
 import subprocess
 import sys
+import tempfile
+
+import numpy as np
 
 import utils
 
@@ -35,3 +39,54 @@ print(before > 0, float(tiny[0] / np.float32(100)) == 0, after == [0.0])
     result = subprocess.run([sys.executable, "-c", program], cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "True", "True"]
+
+
+def test_mkl_takes_its_avx2_path_on_amd_cpus_unless_told_otherwise():
+    environ = {}
+    assert utils.use_mkl_fast_path_on_amd(True, "AuthenticAMD", environ) == (
+        "MKL's AVX2 path on this AMD CPU (MKL_DEBUG_CPU_TYPE=5)"
+    )
+    assert environ == {"MKL_DEBUG_CPU_TYPE": "5"}
+    environ = {}
+    assert utils.use_mkl_fast_path_on_amd(False, "AuthenticAMD", environ).startswith("MKL's slow default path")
+    assert environ == {}
+    environ = {"MKL_DEBUG_CPU_TYPE": "2"}
+    assert utils.use_mkl_fast_path_on_amd(True, "AuthenticAMD", environ) == (
+        "MKL_DEBUG_CPU_TYPE=2 as set in the environment"
+    )
+    assert environ == {"MKL_DEBUG_CPU_TYPE": "2"}
+    environ = {}
+    assert utils.use_mkl_fast_path_on_amd(True, "GenuineIntel", environ) == ""
+    assert environ == {}
+
+
+def test_mkl_fast_path_computes_what_the_default_path_does_within_float_rounding():
+    # A training step's logits and gradients, each path in its own process: MKL reads the
+    # variable once, at its first call.
+    program = """
+import sys
+import numpy as np
+import paddle
+from paddlenlp.transformers import ErnieMConfig, ErnieMForSequenceClassification
+paddle.seed(0)
+config = ErnieMConfig(vocab_size=500, hidden_size=256, num_hidden_layers=2, num_attention_heads=4,
+                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=3)
+model = ErnieMForSequenceClassification(config)
+input_ids = paddle.to_tensor(np.random.RandomState(0).randint(5, 500, size=(8, 96)))
+logits = model(input_ids, attention_mask=paddle.ones_like(input_ids))
+logits.sum().backward()
+gradient = model.ernie_m.encoder.layers[0].linear1.weight.grad
+np.savez(sys.argv[1], logits=logits.numpy(), gradient=gradient.numpy())
+"""
+    outputs = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for variable in ("", "5"):
+            environment = {key: value for key, value in os.environ.items() if key != "MKL_DEBUG_CPU_TYPE"}
+            environment.update({"MKL_DEBUG_CPU_TYPE": variable} if variable else {})
+            path = os.path.join(folder, f"path{variable or 'default'}.npz")
+            command = [sys.executable, "-c", program, path]
+            result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, env=environment)
+            assert result.returncode == 0, result.stderr[-2000:]
+            outputs[variable] = np.load(path)
+    np.testing.assert_allclose(outputs["5"]["logits"], outputs[""]["logits"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(outputs["5"]["gradient"], outputs[""]["gradient"], rtol=1e-3, atol=1e-5)

@@ -199,6 +199,13 @@ def add_machine_arguments(group):
         help="With --device cpu, compute float32 values below 1.2e-38 as zero (true/false): padded batches make "
         "such denormal numbers, on which CPUs run training steps several times slower.",
     )
+    add_boolean(
+        group,
+        "--mkl_fast_path_on_amd",
+        default=True,
+        help="On an AMD CPU, set MKL_DEBUG_CPU_TYPE=5 (unless it is set) so that Paddle's MKL takes its AVX2 path "
+        "(true/false): its default path there multiplies matrices at less than half the speed.",
+    )
 
 
 def add_reporting_arguments(group):

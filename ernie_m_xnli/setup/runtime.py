@@ -8,7 +8,14 @@ from paddlenlp.utils.log import logger as paddlenlp_logger
 from tqdm import tqdm
 
 from ernie_m_xnli.setup import distributed
-from utils import InputError, flush_denormals, set_cpu_threads, set_seed, threads_per_process
+from utils import (
+    InputError,
+    flush_denormals,
+    set_cpu_threads,
+    set_seed,
+    threads_per_process,
+    use_mkl_fast_path_on_amd,
+)
 
 # The project's loggers (the package's modules log under its name); everything else logs warnings only.
 PROJECT_LOGGERS = ("run_classifier", "ernie_m_xnli")
@@ -21,7 +28,7 @@ def set_up(args):
     set_up_device(args.device, args.use_amp)
     configure_logging()
     if args.device == "cpu":
-        configure_cpu(args.cpu_threads, args.flush_denormals, args.use_amp)
+        configure_cpu(args.cpu_threads, args.flush_denormals, args.mkl_fast_path_on_amd, args.use_amp)
     set_seed(args.seed, distributed.rank())
 
 
@@ -54,16 +61,19 @@ def configure_logging():
     logging.getLogger("run_classifier").info("command: %s", " ".join(sys.argv))
 
 
-def configure_cpu(cpu_threads, flush_denormal_numbers, use_amp):
-    """Paddle runs one CPU thread per process unless told otherwise; AMP does not apply on CPU."""
+def configure_cpu(cpu_threads, flush_denormal_numbers, mkl_fast_path_on_amd, use_amp):
+    """Paddle runs one CPU thread per process unless told otherwise, and its MKL runs slowly on AMD
+    CPUs unless told otherwise; AMP does not apply on CPU."""
     num_threads = threads_per_process(cpu_threads)
-    # Before the thread pools start: their threads inherit the setting.
+    # Before the thread pools start and MKL's first call: their threads and dispatch inherit the settings.
     flushed = flush_denormal_numbers and flush_denormals()
+    mkl_path = use_mkl_fast_path_on_amd(mkl_fast_path_on_amd)
     set_cpu_threads(num_threads)
     logger.info(
-        "device cpu: %d thread(s) per process, denormal numbers %s",
+        "device cpu: %d thread(s) per process, denormal numbers %s%s",
         num_threads,
         "flushed to zero" if flushed else "kept",
+        f", {mkl_path}" if mkl_path else "",
     )
     if flush_denormal_numbers and not flushed:
         logger.warning("--flush_denormals: not supported on this platform (only Linux on x86-64 or aarch64)")

@@ -67,6 +67,7 @@ RESULT_ARGUMENTS = (
     "use_amp",
     "scale_loss",
     "flush_denormals",
+    "mkl_fast_path_on_amd",
 )
 
 logger = logging.getLogger(__name__)
