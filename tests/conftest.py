@@ -23,6 +23,9 @@ sys.path.insert(0, REPO_ROOT)
 from ernie_m_xnli.data.synthetic import build_tiny_ernie_m, corpus_text, write_xnli_corpus  # noqa: E402
 
 XNLI_DIR = os.environ.get("XNLI_DIR")
+# In-process runs (run_main) set MKL_DEBUG_CPU_TYPE in this process on an AMD CPU; the scripts the tests
+# start get the variable as the user's shell had it.
+MKL_VARIABLE_OF_USER = os.environ.get("MKL_DEBUG_CPU_TYPE")
 # The scripts' tokenized-feature cache goes to a fresh folder, not the user's ~/.cache.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="ernie-m-xnli-test-cache-")
 
@@ -71,8 +74,15 @@ def run_script(*args, script="run_classifier.py", launcher=(), timeout=300, env=
     """Run a repo script as a user would, with `env` added to the environment; returns the
     CompletedProcess (stdout, stderr as text)."""
     command = script_command(*args, script=script, launcher=launcher, **options)
-    environment = {**os.environ, **(env or {})}
+    environment = {**user_environment(), **(env or {})}
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, env=environment)
+
+
+def user_environment():
+    environment = {name: value for name, value in os.environ.items() if name != "MKL_DEBUG_CPU_TYPE"}
+    if MKL_VARIABLE_OF_USER is not None:
+        environment["MKL_DEBUG_CPU_TYPE"] = MKL_VARIABLE_OF_USER
+    return environment
 
 
 def cpu_run(model_dir, data_dir, output_dir, task_type="cross-lingual-transfer", **options):
@@ -115,12 +125,13 @@ def run_main(*args, **options):
 
 
 def cpu_device_line(threads):
-    """The run's log line about the CPU, as set_up writes it on this machine with the defaults."""
-    from utils import MKL_CPU_TYPE_VARIABLE, cpu_vendor
+    """The log line about the CPU that a script started by run_script writes with the default flags."""
+    from utils import use_mkl_fast_path_on_amd
 
-    amd = cpu_vendor() == "AuthenticAMD" and MKL_CPU_TYPE_VARIABLE not in os.environ
-    mkl = f", MKL's AVX2 path on this AMD CPU ({MKL_CPU_TYPE_VARIABLE}=5)" if amd else ""
-    return f"device cpu: {threads} thread(s) per process, denormal numbers flushed to zero{mkl}\n"
+    mkl_path = use_mkl_fast_path_on_amd(True, environ=user_environment())
+    return f"device cpu: {threads} thread(s) per process, denormal numbers flushed to zero" + (
+        f", {mkl_path}\n" if mkl_path else "\n"
+    )
 
 
 def last_line(text):

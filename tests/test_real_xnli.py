@@ -1,15 +1,17 @@
 """Checks on the real XNLI files, when XNLI_DIR points at them (CI sets it to ../shared/xnli)."""
 
 import os
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
 
 from ernie_m_xnli.data.synthetic import build_tiny_ernie_m
 from ernie_m_xnli.data.xnli_files import read_eval_split, read_train_split, xnli_file_paths
-from utils import XNLI_LANGUAGES, available_cpu_cores
+from utils import XNLI_LANGUAGES, available_cpu_cores, cpu_vendor
 
-from conftest import XNLI_DIR, cpu_run, read_results, run_script
+from conftest import MKL_VARIABLE_OF_USER, XNLI_DIR, cpu_run, read_results, run_script
 
 pytestmark = pytest.mark.skipif(
     not (XNLI_DIR and os.path.isdir(XNLI_DIR)), reason="set XNLI_DIR to a folder with the real XNLI release files"
@@ -78,7 +80,19 @@ def test_real_text_of_every_language_trains_and_evaluates(tmp_path, real_text_mo
     assert all(0 <= accuracy <= 100 for accuracy in results["test_accuracy"].values())
 
 
-def test_the_benchmark_compares_the_settings_on_real_lengths(real_text_model_dir):
+# A Python with torch and transformers for the benchmark's peer: installed apart, never by the tests.
+TRANSFORMERS_PYTHON = os.environ.get("TRANSFORMERS_PYTHON", sys.executable)
+
+
+def has_peer_packages(python):
+    check = "import importlib.util as u; raise SystemExit(not all(map(u.find_spec, ('torch', 'transformers'))))"
+    return subprocess.run([python, "-c", check], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def benchmark_run(real_text_model_dir):
+    """benchmark.py on a sample of the real lengths, with the peer where TRANSFORMERS_PYTHON has its packages:
+    (the table by setting, stdout)."""
     sample = dict(
         xnli_dir=XNLI_DIR,
         model=real_text_model_dir,
@@ -87,19 +101,27 @@ def test_the_benchmark_compares_the_settings_on_real_lengths(real_text_model_dir
         eval_batches=2,
         train_pairs=500,
         test_pairs=500,
+        transformers_python=TRANSFORMERS_PYTHON,
     )
     result = run_script(**sample, script="benchmark.py", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert lines[0].startswith("command: python benchmark.py --xnli_dir")
     header, *rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines if line.startswith("| ")]
-    table = {row[0]: dict(zip(header, row)) for row in rows}
+    return {row[0]: dict(zip(header, row)) for row in rows}, result.stdout
+
+
+def test_the_benchmark_compares_the_settings_on_real_lengths(benchmark_run):
+    table, stdout = benchmark_run
+    peer = has_peer_packages(TRANSFORMERS_PYTHON)
     assert list(table) == [
-        "upstream-style",
         "project",
+        *(["transformers"] if peer else []),
+        "upstream-style",
         "upstream-cpu-defaults",
+        *(["project / transformers (same threads)"] if peer else []),
         "project / upstream-style (equal settings)",
-        "upstream-style / upstream-cpu-defaults",
+        "upstream-style / upstream-cpu-defaults (machine settings)",
     ]
     upstream, project, cpu_defaults = table["upstream-style"], table["project"], table["upstream-cpu-defaults"]
     for padding in ("training computed/real tokens", "evaluation computed/real tokens"):
@@ -107,6 +129,26 @@ def test_the_benchmark_compares_the_settings_on_real_lengths(real_text_model_dir
     cores = str(available_cpu_cores())
     assert [row["CPU threads"] for row in (upstream, project, cpu_defaults)] == [cores, cores, "1"]
     assert [row["denormals"] for row in (upstream, project, cpu_defaults)] == ["flushed", "flushed", "kept"]
+    if cpu_vendor() == "AuthenticAMD" and MKL_VARIABLE_OF_USER is None:
+        assert [row["MKL_DEBUG_CPU_TYPE"] for row in (upstream, project, cpu_defaults)] == ["5", "5", "unset"]
     assert float(project["of which export + predictor s"]) > 0 == float(upstream["of which export + predictor s"])
     assert table["project / upstream-style (equal settings)"]["test evaluation s"].endswith("x faster")
-    assert "matmul peak:" in result.stdout
+    assert "Paddle matmul (MKL)" in stdout and "Paddle Inference (oneDNN)" in stdout and "numpy" in stdout
+    if not peer:
+        assert f"transformers: left out, {TRANSFORMERS_PYTHON} has no torch or transformers" in stdout
+
+
+@pytest.mark.skipif(
+    not has_peer_packages(TRANSFORMERS_PYTHON),
+    reason=f"{TRANSFORMERS_PYTHON} has no torch and transformers: set TRANSFORMERS_PYTHON to a Python that has them",
+)
+def test_the_transformers_peer_runs_the_same_batches_on_the_same_threads(benchmark_run):
+    table, stdout = benchmark_run
+    peer, upstream = table["transformers"], table["upstream-style"]
+    assert peer["CPU threads"] == table["project"]["CPU threads"]
+    # The same random batches, padded the same way; evaluation at Trainer's batch size 8 in file order.
+    assert peer["training computed/real tokens"] == upstream["training computed/real tokens"]
+    assert 1 < float(peer["evaluation computed/real tokens"]) <= float(upstream["evaluation computed/real tokens"])
+    assert float(peer["training examples/s"]) > 0 and float(peer["peak memory MB"]) > 0
+    assert table["project / transformers (same threads)"]["training examples/s"].endswith("x")
+    assert "PyTorch" in stdout.split("matmul peak:")[1]

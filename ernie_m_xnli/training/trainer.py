@@ -12,6 +12,7 @@ import paddle.nn.functional as F
 
 from ernie_m_xnli.data.batching import ShardedBatchSampler, collate_micro_batches, padded_inputs
 from ernie_m_xnli.data.packing import packed_inputs
+from ernie_m_xnli.models.cpu_linear import bias_gradients_by_matmul
 from ernie_m_xnli.models.packed import PackedClassifier
 from ernie_m_xnli.setup import distributed
 from ernie_m_xnli.setup.runtime import progress_bar
@@ -144,7 +145,7 @@ class Trainer:
         for index, micro_batch in enumerate(micro_batches):
             inputs = {name: paddle.to_tensor(value) for name, value in micro_batch.inputs.items()}
             with self.gradient_sync(index == len(micro_batches) - 1):
-                with paddle.amp.auto_cast(enable=self.args.use_amp):
+                with paddle.amp.auto_cast(enable=self.args.use_amp), self.linear_gradients():
                     logits = self.parallel_model(**inputs)
                     # The micro-batch's share of the batch's mean: gradients add up to the batch's.
                     labels = paddle.to_tensor(micro_batch.labels)
@@ -158,6 +159,12 @@ class Trainer:
         self.optimizer.clear_grad()
         self.lr_scheduler.step()
         return float(batch_loss)
+
+    def linear_gradients(self):
+        """On a CPU, Linear layers whose bias gradients are matrix products (several times faster there)."""
+        if self.args.device == "cpu":
+            return bias_gradients_by_matmul(self.model)
+        return contextlib.nullcontext()
 
     def gradient_sync(self, last_micro_batch):
         """DataParallel all-reduces the gradients once per step, after the last micro-batch."""

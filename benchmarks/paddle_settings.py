@@ -1,0 +1,270 @@
+"""Paddle's settings: upstream-style, project (the defaults of run_classifier.py) and
+upstream-cpu-defaults, each measured in its own process; and what the driver needs from Paddle (the
+tokenizer, the batches the transformers peer runs, the matmul peaks)."""
+
+import os
+import tempfile
+import time
+from contextlib import nullcontext
+from functools import partial
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+from paddlenlp.transformers import AutoTokenizer, ErnieMConfig, ErnieMForSequenceClassification
+
+from benchmarks.common import (
+    CPU_DEFAULTS,
+    ERNIE_M_VOCABULARY,
+    PROJECT,
+    SHAPES,
+    evaluation_row,
+    file_order_batches,
+    matmul_flops,
+    packed_tokens,
+    padded_tokens,
+    process_peak_memory_mb,
+    training_row,
+)
+from ernie_m_xnli.data.batching import ShardedBatchSampler, eval_batches, pad_batch, padded_inputs
+from ernie_m_xnli.data.encoding import PairEncoder, encode_pairs
+from ernie_m_xnli.data.feature_cache import load_features, save_features
+from ernie_m_xnli.data.packing import packed_inputs
+from ernie_m_xnli.data.synthetic import build_tokenizer
+from ernie_m_xnli.data.xnli_files import read_eval_split, read_train_split, xnli_file_paths
+from ernie_m_xnli.models.cpu_linear import bias_gradients_by_matmul
+from ernie_m_xnli.models.inference import create_predictor, predictor_logits, save_static_graph
+from ernie_m_xnli.models.packed import PackedClassifier
+from ernie_m_xnli.training.optimization import create_optimizer, linear_schedule
+from utils import (
+    MKL_CPU_TYPE_VARIABLE,
+    XNLI_LANGUAGES,
+    cpu_cores_per_process,
+    flush_denormals,
+    set_cpu_threads,
+    threads_per_process,
+    use_mkl_fast_path_on_amd,
+)
+
+# The seed of upstream's random training batches, the same in every setting.
+SAMPLER_SEED = 42
+
+
+def prepare_tokenizer(args):
+    """A sentencepiece tokenizer trained on XNLI dev text in `args.work_dir` (unless --model is a directory)."""
+    if os.path.isdir(args.model):
+        return
+    dev = read_eval_split(xnli_file_paths(args.xnli_dir, [])["dev"]).pairs_by_language
+    text_file = os.path.join(args.work_dir, "xnli-text.txt")
+    with open(text_file, "w", encoding="utf-8") as file:
+        file.write("\n".join(text for lang in XNLI_LANGUAGES for pair in dev[lang] for text in pair[:2]))
+    build_tokenizer(os.path.join(args.work_dir, "tokenizer"), text_file, args.tokenizer_vocab)
+
+
+def load_tokenizer(args):
+    return AutoTokenizer.from_pretrained(
+        args.model if os.path.isdir(args.model) else os.path.join(args.work_dir, "tokenizer")
+    )
+
+
+def training_epoch(args, tokenizer):
+    """(the epoch's batches of token ids, as upstream draws them, and its number of examples)."""
+    pairs = read_train_split(xnli_file_paths(args.xnli_dir, ["en"])["train"]).pairs_by_language["en"]
+    features = encode_pairs(tokenizer, pairs[: args.train_pairs], args.max_seq_length, 0)
+    sampler = ShardedBatchSampler(len(features), args.batch_size, seed=SAMPLER_SEED)
+    return [[features.input_ids[i] for i in indices] for indices in sampler], len(features)
+
+
+def test_pairs(args):
+    split = read_eval_split(xnli_file_paths(args.xnli_dir, [])["test"]).pairs_by_language
+    return {lang: pairs[: args.test_pairs] for lang, pairs in split.items()}
+
+
+def write_peer_batches(args, path):
+    """The token ids the transformers peer runs: the same training epoch and test inputs (file order)."""
+    tokenizer = load_tokenizer(args)
+    epoch, num_examples = training_epoch(args, tokenizer)
+    test = {lang: encode_pairs(tokenizer, pairs, args.max_seq_length, 0) for lang, pairs in test_pairs(args).items()}
+    np.savez(
+        path,
+        pad_token_id=tokenizer.pad_token_id,
+        num_examples=num_examples,
+        train_ids=np.concatenate([ids for batch in epoch for ids in batch]),
+        train_lengths=[len(ids) for batch in epoch for ids in batch],
+        train_batch_sizes=[len(batch) for batch in epoch],
+        test_ids=np.concatenate([ids for lang in XNLI_LANGUAGES for ids in test[lang].input_ids]),
+        test_lengths=[len(ids) for lang in XNLI_LANGUAGES for ids in test[lang].input_ids],
+        test_pairs_per_language=[len(test[lang].input_ids) for lang in XNLI_LANGUAGES],
+    )
+
+
+def measure(args):
+    """The JSON row of one of Paddle's settings."""
+    paddle.set_device(args.device)
+    cpu_defaults = args.setting == CPU_DEFAULTS
+    num_threads = 1 if cpu_defaults else threads_per_process(args.cpu_threads)
+    flushed = args.flush_denormals and not cpu_defaults
+    if args.device == "cpu":
+        # Before anything computes: MKL reads its variable at its first call.
+        use_mkl_fast_path_on_amd(args.mkl_fast_path_on_amd and not cpu_defaults)
+        if flushed:
+            flush_denormals()
+        set_cpu_threads(num_threads)
+    paddle.seed(0)
+    tokenizer = load_tokenizer(args)
+    if os.path.isdir(args.model):
+        model = ErnieMForSequenceClassification.from_pretrained(args.model, num_labels=3)
+    else:
+        config = ErnieMConfig(vocab_size=ERNIE_M_VOCABULARY, pad_token_id=1, num_labels=3, **SHAPES[args.model])
+        model = ErnieMForSequenceClassification(config)
+    project = args.setting == PROJECT
+    train = measure_training(args, model, tokenizer, packing=project)
+    if project:
+        evaluate = measure_project_evaluation(args, model, tokenizer, num_threads)
+    else:
+        evaluate = measure_upstream_evaluation(args, model, tokenizer)
+    return {
+        "setting": args.setting,
+        "cpu_threads": num_threads,
+        "denormals": "flushed" if flushed else "kept",
+        "mkl_cpu_type": os.environ.get(MKL_CPU_TYPE_VARIABLE, "unset"),
+        **train,
+        **evaluate,
+        "non_embedding_parameters": sum(p.size for name, p in model.named_parameters() if "embeddings" not in name),
+        "peak_memory_mb": paddle.device.cuda.max_memory_allocated() / 2**20
+        if args.device == "gpu"
+        else process_peak_memory_mb(),
+    }
+
+
+def print_profile(run_batch, batch):
+    """Paddle's operator summary of one batch (no trace files)."""
+    targets = [paddle.profiler.ProfilerTarget.CPU]
+    if paddle.is_compiled_with_cuda():
+        targets.append(paddle.profiler.ProfilerTarget.GPU)
+    with paddle.profiler.Profiler(targets=targets, on_trace_ready=lambda _: None) as profiler:
+        run_batch(batch)
+    profiler.summary(
+        sorted_by=paddle.profiler.SortedKeys.CPUTotal,
+        op_detail=False,
+        time_unit="ms",
+        views=[paddle.profiler.SummaryView.ModelView, paddle.profiler.SummaryView.OperatorView],
+    )
+
+
+def measure_training(args, model, tokenizer, packing):
+    """Both settings draw upstream's random batches; the project packs each of them."""
+    epoch, num_examples = training_epoch(args, tokenizer)
+    if packing:
+        model_inputs = partial(packed_inputs, max_length=args.max_seq_length)
+        computed_tokens = partial(packed_tokens, max_length=args.max_seq_length)
+    else:
+        model_inputs, computed_tokens = padded_inputs, padded_tokens
+    training_model = PackedClassifier(model) if packing else model
+    optimizer = create_optimizer(model, linear_schedule(5e-5, 10000, 0.1), 0.8, 0.0, 1e-8)
+    model.train()
+
+    # The project trains on a CPU with matmul bias gradients (as its Trainer does), upstream with Paddle's.
+    linear_gradients = partial(bias_gradients_by_matmul, model) if packing and args.device == "cpu" else nullcontext
+
+    def training_step(batch):
+        inputs = {name: paddle.to_tensor(value) for name, value in model_inputs(batch, tokenizer.pad_token_id).items()}
+        with linear_gradients():
+            logits = training_model(**inputs)
+        F.cross_entropy(logits, paddle.zeros([len(batch)], dtype="int64")).backward()
+        optimizer.step()
+        optimizer.clear_grad()
+        float(logits.sum())  # wait for the device
+
+    profile = print_profile if args.profile else None
+    return training_row(training_step, epoch, num_examples, args.train_steps, computed_tokens, profile)
+
+
+def measure_upstream_evaluation(args, model, tokenizer):
+    """Upstream re-tokenizes the 15 test sets at every evaluation (timed) and runs them in file order."""
+    pairs = test_pairs(args)
+    started = time.perf_counter()
+    features = {lang: encode_pairs(tokenizer, pairs[lang], args.max_seq_length, 0) for lang in XNLI_LANGUAGES}
+    seconds = {"eval_tokenizing_seconds": time.perf_counter() - started}
+    input_ids = {lang: features[lang].input_ids for lang in XNLI_LANGUAGES}
+    batches = file_order_batches(input_ids, XNLI_LANGUAGES, args.batch_size)
+    profile = print_profile if args.profile else None
+    return evaluation_row(dynamic_predict(model, tokenizer), batches, args.eval_batches, seconds, profile)
+
+
+def measure_project_evaluation(args, model, tokenizer, num_threads):
+    """Cached features sorted by length; on a CPU through Paddle Inference, whose export of the
+    current weights and predictor creation (done at every evaluation) are timed."""
+    cache_file = os.path.join(args.work_dir, "test-features.npz")
+    if not os.path.isfile(cache_file):
+        with PairEncoder(tokenizer, args.max_seq_length, 0, cpu_cores_per_process()) as encoder:
+            save_features(cache_file, {lang: encoder.encode(pairs) for lang, pairs in test_pairs(args).items()}, 0)
+    started = time.perf_counter()
+    features, _ = load_features(cache_file)
+    seconds = {"eval_tokenizing_seconds": time.perf_counter() - started}
+    batches = [
+        [features[lang].input_ids[i] for i in indices]
+        for lang in XNLI_LANGUAGES
+        for indices in eval_batches(features[lang], args.eval_batch_size)
+    ]
+    profile = print_profile if args.profile else None
+    if args.device != "cpu":
+        return evaluation_row(dynamic_predict(model, tokenizer), batches, args.eval_batches, seconds, profile)
+    model.eval()
+    with tempfile.TemporaryDirectory(prefix="ernie-m-benchmark-export-") as directory:
+        started = time.perf_counter()
+        save_static_graph(model, os.path.join(directory, "model"))
+        seconds["eval_export_seconds"] = time.perf_counter() - started
+        predictor = create_predictor(os.path.join(directory, "model"), num_threads)
+        seconds["eval_predictor_seconds"] = time.perf_counter() - started - seconds["eval_export_seconds"]
+
+    def predict(batch):
+        predictor_logits(predictor, *pad_batch(batch, tokenizer.pad_token_id))
+
+    return evaluation_row(predict, batches, args.eval_batches, seconds, profile)
+
+
+def dynamic_predict(model, tokenizer):
+    """The dynamic graph's logits of a batch, in eval mode."""
+    model.eval()
+
+    @paddle.no_grad()
+    def predict(batch):
+        inputs = padded_inputs(batch, tokenizer.pad_token_id)
+        model(**{name: paddle.to_tensor(value) for name, value in inputs.items()}).numpy()
+
+    return predict
+
+
+def matmul_peaks(device, num_threads):
+    """{library: FLOP/s} of a float32 2048 x 2048 matmul on `num_threads` threads: Paddle's dynamic
+    graph (MKL on a CPU) and, on a CPU, Paddle Inference's oneDNN."""
+    paddle.set_device(device)
+    if device == "cpu":
+        set_cpu_threads(num_threads)
+    a, b = paddle.randn([2048, 2048]), paddle.randn([2048, 2048])
+    peaks = {
+        "Paddle matmul (MKL)" if device == "cpu" else "Paddle matmul": matmul_flops(
+            lambda: float(paddle.matmul(a, b)[0, 0])
+        )
+    }
+    if device == "cpu":
+        peaks["Paddle Inference (oneDNN)"] = onednn_matmul_flops(b, num_threads)
+    return peaks
+
+
+def onednn_matmul_flops(weight, num_threads):
+    """A 2048 x 2048 matmul as a one-layer static graph run by a Paddle Inference predictor with oneDNN."""
+    layer = paddle.nn.Linear(2048, 2048, bias_attr=False)
+    layer.weight.set_value(weight)
+    with tempfile.TemporaryDirectory(prefix="ernie-m-benchmark-matmul-") as directory:
+        spec = [paddle.static.InputSpec(shape=[2048, 2048], dtype="float32", name="x")]
+        paddle.jit.save(paddle.jit.to_static(layer, input_spec=spec, full_graph=True), os.path.join(directory, "mm"))
+        predictor = create_predictor(os.path.join(directory, "mm"), num_threads)
+    handle = predictor.get_input_handle(predictor.get_input_names()[0])
+    handle.copy_from_cpu(np.random.RandomState(0).randn(2048, 2048).astype(np.float32))
+    return matmul_flops(predictor.run)
+
+
+def default_device():
+    return "gpu" if paddle.is_compiled_with_cuda() else "cpu"

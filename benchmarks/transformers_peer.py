@@ -1,0 +1,118 @@
+"""The transformers peer: transformers' ErnieMForSequenceClassification on PyTorch, trained and
+evaluated the way `run_xnli.py` (transformers' Trainer) does, on the token ids Paddle's side wrote.
+
+Training: upstream's random batches (the same ones), padded to their longest input as
+DataCollatorWithPadding does; AdamW with linear warmup and decay, gradients clipped to norm 1.0
+(Trainer's default), the loss from the model's own head. Evaluation: Trainer's way, each language's
+test inputs in file order at its default evaluation batch size (8), padded per batch, in eval mode
+under no_grad. run_xnli.py tokenizes once per run through the datasets cache: no tokenizing is
+counted. Needs torch and transformers (4.46 still has ErnieM), not Paddle.
+"""
+
+import json
+import os
+
+import numpy as np
+import torch
+from transformers import ErnieMConfig, ErnieMForSequenceClassification, get_linear_schedule_with_warmup
+
+from benchmarks.common import (
+    ERNIE_M_VOCABULARY,
+    PEER_BATCHES_FILE,
+    SHAPES,
+    evaluation_row,
+    file_order_batches,
+    matmul_flops,
+    padded_tokens,
+    process_peak_memory_mb,
+    training_row,
+)
+from utils import XNLI_LANGUAGES, threads_per_process
+
+# Trainer's defaults (TrainingArguments).
+TRAINER_EVAL_BATCH_SIZE = 8
+TRAINER_MAX_GRAD_NORM = 1.0
+
+
+def model_config(model):
+    """transformers' ErnieMConfig of the benchmark's model: a named shape, or a checkpoint's config.json
+    (PaddleNLP's ErnieM builds its feed-forward layers 4 x hidden, whatever the file says)."""
+    if os.path.isdir(model):
+        with open(os.path.join(model, "config.json"), encoding="utf-8") as file:
+            saved = json.load(file)
+        names = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "max_position_embeddings")
+        shape = {name: saved[name] for name in names if name in saved}
+    else:
+        shape = dict(SHAPES[model], vocab_size=ERNIE_M_VOCABULARY)
+    return ErnieMConfig(
+        **shape, intermediate_size=4 * shape["hidden_size"], pad_token_id=1, num_labels=3, torch_dtype="float32"
+    )
+
+
+def padded(batch, pad_token_id):
+    """DataCollatorWithPadding's tensors of a batch of token-id arrays."""
+    length = max(len(ids) for ids in batch)
+    input_ids = torch.full((len(batch), length), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(batch), length), dtype=torch.long)
+    for row, ids in enumerate(batch):
+        input_ids[row, : len(ids)] = torch.from_numpy(np.asarray(ids, dtype=np.int64))
+        attention_mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def split(ids, lengths, counts):
+    """Lists of token-id arrays from their concatenation, `counts` arrays at a time."""
+    arrays = np.split(ids, np.cumsum(lengths)[:-1])
+    return [arrays[start : start + count] for start, count in zip(np.cumsum([0, *counts[:-1]]), counts)]
+
+
+def print_profile(run_batch, batch):
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        run_batch(batch)
+    print(profiler.key_averages().table(sort_by="cpu_time_total", row_limit=30), flush=True)
+
+
+def measure(args):
+    """The JSON row of the transformers setting, from the batches file in args.work_dir."""
+    num_threads = threads_per_process(args.cpu_threads)
+    torch.set_num_threads(num_threads)
+    torch.manual_seed(0)
+    saved = np.load(os.path.join(args.work_dir, PEER_BATCHES_FILE))
+    pad_token_id = int(saved["pad_token_id"])
+    epoch = split(saved["train_ids"], saved["train_lengths"], saved["train_batch_sizes"])
+    test = split(saved["test_ids"], saved["test_lengths"], saved["test_pairs_per_language"])
+    model = ErnieMForSequenceClassification(model_config(args.model))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, eps=1e-8, weight_decay=0.0)
+    scheduler = get_linear_schedule_with_warmup(optimizer, 1000, 10000)
+    profile = print_profile if args.profile else None
+
+    def training_step(batch):
+        inputs = padded(batch, pad_token_id)
+        loss = model(**inputs, labels=torch.zeros(len(batch), dtype=torch.long)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), TRAINER_MAX_GRAD_NORM)
+        optimizer.step()
+        scheduler.step()
+        model.zero_grad()
+
+    @torch.no_grad()
+    def predict(batch):
+        model(**padded(batch, pad_token_id)).logits.numpy()
+
+    model.train()
+    train = training_row(training_step, epoch, int(saved["num_examples"]), args.train_steps, padded_tokens, profile)
+    model.eval()
+    batches = file_order_batches(dict(zip(XNLI_LANGUAGES, test)), XNLI_LANGUAGES, TRAINER_EVAL_BATCH_SIZE)
+    evaluate = evaluation_row(predict, batches, args.eval_batches, {}, profile)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    return {
+        "setting": args.setting,
+        "cpu_threads": num_threads,
+        "denormals": "kept",
+        "mkl_cpu_type": "n/a",
+        **train,
+        **evaluate,
+        "non_embedding_parameters": sum(p.numel() for name, p in model.named_parameters() if "embeddings" not in name),
+        "peak_memory_mb": process_peak_memory_mb(),
+        "matmul_peaks": {f"PyTorch {torch.__version__} matmul": matmul_flops(lambda: float(torch.mm(a, b)[0, 0]))},
+    }
