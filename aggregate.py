@@ -20,6 +20,7 @@ import sys
 import numpy as np
 
 from ernie_m_xnli.evaluation.reporting import COLUMNS, RESULTS_FILE, format_results_table, plot_results
+from ernie_m_xnli.setup.arguments import OneLineErrorParser
 from utils import InputError, write_json_atomically
 
 SUMMARY_FILE, SUMMARY_MARKDOWN_FILE, SUMMARY_PLOT_FILE = "summary.json", "summary.md", "summary.png"
@@ -52,7 +53,7 @@ STATISTICS = {
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineErrorParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="Output directories of finished runs.")
     parser.add_argument("--output_dir", help="Where the summary files go. Default: the runs' common parent.")
     parser.add_argument("--skip_unfinished", action="store_true", help="Leave out runs without results.json.")

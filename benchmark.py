@@ -30,7 +30,6 @@ matmul measured on the same threads: Paddle's (MKL), Paddle Inference's (oneDNN)
 PyTorch's (when the peer runs).
 """
 
-import argparse
 import json
 import os
 import platform
@@ -41,14 +40,14 @@ import tempfile
 import numpy as np
 
 from benchmarks.common import CPU_DEFAULTS, PEER_BATCHES_FILE, PROJECT, SETTINGS, TRANSFORMERS, UPSTREAM, matmul_flops
-from ernie_m_xnli.setup.arguments import HelpFormatter
+from ernie_m_xnli.setup.arguments import HelpFormatter, OneLineErrorParser
 from utils import str2bool, threads_per_process, use_mkl_fast_path_on_amd
 
 PEER_PACKAGES = ("torch", "transformers")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = OneLineErrorParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--xnli_dir", default=os.environ.get("XNLI_DIR", "../shared/xnli"), help="XNLI files.")
     parser.add_argument("--model", default="base", help="base or large (random weights), or a checkpoint directory.")
     parser.add_argument("--device", default=None, help="cpu or gpu; default: gpu with a CUDA build of Paddle.")

@@ -16,17 +16,17 @@ import argparse
 import os
 import sys
 
-from paddlenlp.transformers import AutoTokenizer
-
 from ernie_m_xnli.data.batching import pad_batch
 from ernie_m_xnli.data.encoding import encode_pairs
 from ernie_m_xnli.data.xnli_files import read_prediction_file
 from ernie_m_xnli.models.inference import create_predictor, predictor_logits
+from ernie_m_xnli.models.loading import load_tokenizer
+from ernie_m_xnli.setup.arguments import OneLineErrorParser
 from utils import LABELS, available_cpu_cores
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineErrorParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_dir", required=True, help="The --export_model_dir of run_classifier.py.")
     parser.add_argument("--predict_file", required=True, help="The pairs to label.")
     parser.add_argument("--output_file", help="Where the labelled rows go. Default: stdout.")
@@ -37,7 +37,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
+    tokenizer = load_tokenizer(args.model_dir)
     predictor = create_predictor(os.path.join(args.model_dir, "inference"), available_cpu_cores())
     pairs, _ = read_prediction_file(args.predict_file)
     features = encode_pairs(tokenizer, pairs, args.max_seq_length, memory_length=0)

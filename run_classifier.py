@@ -26,22 +26,13 @@ Settings:
 import logging
 import os
 import time
-import warnings
 from functools import partial
 
 from ernie_m_xnli.setup.arguments import parse_args
 
 if __name__ == "__main__":
     # Importing Paddle and PaddleNLP takes seconds: --help and argument errors answer before that.
-    if not parse_args(description=__doc__).debug:
-        # Paddle's C++ warnings go to glog, read once at import; the only one a run makes is a line
-        # at each static-graph export (every dev evaluation through Paddle Inference) that asks nothing.
-        os.environ.setdefault("GLOG_minloglevel", "2")
-
-# Paddle warns at import about a compiler cache and about AMP on CPU; neither concerns a user.
-warnings.filterwarnings("ignore", message="No ccache found")
-warnings.filterwarnings("ignore", message="Setuptools is replacing distutils")
-warnings.filterwarnings("ignore", message="(AmpScaler|amp_guard) can only be enabled")
+    parse_args(description=__doc__)
 
 from tqdm.contrib.logging import logging_redirect_tqdm  # noqa: E402
 

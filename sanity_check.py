@@ -12,14 +12,13 @@ numbers say nothing about ERNIE-M. The real run is README's command with ernie-m
 import argparse
 import os
 
-from paddlenlp.utils.log import logger as paddlenlp_logger
-
 import run_classifier
 from ernie_m_xnli.data.synthetic import build_tiny_ernie_m, corpus_text, write_xnli_corpus
+from ernie_m_xnli.setup.arguments import OneLineErrorParser
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineErrorParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="output/sanity_check", help="Where the data, model and run go.")
     parser.add_argument("--device", default="cpu", choices=("cpu", "gpu", "xpu"), help="Device to train on.")
     parser.add_argument("--seed", type=int, default=42, help="Seed of the fine-tuning run.")
@@ -28,7 +27,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    paddlenlp_logger.set_level("WARNING")  # building the tiny model would log at INFO
     data_dir = write_xnli_corpus(os.path.join(args.output_dir, "synthetic-xnli"), num_train=480, num_eval=60)
     text_file = os.path.join(args.output_dir, "tokenizer-text.txt")
     with open(text_file, "w", encoding="utf-8") as file:

@@ -23,9 +23,11 @@ sys.path.insert(0, REPO_ROOT)
 from ernie_m_xnli.data.synthetic import build_tiny_ernie_m, corpus_text, write_xnli_corpus  # noqa: E402
 
 XNLI_DIR = os.environ.get("XNLI_DIR")
-# In-process runs (run_main) set MKL_DEBUG_CPU_TYPE in this process on an AMD CPU; the scripts the tests
-# start get the variable as the user's shell had it.
-MKL_VARIABLE_OF_USER = os.environ.get("MKL_DEBUG_CPU_TYPE")
+# In-process runs (run_main) set these in this process (MKL's path on an AMD CPU, the CPU threads); the
+# scripts the tests start get them as the user's shell had them.
+SET_BY_RUNS = ("MKL_DEBUG_CPU_TYPE", "OMP_NUM_THREADS")
+USER_VALUES = {name: os.environ.get(name) for name in SET_BY_RUNS}
+MKL_VARIABLE_OF_USER = USER_VALUES["MKL_DEBUG_CPU_TYPE"]
 # The scripts' tokenized-feature cache goes to a fresh folder, not the user's ~/.cache.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="ernie-m-xnli-test-cache-")
 
@@ -79,10 +81,8 @@ def run_script(*args, script="run_classifier.py", launcher=(), timeout=300, env=
 
 
 def user_environment():
-    environment = {name: value for name, value in os.environ.items() if name != "MKL_DEBUG_CPU_TYPE"}
-    if MKL_VARIABLE_OF_USER is not None:
-        environment["MKL_DEBUG_CPU_TYPE"] = MKL_VARIABLE_OF_USER
-    return environment
+    environment = {name: value for name, value in os.environ.items() if name not in SET_BY_RUNS}
+    return {**environment, **{name: value for name, value in USER_VALUES.items() if value is not None}}
 
 
 def cpu_run(model_dir, data_dir, output_dir, task_type="cross-lingual-transfer", **options):

@@ -3,6 +3,8 @@
 import os
 import shutil
 
+import pytest
+
 from conftest import cpu_run, last_line, run_main, run_script
 
 
@@ -81,3 +83,52 @@ def test_training_says_in_one_plain_line_that_the_classifier_starts_at_random(tm
         in result.stderr
     )
     assert "TRAIN this model" not in result.stderr and "\x1b[" not in result.stderr
+
+
+def test_a_local_directory_that_cannot_be_loaded_is_named_as_given(tmp_path, tiny_model_dir, xnli_dir):
+    model_dir = tmp_path / "minilm2"
+    model_dir.mkdir()
+    shutil.copy(os.path.join(tiny_model_dir, "config.json"), model_dir)  # no tokenizer files, no weights
+    result = run_script(**cpu_run(model_dir, xnli_dir, tmp_path / "out"), env=offline(tmp_path))
+    assert result.returncode == 2
+    message = last_line(result.stderr)
+    assert message.startswith(f"run_classifier.py: error: --model_name_or_path {model_dir}: cannot load it (")
+    assert ".paddlenlp/models" not in message and "download" not in message
+
+
+@pytest.mark.parametrize(
+    "script, arguments, message",
+    [
+        (
+            "run_classifier.py",
+            [
+                "--task_type",
+                "cross-lingual-transfer",
+                "--model_name_or_path",
+                "ernie-m-base",
+                "--output_dir",
+                "out",
+                "--lerning_rate",
+                "1e-5",
+            ],
+            "run_classifier.py: error: unrecognized arguments: --lerning_rate 1e-5 (did you mean --learning_rate?)",
+        ),
+        ("run_classifier.py", ["--task_type"], "run_classifier.py: error: argument --task_type: expected one argument"),
+        (
+            "sanity_check.py",
+            ["--sed", "3"],
+            "sanity_check.py: error: unrecognized arguments: --sed 3 (did you mean --seed?)",
+        ),
+        ("aggregate.py", [], "aggregate.py: error: the following arguments are required: RUN_DIR"),
+        (
+            "infer_static.py",
+            ["--model_dir", "x"],
+            "infer_static.py: error: the following arguments are required: --predict_file",
+        ),
+        ("benchmark.py", ["--setting", "fast"], "benchmark.py: error: argument --setting: invalid choice: 'fast'"),
+    ],
+)
+def test_argument_errors_are_one_line_in_every_script(script, arguments, message):
+    result = run_script(*arguments, script=script)
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(message), result.stderr

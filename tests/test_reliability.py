@@ -144,7 +144,7 @@ def test_a_stop_signal_saves_a_checkpoint_and_says_how_to_resume(
     step = int(message.split("after step ")[1].split(";")[0])
     assert 90 <= step < 160 and step % 80
     assert message == (
-        f"run_classifier.py: error: stopped by {signal.Signals(signum).name} after step {step}; "
+        f"run_classifier.py: stopped by {signal.Signals(signum).name} after step {step}; "
         f"saved {output_dir}/checkpoint-{step}. Continue with the same command and "
         "--resume_from_checkpoint latest"
     )

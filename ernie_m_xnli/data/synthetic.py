@@ -92,7 +92,9 @@ def build_tokenizer(directory, text_file, vocab_size=120):
     last), so [PAD] is id 1, as in the pretrained models. Returns the vocabulary size."""
     import sentencepiece as spm
     from paddlenlp.transformers import ErnieMTokenizer
+    from paddlenlp.utils.log import logger as paddlenlp_logger
 
+    paddlenlp_logger.set_level("WARNING")  # save_pretrained logs every file it writes
     os.makedirs(directory, exist_ok=True)
     model_prefix = os.path.join(directory, "spm")
     spm.SentencePieceTrainer.train(

@@ -34,11 +34,14 @@ class NewWeights(logging.Filter):
 
 
 def download_error(name, error):
-    """The one-line error of a pretrained model that cannot be downloaded (no network, most often)."""
+    """The one-line error of a model that cannot be loaded: a local directory as given, or a pretrained
+    name that cannot be downloaded (no network, most often)."""
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if os.path.isdir(name):
+        return InputError(f"--model_name_or_path {name}: cannot load it ({reason[:160]})")
     return InputError(
         f"--model_name_or_path {name}: cannot load or download it ({reason[:160]}). Without network, pass a "
-        "directory saved with save_pretrained, e.g. a copy of ~/.paddlenlp/models/" + name + " from a machine that "
+        f"directory saved with save_pretrained, e.g. a copy of ~/.paddlenlp/models/{name} from a machine that "
         "downloaded it"
     )
 

@@ -4,6 +4,7 @@ Nothing here imports Paddle, so that `--help` and a mistyped argument answer at 
 """
 
 import argparse
+import difflib
 import os
 import sys
 
@@ -23,10 +24,26 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
     """--help keeps the run-book's layout and shows every default."""
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, `prog: error: message`, exit code 2, where argparse
+    prints its whole usage first (--help still does); a mistyped flag is answered with the nearest ones."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}{self.nearest_flags(message)}\n")
+
+    def nearest_flags(self, message):
+        if not message.startswith("unrecognized arguments:"):
+            return ""
+        flags = [flag for action in self._actions for flag in action.option_strings]
+        typed = [word.split("=")[0] for word in message.split(":", 1)[1].split() if word.startswith("--")]
+        nearest = [match for word in typed for match in difflib.get_close_matches(word, flags, n=1)]
+        return f" (did you mean {' or '.join(nearest)}?)" if nearest else ""
+
+
 def parse_args(argv=None, description=None):
     """The checked arguments of `argv` (default: sys.argv); `description` heads --help."""
     # No abbreviated flags: the recipe must know exactly which arguments were given.
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog=PROGRAM, description=description, formatter_class=HelpFormatter, allow_abbrev=False
     )
     add_run_arguments(parser.add_argument_group("what to run"))

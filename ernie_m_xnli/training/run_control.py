@@ -65,7 +65,9 @@ def errors_as_exit_codes(debug):
     except (InputError, TrainingStopped, TrainingFailed, DiskFull) as error:
         if debug:
             traceback.print_exc()
-        print(f"{PROGRAM}: error: {error}", file=sys.stderr)
+        # A stop is what was asked for, not a failure.
+        kind = "" if isinstance(error, TrainingStopped) else "error: "
+        print(f"{PROGRAM}: {kind}{error}", file=sys.stderr)
         sys.exit(2 if isinstance(error, InputError) else getattr(error, "exit_code", 1))
 
 
