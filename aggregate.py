@@ -21,7 +21,7 @@ import numpy as np
 
 from ernie_m_xnli.evaluation.reporting import COLUMNS, RESULTS_FILE, format_results_table, plot_results
 from ernie_m_xnli.setup.arguments import OneLineErrorParser
-from utils import InputError, write_json_atomically
+from utils import InputError, write_json_atomically, written_then_renamed
 
 SUMMARY_FILE, SUMMARY_MARKDOWN_FILE, SUMMARY_PLOT_FILE = "summary.json", "summary.md", "summary.png"
 # Arguments that may differ between the runs of one summary: they do not change what a run computes.
@@ -150,7 +150,8 @@ def write_summary(output_dir, summary):
     }
     sections = [f"## {titles[key]}\n\n{format_summary_table(summary, key)}\n" for key, _ in SUMMARIZED]
     header = f"# {summary['task_type']}: mean ± std (min-max) over seeds {', '.join(map(str, summary['seeds']))}\n"
-    with open(os.path.join(output_dir, SUMMARY_MARKDOWN_FILE), "w", encoding="utf-8") as file:
+    markdown_path = os.path.join(output_dir, SUMMARY_MARKDOWN_FILE)
+    with written_then_renamed(markdown_path) as temporary, open(temporary, "w", encoding="utf-8") as file:
         file.write("\n".join([header, *sections]))
     test = summary["test_accuracy"]
     errors = {column: test["std"][column] or 0.0 for column in COLUMNS}

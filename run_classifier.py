@@ -6,16 +6,18 @@ One card:
 Several cards (`--batch_size` is per card) or machines:
     python -m paddle.distributed.launch --gpus 0,1,2,3 run_classifier.py \
         --task_type translate-train-all --model_name_or_path ernie-m-large --output_dir output/large-tta
-CPU smoke run on local XNLI files:
-    python run_classifier.py --task_type cross-lingual-transfer --model_name_or_path ernie-m-base \
-        --output_dir output/smoke --device cpu --data_dir ../shared/xnli --max_steps 20
+CPU smoke run, offline, on local XNLI files and the tiny model that `python sanity_check.py` builds:
+    python run_classifier.py --task_type cross-lingual-transfer \
+        --model_name_or_path output/sanity_check/tiny-random-ernie-m --output_dir output/smoke --device cpu \
+        --data_dir ../shared/xnli --max_steps 20
 Continue a run that was stopped or killed:
     python run_classifier.py ...the same arguments... --resume_from_checkpoint latest
-Evaluate a fine-tuned checkpoint on dev and test, predict a file's pairs, export for Paddle Inference:
+Evaluate the model a run selected (results.json's "checkpoint") on dev and test, predict a file's pairs,
+export for Paddle Inference:
     python run_classifier.py --eval_only --task_type cross-lingual-transfer \
-        --model_name_or_path output/base-clt/checkpoint-10000 --output_dir output/base-clt-eval
+        --model_name_or_path output/base-clt/best-12000 --output_dir output/base-clt-eval
     python run_classifier.py --predict_file pairs.tsv --task_type cross-lingual-transfer \
-        --model_name_or_path output/base-clt/checkpoint-10000 --output_dir output/predictions \
+        --model_name_or_path output/base-clt/best-12000 --output_dir output/predictions \
         --export_model_dir output/inference
 
 Settings:
@@ -51,6 +53,7 @@ from ernie_m_xnli.training.checkpoints import (  # noqa: E402
     TrainingState,
     check_intact,
     find_resume_checkpoint,
+    one_run_in,
     prepare_output_dir,
     removed_on_bad_input,
 )
@@ -69,21 +72,21 @@ def main(argv=None):
         set_up(args)
         if args.resolved_recipe:
             logger.info(describe_recipe(args.resolved_recipe))
-        resume_dir = find_resume_checkpoint(args)  # each directory is checked against its manifest once
-        model_dir = resume_dir or check_intact(args.model_name_or_path, "--model_name_or_path")
-        tokenizer = load_tokenizer(model_dir)
-        require_trained = bool(args.eval_only or args.predict_file) and not args.allow_untrained_classifier
-        model = load_model(model_dir, args.dropout, len(tokenizer), args.max_seq_length, require_trained)
-        evaluator = Evaluator(
-            model,
-            args.eval_batch_size,
-            tokenizer.pad_token_id,
-            args.use_amp,
-            partial(progress_bar, args.disable_tqdm, desc="evaluating", unit="language"),
-            args.eval_backend,
-            args.cpu_threads,
-        )
-        with removed_on_bad_input(args.output_dir), logging_redirect_tqdm():
+        with removed_on_bad_input(args.output_dir), one_run_in(args.output_dir), logging_redirect_tqdm():
+            resume_dir = find_resume_checkpoint(args)  # each directory is checked against its manifest once
+            model_dir = resume_dir or check_intact(args.model_name_or_path, "--model_name_or_path")
+            tokenizer = load_tokenizer(model_dir)
+            require_trained = bool(args.eval_only or args.predict_file) and not args.allow_untrained_classifier
+            model = load_model(model_dir, args.dropout, len(tokenizer), args.max_seq_length, require_trained)
+            evaluator = Evaluator(
+                model,
+                args.eval_batch_size,
+                tokenizer.pad_token_id,
+                args.use_amp,
+                partial(progress_bar, args.disable_tqdm, desc="evaluating", unit="language"),
+                args.eval_backend,
+                args.cpu_threads,
+            )
             prepare_output_dir(args)
             if args.predict_file:
                 predict(args, tokenizer, evaluator)

@@ -10,7 +10,7 @@ import platform
 import random
 import struct
 import sys
-import tempfile
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -158,10 +158,35 @@ def file_digest(path):
     return digest.hexdigest()
 
 
+def new_file_mode():
+    """The mode the user's umask gives a newly created file (0o644 under umask 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def give_new_file_mode(path):
+    """Temporary files are created private (0o600); a file renamed from one gets the usual mode instead."""
+    os.chmod(path, new_file_mode())
+
+
+@contextmanager
+def written_then_renamed(path):
+    """Yields a temporary path beside `path` (its extension kept) to write; it replaces `path` once the
+    block completes, so a reader never sees half a file, even if the writer dies, and a failed block
+    leaves no temporary file behind."""
+    directory, name = os.path.split(os.path.abspath(path))
+    temporary = os.path.join(directory, f".partial-{os.getpid()}-{name}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
 def write_json_atomically(path, data):
     """Write JSON so that a reader never sees a half-written file, even if the writer dies."""
-    directory = os.path.dirname(os.path.abspath(path))
-    with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".tmp", delete=False, encoding="utf-8") as tmp:
-        json.dump(data, tmp, indent=2, ensure_ascii=False)
-        tmp.write("\n")
-    os.replace(tmp.name, path)
+    with written_then_renamed(path) as temporary, open(temporary, "w", encoding="utf-8") as file:
+        json.dump(data, file, indent=2, ensure_ascii=False)
+        file.write("\n")

@@ -21,6 +21,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
 from ernie_m_xnli.data.synthetic import build_tiny_ernie_m, corpus_text, write_xnli_corpus  # noqa: E402
+from utils import use_mkl_fast_path_on_amd  # noqa: E402
 
 XNLI_DIR = os.environ.get("XNLI_DIR")
 # In-process runs (run_main) set these in this process (MKL's path on an AMD CPU, the CPU threads); the
@@ -28,6 +29,9 @@ XNLI_DIR = os.environ.get("XNLI_DIR")
 SET_BY_RUNS = ("MKL_DEBUG_CPU_TYPE", "OMP_NUM_THREADS")
 USER_VALUES = {name: os.environ.get(name) for name in SET_BY_RUNS}
 MKL_VARIABLE_OF_USER = USER_VALUES["MKL_DEBUG_CPU_TYPE"]
+# The tests' own process computes on the MKL path every run takes (MKL picks it at its first call, which
+# may come before any in-process run's set_up): in-process and script runs then round alike.
+use_mkl_fast_path_on_amd(True)
 # The scripts' tokenized-feature cache goes to a fresh folder, not the user's ~/.cache.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="ernie-m-xnli-test-cache-")
 

@@ -1,10 +1,11 @@
 """Exact resume after kill -9 or SIGTERM, checkpoints that never tear, and one-line errors."""
 
-import errno
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -87,6 +88,7 @@ def reference_run(tmp_path_factory, tiny_model_dir, varied_xnli_dir):
                 *training_args(tiny_model_dir, varied_xnli_dir, output_dir / "run", **setting), launcher=launcher
             )
             assert done.returncode == 0, done.stderr[-3000:]
+            (output_dir / "run.log").write_text(done.stderr)  # a line per step: logging_steps 1
             made[processes, use_amp, accumulation] = output_dir / "run"
         return made[processes, use_amp, accumulation]
 
@@ -152,10 +154,22 @@ def test_a_stop_signal_saves_a_checkpoint_and_says_how_to_resume(
 
     if signum == signal.SIGTERM:  # the same checkpoint either way: resume one of them
         resumed = run_script(
-            *training_args(tiny_model_dir, varied_xnli_dir, output_dir, resume_from_checkpoint="latest")
+            *training_args(
+                tiny_model_dir, varied_xnli_dir, output_dir, resume_from_checkpoint="latest", logging_steps=80
+            )
         )
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert_same_run(output_dir, reference_run(1))
+        # The first line after the resume averages the steps run since it, as the reference's lines show them.
+        reference_losses = logged_losses((reference_run(1).parent / "run.log").read_text())
+        expected = np.mean([reference_losses[later] for later in range(step + 1, 161)])
+        assert logged_losses(resumed.stderr)[160] == pytest.approx(expected, abs=2e-4)
+
+
+def logged_losses(log):
+    """{step: loss} of a run's `step N/M, epoch E, loss X, ...` lines."""
+    lines = re.findall(r"step (\d+)/\d+, epoch \d+, loss ([0-9.]+)", log)
+    return {int(step): float(loss) for step, loss in lines}
 
 
 def make_checkpoint(output_dir, step, complete=True):
@@ -360,32 +374,59 @@ def test_a_damaged_checkpoint_is_refused_by_name_and_latest_falls_back(tmp_path,
     )
 
 
-def test_a_full_disk_while_saving_stops_in_one_line_and_keeps_the_earlier_checkpoints(
-    monkeypatch, tmp_path, tiny_model_dir, xnli_dir
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_every_file_a_run_writes_has_the_mode_of_a_new_file(tmp_path, tiny_model_dir, xnli_dir, umask, mode):
+    """Training, evaluation, prediction and aggregate.py, in this process under `umask`: no file is
+    left private by the temporary file it was written through."""
+    import aggregate
+
+    pairs_file = tmp_path / "pairs.tsv"
+    pairs_file.write_text("a premise\ta hypothesis\n")
+    previous = os.umask(umask)
+    try:
+        trained = run_main(**cpu_run(tiny_model_dir, xnli_dir, tmp_path / "run", max_steps=4, save_steps=2))
+        assert trained.returncode == 0, trained.stderr
+        checkpoint = tmp_path / "run" / "checkpoint-4"
+        evaluated = run_main("--eval_only", **cpu_run(checkpoint, xnli_dir, tmp_path / "eval"))
+        predicted = run_main(**cpu_run(checkpoint, xnli_dir, tmp_path / "predict", predict_file=pairs_file))
+        assert evaluated.returncode == 0 and predicted.returncode == 0, evaluated.stderr + predicted.stderr
+        aggregate.main([str(tmp_path / "run"), "--output_dir", str(tmp_path / "summary")])
+    finally:
+        os.umask(previous)
+    written = [
+        os.path.join(folder, name)
+        for top in ("run", "eval", "predict", "summary")
+        for folder, _, names in os.walk(tmp_path / top)
+        for name in names
+    ]
+    names = {os.path.basename(path) for path in written}
+    assert {"results.json", "model.safetensors", "manifest.json", "trainer_state.json", "rng_state.json"} <= names
+    assert {"predictions.tsv", "summary.json", "optimizer.npz"} <= names
+    assert {path: oct(os.stat(path).st_mode & 0o777) for path in written} == {path: oct(mode) for path in written}
+
+
+def test_a_second_run_into_the_same_output_dir_stops_at_once_naming_the_first(
+    tmp_path, tiny_model_dir, varied_xnli_dir
 ):
-    from ernie_m_xnli.training import checkpoints
-
-    saves, save_state_dict = [], checkpoints.save_state_dict
-
-    def second_save_fills_the_disk(path_stem, state):
-        saves.append(path_stem)
-        if len(saves) == 2:
-            raise OSError(errno.ENOSPC, "No space left on device", path_stem + ".npz")
-        save_state_dict(path_stem, state)
-
-    monkeypatch.setattr(checkpoints, "save_state_dict", second_save_fills_the_disk)
-    arguments = training_args(tiny_model_dir, xnli_dir, tmp_path, max_steps=4, save_steps=2)
-    full = run_main(*arguments)
-    assert full.returncode == 1
-    message = last_line(full.stderr)
-    assert message.startswith(
-        f"run_classifier.py: error: no space left on the device of {tmp_path} while saving checkpoint-4: free at least "
-    )
-    assert message.endswith(
-        " MB there, then continue with --resume_from_checkpoint latest (the checkpoints saved before are intact)"
-    )
-    assert sorted(name for name in os.listdir(tmp_path) if name.startswith("checkpoint")) == ["checkpoint-2"]
-
-    resumed = run_script(*arguments, resume_from_checkpoint="latest")
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"INFO resuming from {tmp_path}/checkpoint-2" in resumed.stderr
+    output_dir, output_path = tmp_path / "run", tmp_path / "run.out"
+    arguments = training_args(tiny_model_dir, varied_xnli_dir, output_dir, max_steps=100000)  # still running later
+    first = start(arguments, output_path)
+    try:
+        wait_for("step 90/100000", output_path, first)  # checkpoint-80 is there to resume
+        # What a requeued job or a second terminal does while the first still runs.
+        second = run_script(*arguments, "--resume_from_checkpoint", "latest")
+        assert second.returncode == 2
+        assert second.stderr.strip().splitlines()[-1] == (
+            f"run_classifier.py: error: --output_dir {output_dir} is in use by process {first.pid} on "
+            f"{socket.gethostname()}: one run per output directory at a time; wait for that one to end, or pass "
+            "another --output_dir"
+        )
+        assert "resuming" not in second.stderr and first.poll() is None
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    # The operating system released the lock with the killed process: a resume gets past it (and, shortened
+    # to end at once, to the check that its arguments continue that run).
+    resumed = run_script(*arguments, "--resume_from_checkpoint", "latest", "--max_steps", "100")
+    assert resumed.returncode == 2
+    assert "in use by" not in resumed.stderr and "--max_steps" in resumed.stderr.strip().splitlines()[-1]

@@ -7,18 +7,20 @@ therefore gets a new entry; nothing is ever read back stale.
 
 import hashlib
 import json
+import logging
 import os
-import tempfile
 from typing import NamedTuple
 
 import numpy as np
 
 from ernie_m_xnli.data.encoding import Features
 from ernie_m_xnli.setup import distributed
-from utils import available_cpu_cores, cpu_cores_per_process, file_digest
+from utils import available_cpu_cores, cpu_cores_per_process, file_digest, written_then_renamed
 
 # Bump when the stored layout or the tokenization code changes meaning.
 CACHE_FORMAT = 1
+
+logger = logging.getLogger(__name__)
 
 
 def cache_key(tokenizer, data_files, max_seq_length, memory_length):
@@ -45,9 +47,8 @@ def save_features(path, features_by_language, num_skipped):
         arrays[f"{index}_example_ids"] = features.example_ids
         arrays[f"{index}_num_examples"] = np.array(features.num_examples)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=os.path.dirname(path), suffix=".tmp", delete=False) as tmp:
-        np.savez(tmp, **arrays)
-    os.replace(tmp.name, path)
+    with written_then_renamed(path) as temporary, open(temporary, "wb") as file:
+        np.savez(file, **arrays)
 
 
 def load_features(path):
@@ -77,18 +78,42 @@ def load_or_tokenize(cache_path, tokenize):
     (features by language, number of skipped rows); `cache_path` '' or None turns the cache off.
 
     Rank 0 tokenizes and stores what the cache lacks, with all the machine's cores, while the other
-    ranks on the machine wait and then load it; a rank that cannot see rank 0's cache (on another
-    machine) tokenizes too.
+    ranks on the machine wait and then load it; a rank that cannot read rank 0's entry (on another
+    machine, or not written) tokenizes too. The cache only saves time: a damaged entry is tokenized
+    again and replaced, and one that cannot be written is left out, each with a warning.
     """
     if not cache_path:
         return CachedSplit(*tokenize(cpu_cores_per_process()), "tokenized")
-    tokenized = None
-    if distributed.is_main() and not os.path.isfile(cache_path):
-        tokenized = tokenize(available_cpu_cores())
-        save_features(cache_path, *tokenized)
+    split = None
+    if distributed.is_main():
+        split = read_entry(cache_path)
+        if split is None:
+            split = CachedSplit(*tokenize(available_cpu_cores()), "tokenized")
+            write_entry(cache_path, split)
     distributed.barrier()
-    if tokenized:
-        return CachedSplit(*tokenized, "tokenized")
-    if os.path.isfile(cache_path):
-        return CachedSplit(*load_features(cache_path), f"from {cache_path}")
-    return CachedSplit(*tokenize(cpu_cores_per_process()), "tokenized")
+    return split or read_entry(cache_path) or CachedSplit(*tokenize(cpu_cores_per_process()), "tokenized")
+
+
+def read_entry(path):
+    """The CachedSplit of an entry, or None where there is none or it cannot be read (a warning says so)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        return CachedSplit(*load_features(path), f"from {path}")
+    except Exception as error:  # a truncated or otherwise damaged file: zipfile, numpy and the OS each have theirs
+        logger.warning(
+            "the token cache entry %s is damaged (%s: %s); tokenizing again", path, type(error).__name__, error
+        )
+        return None
+
+
+def write_entry(path, split):
+    try:
+        save_features(path, split.features_by_language, split.num_skipped)
+    except Exception as error:  # a full or read-only file system: numpy and the OS each raise their own
+        logger.warning(
+            "could not write the token cache entry %s (%s: %s); the run goes on without it",
+            path,
+            type(error).__name__,
+            error,
+        )

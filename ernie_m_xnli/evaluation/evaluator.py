@@ -16,7 +16,7 @@ from ernie_m_xnli.data.encoding import average_window_logits
 from ernie_m_xnli.data.xnli_files import NO_LABEL
 from ernie_m_xnli.models.inference import create_predictor, predictor_logits, save_static_graph, static_forward
 from ernie_m_xnli.setup import distributed
-from utils import LABELS, XNLI_LANGUAGES, average_accuracy, set_cpu_threads, threads_per_process
+from utils import LABELS, XNLI_LANGUAGES, average_accuracy, set_cpu_threads, threads_per_process, written_then_renamed
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def write_predictions(path, pairs, logits):
     label where the input had one."""
     probabilities = np.exp(logits - logits.max(1, keepdims=True))
     probabilities /= probabilities.sum(1, keepdims=True)
-    with open(path, "w", encoding="utf-8") as file:
+    with written_then_renamed(path) as temporary, open(temporary, "w", encoding="utf-8") as file:
         file.write("\t".join(["premise", "hypothesis", "prediction", *(f"p_{label}" for label in LABELS), "label"]))
         file.write("\n")
         for pair, row in zip(pairs, probabilities):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ernie_m_xnli.setup.recipes import MODEL_SIZES
-from utils import XNLI_LANGUAGES, average_accuracy, write_json_atomically
+from utils import XNLI_LANGUAGES, average_accuracy, write_json_atomically, written_then_renamed
 
 RESULTS_FILE = "results.json"
 RESULTS_MARKDOWN_FILE = "results.md"
@@ -94,7 +94,8 @@ def plot_results(path, title, values, reference=None, errors=None, label="this r
     axes.set_title(title)
     axes.legend(loc="lower left")
     figure.tight_layout()
-    figure.savefig(path)
+    with written_then_renamed(path) as temporary:
+        figure.savefig(temporary)
     plt.close(figure)
 
 
@@ -174,5 +175,6 @@ def write_results_markdown(output_dir, title, model_name, selected, reference):
         {**{name: percent(result.test.accuracy) for name, result in rows.items()}, **reference_rows}
     )
     dev_table = format_results_table({name: percent(result.dev.accuracy) for name, result in rows.items()})
-    with open(os.path.join(output_dir, RESULTS_MARKDOWN_FILE), "w", encoding="utf-8") as file:
+    markdown_path = os.path.join(output_dir, RESULTS_MARKDOWN_FILE)
+    with written_then_renamed(markdown_path) as temporary, open(temporary, "w", encoding="utf-8") as file:
         file.write(f"# {title}\n\n{test_table}\n\nDev accuracy (%) of the same models:\n\n{dev_table}\n")

@@ -21,7 +21,13 @@ MAX_POSITIONS = 512
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """--help keeps the run-book's layout and shows every default."""
+    """--help keeps the run-book's layout and shows every default once: none for a required argument,
+    nor where the default is None (the help text says what then happens)."""
+
+    def _get_help_string(self, action):
+        if action.required or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 class OneLineErrorParser(argparse.ArgumentParser):

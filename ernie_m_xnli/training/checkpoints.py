@@ -11,11 +11,13 @@ npz, JSON: see plain_state.py), so loading a checkpoint runs no code.
 """
 
 import errno
+import fcntl
 import json
 import logging
 import os
 import re
 import shutil
+import socket
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
@@ -30,7 +32,7 @@ from ernie_m_xnli.training.plain_state import (
     save_state_dict,
     write_manifest,
 )
-from utils import InputError, write_json_atomically
+from utils import InputError, give_new_file_mode, write_json_atomically
 
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 BEST_MODEL_NAME = re.compile(r"^best-(\d+)$")
@@ -172,6 +174,12 @@ class DiskFull(Exception):
     exit_code = 1
 
 
+def no_space_left(error):
+    """Whether `error` says the device is full, whichever library raised it: an OSError with ENOSPC, or
+    safetensors' own error type, which says it in words."""
+    return (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "No space left on device" in str(error)
+
+
 @contextmanager
 def atomic_directory(directory):
     """Yields a temporary directory to fill, which replaces `directory` once the block completes:
@@ -181,11 +189,14 @@ def atomic_directory(directory):
     os.makedirs(partial_dir)
     try:
         yield partial_dir
+        for folder, _, names in os.walk(partial_dir):  # some writers (safetensors) make private files
+            for name in names:
+                give_new_file_mode(os.path.join(folder, name))
         write_manifest(partial_dir)
-    except OSError as error:
+    except Exception as error:
         written = directory_size(partial_dir)
         shutil.rmtree(partial_dir, ignore_errors=True)
-        if error.errno != errno.ENOSPC:
+        if not no_space_left(error):
             raise
         parent = os.path.dirname(os.path.abspath(directory))
         needed = max([written, *(directory_size(path) for _, path in list_checkpoints(parent))])
@@ -338,6 +349,50 @@ def removed_on_bad_input(output_dir):
         raise
 
 
+@contextmanager
+def one_run_in(output_dir):
+    """Hold an exclusive lock on `output_dir` (made if missing) for the block, on the main rank: a second
+    run into the same directory stops at once. The lock is on the directory itself (flock), so nothing is
+    left inside it and the operating system releases it however the process ends, kill -9 included."""
+    if not distributed.is_main():
+        yield
+        return
+    make_output_dir(output_dir)
+    descriptor = os.open(output_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(
+                f"--output_dir {output_dir} is in use by {lock_holder(descriptor)}: one run per output directory "
+                "at a time; wait for that one to end, or pass another --output_dir"
+            ) from None
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def lock_holder(descriptor):
+    """Who holds the flock on an open directory, from Linux's /proc/locks: "process <pid> on <host>"."""
+    status = os.fstat(descriptor)
+    where = f"{os.major(status.st_dev):02x}:{os.minor(status.st_dev):02x}:{status.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii") as file:
+            lines = [line.split() for line in file]
+    except OSError:
+        lines = []
+    # "1: FLOCK  ADVISORY  WRITE 12345 fd:01:2345 0 EOF"
+    pids = [fields[4] for fields in lines if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == where]
+    return f"process {pids[0]} on {socket.gethostname()}" if pids else "another process"
+
+
+def make_output_dir(output_dir):
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"--output_dir {output_dir}: cannot create it ({error.strerror})") from None
+
+
 def prepare_output_dir(args):
     """Create `output_dir`, refusing to mix a new run with one already there."""
     training = not (args.eval_only or args.predict_file)
@@ -349,10 +404,7 @@ def prepare_output_dir(args):
             f"--output_dir {args.output_dir} already holds a run: pass --resume_from_checkpoint latest "
             "to continue it, --overwrite_output_dir to replace it, or another --output_dir"
         )
-    try:
-        os.makedirs(args.output_dir, exist_ok=True)
-    except OSError as error:
-        raise InputError(f"--output_dir {args.output_dir}: cannot create it ({error.strerror})") from None
+    make_output_dir(args.output_dir)
     if not os.access(args.output_dir, os.W_OK):
         raise InputError(f"--output_dir {args.output_dir}: not writable")
     if training and args.overwrite_output_dir and not args.resume_from_checkpoint and distributed.is_main():

@@ -100,10 +100,11 @@ class TrainingProgress:
         self.progress_bar, self.writer = progress_bar, writer
         self.logging_steps, self.num_training_steps = logging_steps, num_training_steps
         self.examples_per_step = examples_per_step
-        self.loss_sum, self.started = 0.0, time.time()
+        self.loss_sum, self.steps_since_log, self.started = 0.0, 0, time.time()
 
     def step(self, step, epoch, loss, learning_rate, loss_scale, skipped_so_far):
         self.loss_sum += loss if math.isfinite(loss) else 0.0
+        self.steps_since_log += 1
         self.progress_bar.update(1)
         steps_per_second = self.progress_bar.format_dict.get("rate") or 0.0
         self.progress_bar.set_postfix(
@@ -114,7 +115,8 @@ class TrainingProgress:
         )
         if step % self.logging_steps:
             return
-        elapsed, mean_loss = time.time() - self.started, self.loss_sum / self.logging_steps
+        # Over the steps this process ran: after a resume, fewer than logging_steps come before the first line.
+        elapsed, mean_loss = time.time() - self.started, self.loss_sum / self.steps_since_log
         logger.info(
             "step %d/%d, epoch %d, loss %.4f, lr %.3e, %.1f examples/s%s",
             step,
@@ -122,14 +124,14 @@ class TrainingProgress:
             epoch + 1,
             mean_loss,
             learning_rate,
-            self.logging_steps * self.examples_per_step / elapsed,
+            self.steps_since_log * self.examples_per_step / elapsed,
             f", {skipped_so_far} steps skipped so far (non-finite gradients)" if skipped_so_far else "",
         )
         self.writer.add_scalar("train/loss", mean_loss, step)
         self.writer.add_scalar("train/lr", learning_rate, step)
         if loss_scale is not None:
             self.writer.add_scalar("train/loss_scale", loss_scale, step)
-        self.loss_sum, self.started = 0.0, time.time()
+        self.loss_sum, self.steps_since_log, self.started = 0.0, 0, time.time()
 
     def evaluation(self, split, step, result):
         logger.info(format_evaluation(f"{split} accuracy at step {step}", result))

@@ -1,0 +1,151 @@
+"""Faults as a user's machine makes them: a real full file system (a small tmpfs) under the checkpoints
+and the token cache, a read-only one, and a truncated cache file."""
+
+import contextlib
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from ernie_m_xnli.training import checkpoints, trainer
+from ernie_m_xnli.training.checkpoints import check_intact
+from utils import written_then_renamed
+
+from conftest import cpu_run, last_line, read_results, run_main, run_script
+
+QUICK_RUN = dict(max_steps=4, save_steps=2, eval_steps=4, visualdl="false", logging_steps=2)
+
+
+@contextlib.contextmanager
+def small_file_system(path, size="16m", read_only=False):
+    """A tmpfs of `size` mounted at `path` for the block (root only; the test is skipped otherwise)."""
+    os.makedirs(path, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(folder, leave=0):
+    """Take every free byte of `folder`'s file system but `leave`, as another program writing there would."""
+    path = os.path.join(folder, "filler")
+    with open(path, "wb") as file:
+        with contextlib.suppress(OSError):
+            while True:
+                file.write(b"\0" * (1 << 16))
+                file.flush()
+    os.truncate(path, max(0, os.path.getsize(path) - leave))
+
+
+def filling_before(function, when, disk, leave):
+    """`function`, which first fills `disk` but `leave` bytes when `when(its path argument)` says so."""
+
+    def fill_then_call(path, *args, **kwargs):
+        if when(str(path)):
+            fill(disk, leave)
+        return function(path, *args, **kwargs)
+
+    return fill_then_call
+
+
+def in_checkpoint_4(path):
+    return "checkpoint-4.partial" in path
+
+
+@pytest.mark.parametrize(
+    "module, name, when, leave",
+    [
+        # Room for config.json, not for the weights: safetensors raises its own error type.
+        (trainer, "save_model", in_checkpoint_4, 8192),
+        (checkpoints, "save_state_dict", in_checkpoint_4, 0),  # the optimizer: numpy's npz
+        (
+            checkpoints,
+            "write_json_atomically",
+            lambda path: in_checkpoint_4(path) and path.endswith("rng_state.json"),
+            0,
+        ),
+    ],
+    ids=["model-safetensors", "optimizer-npz", "json"],
+)
+def test_a_full_disk_while_saving_stops_in_one_line_and_keeps_the_earlier_checkpoints(
+    monkeypatch, tmp_path, tiny_model_dir, xnli_dir, module, name, when, leave
+):
+    with small_file_system(tmp_path / "disk") as disk:
+        output_dir = disk / "run"
+        monkeypatch.setattr(module, name, filling_before(getattr(module, name), when, disk, leave))
+        arguments = cpu_run(tiny_model_dir, xnli_dir, output_dir, **QUICK_RUN)
+        full = run_main(**arguments)
+        assert full.returncode == 1, full.stderr[-3000:]
+        message = last_line(full.stderr)
+        assert message.startswith(
+            f"run_classifier.py: error: no space left on the device of {output_dir} while saving checkpoint-4: "
+            "free at least "
+        )
+        assert message.endswith(
+            " MB there, then continue with --resume_from_checkpoint latest (the checkpoints saved before are intact)"
+        )
+        assert sorted(entry for entry in os.listdir(output_dir) if entry.startswith("checkpoint")) == ["checkpoint-2"]
+        check_intact(str(output_dir / "checkpoint-2"), "checkpoint-2")
+
+        os.remove(disk / "filler")
+        monkeypatch.undo()
+        resumed = run_main(**arguments, resume_from_checkpoint="latest")
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert f"INFO resuming from {output_dir}/checkpoint-2" in resumed.stderr
+
+
+def cache_entries(cache_dir):
+    return sorted(name for name in os.listdir(cache_dir) if name.endswith(".npz"))
+
+
+def test_a_truncated_cache_entry_is_tokenized_again_and_replaced(tmp_path, tiny_model_dir, xnli_dir):
+    cache_dir = tmp_path / "cache"
+    first = run_main(**cpu_run(tiny_model_dir, xnli_dir, tmp_path / "first", cache_dir=cache_dir, **QUICK_RUN))
+    assert first.returncode == 0, first.stderr
+    entries = cache_entries(cache_dir)
+    sizes = {entry: os.path.getsize(cache_dir / entry) for entry in entries}
+    for entry in entries:  # what a killed copy or a full disk leaves
+        with open(cache_dir / entry, "r+b") as file:
+            file.truncate(sizes[entry] // 2)
+
+    second = run_main(**cpu_run(tiny_model_dir, xnli_dir, tmp_path / "second", cache_dir=cache_dir, **QUICK_RUN))
+    assert second.returncode == 0, second.stderr[-3000:]
+    for entry in entries:
+        assert f"WARNING the token cache entry {cache_dir / entry} is damaged (BadZipFile: " in second.stderr
+        assert os.path.getsize(cache_dir / entry) == sizes[entry]
+    assert read_results(tmp_path / "second")["test_accuracy"] == read_results(tmp_path / "first")["test_accuracy"]
+
+    third = run_main(**cpu_run(tiny_model_dir, xnli_dir, tmp_path / "third", cache_dir=cache_dir, **QUICK_RUN))
+    assert third.returncode == 0 and "WARNING" not in third.stderr, third.stderr[-3000:]
+
+
+@pytest.mark.parametrize("read_only", [False, True], ids=["full", "read-only"])
+def test_a_cache_that_cannot_be_written_only_costs_the_cache(tmp_path, tiny_model_dir, xnli_dir, read_only):
+    with small_file_system(tmp_path / "cache", size="64k", read_only=read_only) as cache_dir:
+        if not read_only:
+            fill(cache_dir)
+        result = run_script(**cpu_run(tiny_model_dir, xnli_dir, tmp_path / "run", cache_dir=cache_dir, **QUICK_RUN))
+        assert result.returncode == 0, result.stderr[-3000:]
+        warnings = [line for line in result.stderr.splitlines() if "could not write the token cache entry" in line]
+        assert len(warnings) == 3 and all("the run goes on without it" in line for line in warnings)
+        assert [name for name in os.listdir(cache_dir) if name != "filler"] == []
+    assert read_results(tmp_path / "run")["test_accuracy"]["avg"] >= 0
+    shutil.rmtree(tmp_path / "run")
+
+
+def test_a_file_written_through_a_temporary_name_is_whole_or_not_written(tmp_path):
+    path = tmp_path / "results.md"
+    path.write_text("the last complete table\n")
+    with pytest.raises(RuntimeError), written_then_renamed(path) as temporary:
+        with open(temporary, "w") as file:
+            file.write("half a ta")
+        raise RuntimeError("the writer dies")
+    assert path.read_text() == "the last complete table\n" and os.listdir(tmp_path) == ["results.md"]
+    with written_then_renamed(path) as temporary, open(temporary, "w") as file:
+        file.write("the new table\n")
+    assert path.read_text() == "the new table\n" and os.listdir(tmp_path) == ["results.md"]
