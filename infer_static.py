@@ -6,17 +6,19 @@ Paddle Inference (no training code, no dynamic graph):
 `pairs.tsv` is read as `--predict_file` is (premise<TAB>hypothesis rows, or a file with XNLI's column
 names); one `premise<TAB>hypothesis<TAB>label` row per pair goes to stdout (or `--output_file`).
 
-The exported graph takes three int64 inputs of shape [batch, length]: `input_ids` (`[CLS] premise
-[SEP] [SEP] hypothesis [SEP]`, as the tokenizer saved beside the graph builds them), `position_ids`
-0..length-1 (ERNIE-M adds 2 itself) and `attention_mask` (1 for a token, 0 for padding: `[PAD]` is
-id 1, so the mask must be given). Its one output is the logits, [batch, 3], in the order of LABELS.
+The exported graph takes int64 inputs of shape [batch, length]: `input_ids` (for ERNIE-M `[CLS]
+premise [SEP] [SEP] hypothesis [SEP]`, as the tokenizer saved beside the graph builds them),
+`attention_mask` (1 for a token, 0 for padding: ERNIE-M's `[PAD]` is id 1, so the mask must be
+given), `position_ids` 0..length-1 (the model adds its own offset) and, for a family with token
+types (BERT), `token_type_ids` (0 up to the first separator, 1 after). Its one output is the logits,
+[batch, 3], in the order of LABELS.
 """
 
 import argparse
 import os
 import sys
 
-from ernie_m_xnli.data.batching import pad_batch
+from ernie_m_xnli.data.batching import padded_inputs
 from ernie_m_xnli.data.encoding import encode_pairs
 from ernie_m_xnli.data.xnli_files import read_prediction_file
 from ernie_m_xnli.models.inference import create_predictor, predictor_logits
@@ -45,7 +47,7 @@ def main(argv=None):
     with output:
         for start in range(0, len(pairs), args.batch_size):
             batch = features.input_ids[start : start + args.batch_size]
-            logits = predictor_logits(predictor, *pad_batch(batch, tokenizer.pad_token_id))
+            logits = predictor_logits(predictor, padded_inputs(batch, tokenizer.pad_token_id, tokenizer.sep_token_id))
             for pair, row in zip(pairs[start : start + args.batch_size], logits):
                 output.write(f"{pair.premise}\t{pair.hypothesis}\t{LABELS[int(row.argmax())]}\n")
 

@@ -1,4 +1,5 @@
-r"""Fine-tune and evaluate ERNIE-M on XNLI, in PaddlePaddle's dynamic graph.
+r"""Fine-tune and evaluate ERNIE-M on XNLI, in PaddlePaddle's dynamic graph; mBERT, XLM-R and
+mDeBERTa-v3 too, from PaddleNLP's names and directories or from Hugging Face directories.
 
 One card:
     python run_classifier.py --task_type cross-lingual-transfer --model_name_or_path ernie-m-base \
@@ -43,8 +44,9 @@ from ernie_m_xnli.data.splits import prepare_features  # noqa: E402
 from ernie_m_xnli.data.xnli_files import read_prediction_file  # noqa: E402
 from ernie_m_xnli.evaluation.evaluator import Evaluator, write_predictions  # noqa: E402
 from ernie_m_xnli.evaluation.reporting import SelectedResult, format_evaluation, report_results  # noqa: E402
+from ernie_m_xnli.models.hf_checkpoints import export_hf_checkpoint  # noqa: E402
 from ernie_m_xnli.models.inference import export_inference_model  # noqa: E402
-from ernie_m_xnli.models.loading import load_model, load_tokenizer  # noqa: E402
+from ernie_m_xnli.models.loading import load_classifier, load_tokenizer, num_token_ids  # noqa: E402
 from ernie_m_xnli.setup import distributed  # noqa: E402
 from ernie_m_xnli.setup.recipes import describe_recipe  # noqa: E402
 from ernie_m_xnli.setup.runtime import progress_bar, set_up  # noqa: E402
@@ -77,11 +79,16 @@ def main(argv=None):
             model_dir = resume_dir or check_intact(args.model_name_or_path, "--model_name_or_path")
             tokenizer = load_tokenizer(model_dir)
             require_trained = bool(args.eval_only or args.predict_file) and not args.allow_untrained_classifier
-            model = load_model(model_dir, args.dropout, len(tokenizer), args.max_seq_length, require_trained)
+            classifier = load_classifier(
+                model_dir, args.dropout, num_token_ids(tokenizer), args.max_seq_length, args.cache_dir, require_trained
+            )
+            if args.export_model_dir:  # before any training: its result must be exportable
+                classifier.family.check_static_graph("--export_model_dir")
             evaluator = Evaluator(
-                model,
+                classifier,
                 args.eval_batch_size,
                 tokenizer.pad_token_id,
+                tokenizer.sep_token_id,
                 args.use_amp,
                 partial(progress_bar, args.disable_tqdm, desc="evaluating", unit="language"),
                 args.eval_backend,
@@ -91,23 +98,23 @@ def main(argv=None):
             if args.predict_file:
                 predict(args, tokenizer, evaluator)
             else:
-                train_and_evaluate(args, model, tokenizer, evaluator, resume_dir)
-        if args.export_model_dir and distributed.is_main():
-            export_inference_model(model, tokenizer, args.export_model_dir)
+                train_and_evaluate(args, classifier, tokenizer, evaluator, resume_dir)
+        if distributed.is_main():
+            export(args, classifier, tokenizer)
 
 
-def train_and_evaluate(args, model, tokenizer, evaluator, resume_dir):
+def train_and_evaluate(args, classifier, tokenizer, evaluator, resume_dir):
     """Train (unless --eval_only), select on dev, evaluate the selected models on test, report."""
     features = prepare_features(args, tokenizer)
     started = time.time()
     if args.eval_only:
         state, selected = TrainingState(), evaluate_model(args, evaluator, features)
     else:
-        trainer = Trainer(args, model, tokenizer, features, evaluator, resume_dir)
+        trainer = Trainer(args, classifier, tokenizer, features, evaluator, resume_dir)
         state = trainer.train()
         selected = evaluate_selected_models(trainer, evaluator, features.test)
     if distributed.is_main():
-        report_results(args, model.config, state, selected, time.time() - started)
+        report_results(args, classifier.model.config, state, selected, time.time() - started)
 
 
 def evaluate_model(args, evaluator, features):
@@ -138,6 +145,14 @@ def evaluate_selected_models(trainer, evaluator, test_features):
         )
         for protocol in SELECTION_PROTOCOLS
     }
+
+
+def export(args, classifier, tokenizer):
+    """The (selected) model for Paddle Inference and in transformers' layout, as asked."""
+    if args.export_model_dir:
+        export_inference_model(classifier, tokenizer, args.export_model_dir)
+    if args.export_hf_dir:
+        export_hf_checkpoint(classifier.model, classifier.family, tokenizer, args.export_hf_dir)
 
 
 def predict(args, tokenizer, evaluator):

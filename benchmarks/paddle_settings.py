@@ -33,8 +33,8 @@ from ernie_m_xnli.data.packing import packed_inputs
 from ernie_m_xnli.data.synthetic import build_tokenizer
 from ernie_m_xnli.data.xnli_files import read_eval_split, read_train_split, xnli_file_paths
 from ernie_m_xnli.models.cpu_linear import bias_gradients_by_matmul
+from ernie_m_xnli.models.families import ERNIE_M, Classifier
 from ernie_m_xnli.models.inference import create_predictor, predictor_logits, save_static_graph
-from ernie_m_xnli.models.packed import PackedClassifier
 from ernie_m_xnli.training.optimization import create_optimizer, linear_schedule
 from utils import (
     MKL_CPU_TYPE_VARIABLE,
@@ -155,20 +155,21 @@ def print_profile(run_batch, batch):
 def measure_training(args, model, tokenizer, packing):
     """Both settings draw upstream's random batches; the project packs each of them."""
     epoch, num_examples = training_epoch(args, tokenizer)
+    special_tokens = {"pad_token_id": tokenizer.pad_token_id, "sep_token_id": tokenizer.sep_token_id}
     if packing:
-        model_inputs = partial(packed_inputs, max_length=args.max_seq_length)
+        model_inputs = partial(packed_inputs, **special_tokens, max_length=args.max_seq_length)
         computed_tokens = partial(packed_tokens, max_length=args.max_seq_length)
     else:
-        model_inputs, computed_tokens = padded_inputs, padded_tokens
-    training_model = PackedClassifier(model) if packing else model
-    optimizer = create_optimizer(model, linear_schedule(5e-5, 10000, 0.1), 0.8, 0.0, 1e-8)
+        model_inputs, computed_tokens = partial(upstream_inputs, pad_token_id=tokenizer.pad_token_id), padded_tokens
+    training_model = Classifier(model, ERNIE_M) if packing else model
+    optimizer = create_optimizer(model, ERNIE_M, linear_schedule(5e-5, 10000, 0.1), 0.8, 0.0, 1e-8)
     model.train()
 
     # The project trains on a CPU with matmul bias gradients (as its Trainer does), upstream with Paddle's.
     linear_gradients = partial(bias_gradients_by_matmul, model) if packing and args.device == "cpu" else nullcontext
 
     def training_step(batch):
-        inputs = {name: paddle.to_tensor(value) for name, value in model_inputs(batch, tokenizer.pad_token_id).items()}
+        inputs = {name: paddle.to_tensor(value) for name, value in model_inputs(batch).items()}
         with linear_gradients():
             logits = training_model(**inputs)
         F.cross_entropy(logits, paddle.zeros([len(batch)], dtype="int64")).backward()
@@ -210,16 +211,17 @@ def measure_project_evaluation(args, model, tokenizer, num_threads):
     profile = print_profile if args.profile else None
     if args.device != "cpu":
         return evaluation_row(dynamic_predict(model, tokenizer), batches, args.eval_batches, seconds, profile)
-    model.eval()
+    classifier = Classifier(model, ERNIE_M)
+    classifier.eval()
     with tempfile.TemporaryDirectory(prefix="ernie-m-benchmark-export-") as directory:
         started = time.perf_counter()
-        save_static_graph(model, os.path.join(directory, "model"))
+        save_static_graph(classifier, os.path.join(directory, "model"))
         seconds["eval_export_seconds"] = time.perf_counter() - started
         predictor = create_predictor(os.path.join(directory, "model"), num_threads)
         seconds["eval_predictor_seconds"] = time.perf_counter() - started - seconds["eval_export_seconds"]
 
     def predict(batch):
-        predictor_logits(predictor, *pad_batch(batch, tokenizer.pad_token_id))
+        predictor_logits(predictor, padded_inputs(batch, tokenizer.pad_token_id, tokenizer.sep_token_id))
 
     return evaluation_row(predict, batches, args.eval_batches, seconds, profile)
 
@@ -230,10 +232,16 @@ def dynamic_predict(model, tokenizer):
 
     @paddle.no_grad()
     def predict(batch):
-        inputs = padded_inputs(batch, tokenizer.pad_token_id)
+        inputs = upstream_inputs(batch, tokenizer.pad_token_id)
         model(**{name: paddle.to_tensor(value) for name, value in inputs.items()}).numpy()
 
     return predict
+
+
+def upstream_inputs(batch, pad_token_id):
+    """Upstream's model inputs: padded token ids and their mask."""
+    input_ids, attention_mask = pad_batch(batch, pad_token_id)
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
 def matmul_peaks(device, num_threads):

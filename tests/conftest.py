@@ -36,6 +36,14 @@ use_mkl_fast_path_on_amd(True)
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="ernie-m-xnli-test-cache-")
 
 
+# Tiny random checkpoints in Hugging Face's layout, one per family (tests/fixtures/make_hf_fixtures.py).
+FAMILY_FIXTURES = ("ernie_m", "bert", "xlm-roberta", "deberta-v2")
+
+
+def fixture_dir(model_type):
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "hf", model_type)
+
+
 @pytest.fixture(scope="session")
 def xnli_dir(tmp_path_factory):
     return write_xnli_corpus(tmp_path_factory.mktemp("xnli"))

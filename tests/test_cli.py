@@ -417,7 +417,7 @@ def test_the_exported_static_graph_gives_the_dynamic_logits(trained, tmp_path, x
     with paddle.no_grad():
         expected = dynamic(paddle.to_tensor(input_ids), attention_mask=paddle.to_tensor(attention_mask)).numpy()
     exported = paddle.jit.load(str(tmp_path / "export" / "inference"))
-    logits = exported(paddle.to_tensor(input_ids), paddle.to_tensor(position_ids), paddle.to_tensor(attention_mask))
+    logits = exported(paddle.to_tensor(input_ids), paddle.to_tensor(attention_mask), paddle.to_tensor(position_ids))
     np.testing.assert_allclose(logits.numpy(), expected, atol=1e-5)
 
 

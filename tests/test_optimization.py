@@ -8,6 +8,7 @@ import pytest
 from paddlenlp.ops.optimizer import layerwise_lr_decay
 from paddlenlp.transformers import ErnieMForSequenceClassification
 
+from ernie_m_xnli.models.families import ERNIE_M
 from ernie_m_xnli.training.optimization import create_optimizer, layerwise_lr_ratio, linear_schedule, uses_weight_decay
 
 PEAK_LR = 1e-3
@@ -35,16 +36,16 @@ def test_ratios_equal_paddlenlp_layerwise_lr_decay(model):
     names = {parameter.name: name for name, parameter in model.named_parameters()}
     upstream = partial(layerwise_lr_decay, 0.8, names, 2)
     for name, parameter in model.named_parameters():
-        assert layerwise_lr_ratio(name, 2, 0.8) == upstream(parameter), name
-    assert layerwise_lr_ratio("ernie_m.encoder.layers.0.linear1.weight", 2, 0.8) == pytest.approx(0.64)
-    assert layerwise_lr_ratio("ernie_m.embeddings.word_embeddings.weight", 2, 0.8) == pytest.approx(0.512)
-    assert layerwise_lr_ratio("classifier.weight", 2, 0.8) == 1.0
+        assert layerwise_lr_ratio(ERNIE_M, name, 2, 0.8) == upstream(parameter), name
+    assert layerwise_lr_ratio(ERNIE_M, "ernie_m.encoder.layers.0.linear1.weight", 2, 0.8) == pytest.approx(0.64)
+    assert layerwise_lr_ratio(ERNIE_M, "ernie_m.embeddings.word_embeddings.weight", 2, 0.8) == pytest.approx(0.512)
+    assert layerwise_lr_ratio(ERNIE_M, "classifier.weight", 2, 0.8) == 1.0
 
 
 def test_each_parameter_moves_by_its_layerwise_learning_rate(model):
     """Adam's first step moves every weight with a gradient by lr * ratio (|m / sqrt(v)| = 1)."""
     optimizer = create_optimizer(
-        model, linear_schedule(PEAK_LR, 100, 0), layerwise_decay=0.8, weight_decay=0.0, epsilon=1e-8
+        model, ERNIE_M, linear_schedule(PEAK_LR, 100, 0), layerwise_decay=0.8, weight_decay=0.0, epsilon=1e-8
     )
     before = {name: parameter.numpy().copy() for name, parameter in model.named_parameters()}
     gradients = one_step(model, optimizer, loss_scale=1000.0)
@@ -55,7 +56,7 @@ def test_each_parameter_moves_by_its_layerwise_learning_rate(model):
             without_gradient.append(name)
             continue
         step = np.abs(parameter.numpy() - before[name])[has_gradient]
-        np.testing.assert_allclose(step, PEAK_LR * layerwise_lr_ratio(name, 2, 0.8), rtol=1e-3, err_msg=name)
+        np.testing.assert_allclose(step, PEAK_LR * layerwise_lr_ratio(ERNIE_M, name, 2, 0.8), rtol=1e-3, err_msg=name)
     # Attention scores do not depend on the key bias: its gradient is zero.
     assert all(name.endswith("k_proj.bias") for name in without_gradient)
 
@@ -63,13 +64,15 @@ def test_each_parameter_moves_by_its_layerwise_learning_rate(model):
 def test_weight_decay_spares_biases_and_norms(model):
     """With zero gradients AdamW only decays: weights shrink by lr * ratio * decay, others stay."""
     optimizer = create_optimizer(
-        model, linear_schedule(PEAK_LR, 100, 0), layerwise_decay=0.8, weight_decay=0.1, epsilon=1e-8
+        model, ERNIE_M, linear_schedule(PEAK_LR, 100, 0), layerwise_decay=0.8, weight_decay=0.1, epsilon=1e-8
     )
     before = {name: parameter.numpy().copy() for name, parameter in model.named_parameters()}
     one_step(model, optimizer, loss_scale=0.0)
     decayed = []
     for name, parameter in model.named_parameters():
-        expected_factor = 1 - PEAK_LR * layerwise_lr_ratio(name, 2, 0.8) * 0.1 if uses_weight_decay(name) else 1.0
+        expected_factor = (
+            1 - PEAK_LR * layerwise_lr_ratio(ERNIE_M, name, 2, 0.8) * 0.1 if uses_weight_decay(name) else 1.0
+        )
         np.testing.assert_allclose(parameter.numpy(), before[name] * expected_factor, rtol=1e-6, err_msg=name)
         decayed.append(uses_weight_decay(name))
     assert any(decayed) and not all(decayed)

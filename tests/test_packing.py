@@ -1,16 +1,20 @@
-"""Packed training batches compute what padded ones do: the same logits and the same gradients."""
+"""Packed training batches compute what padded ones do, in every family: the same logits and the same
+gradients."""
 
 import numpy as np
 import paddle
 import paddle.nn.functional as F
 import pytest
-from paddlenlp.transformers import ErnieMForSequenceClassification
 
-from ernie_m_xnli.data.batching import pad_batch
+from ernie_m_xnli.data.batching import padded_inputs, token_type_ids
 from ernie_m_xnli.data.encoding import encode_pairs
-from ernie_m_xnli.data.packing import MASKED, first_fit_decreasing, pack_batch, packed_rows
+from ernie_m_xnli.data.packing import first_fit_decreasing, pack_batch, packed_inputs, packed_rows
 from ernie_m_xnli.data.xnli_files import Pair, read_train_split, xnli_file_paths
-from ernie_m_xnli.models.packed import PackedClassifier
+from ernie_m_xnli.models.loading import load_classifier, load_tokenizer
+
+from conftest import FAMILY_FIXTURES, fixture_dir
+
+SEP = 2
 
 
 def ids(*lengths):
@@ -31,57 +35,80 @@ def test_rows_have_the_length_that_computes_the_fewest_tokens():
     assert packed_rows([6, 2, 4, 3], max_length=64)[1] <= 12
 
 
-def test_a_packed_batch_restarts_positions_and_masks_every_other_input():
+def test_a_packed_batch_restarts_positions_and_types_and_masks_every_other_input():
     inputs = ids(6, 2, 4, 3)
-    batch = pack_batch(inputs, pad_token_id=1, max_length=64)
+    inputs[2][2] = SEP  # the third input: [CLS] x [SEP] y
+    batch = pack_batch(inputs, pad_token_id=1, sep_token_id=SEP, max_length=64)
     assert batch.input_ids.shape == (2, 8)
     np.testing.assert_array_equal(batch.input_ids[0], np.concatenate([inputs[0], inputs[1]]))
     np.testing.assert_array_equal(batch.input_ids[1], np.concatenate([inputs[2], inputs[3], [1]]))
     np.testing.assert_array_equal(batch.position_ids[1], [0, 1, 2, 3, 0, 1, 2, 0])
+    np.testing.assert_array_equal(batch.token_type_ids[1], [0, 0, 0, 1, 0, 0, 0, 0])
     assert batch.cls_index.tolist() == [0, 6, 8, 12]  # batch order; row x 8 + start
-    mask = batch.attention_mask[1, 0]
-    assert (mask[:4, :4] == 0).all() and (mask[4:7, 4:7] == 0).all()
-    assert (mask[:4, 4:] == MASKED).all() and (mask[4:, :4] == MASKED).all()
-    assert (mask[:, 7] == MASKED).all()  # padding: no query sees it
+    mask = batch.attention_mask[1]
+    assert (mask[:4, :4] == 1).all() and (mask[4:7, 4:7] == 1).all()
+    assert (mask[:4, 4:] == 0).all() and (mask[4:7, :4] == 0).all() and (mask[4:7, 7] == 0).all()
+    assert mask[7].tolist() == [0] * 7 + [1]  # padding sees only itself, and no input sees it
+
+
+def test_token_types_are_0_through_the_first_separator_then_1():
+    ids_ = np.array([[0, 5, 6, SEP, SEP, 7, SEP, 1]])
+    assert token_type_ids(ids_, SEP).tolist() == [[0, 0, 0, 0, 1, 1, 1, 1]]
+    inputs = padded_inputs([ids_[0, :7], ids_[0, :4]], pad_token_id=1, sep_token_id=SEP)
+    assert inputs["token_type_ids"].tolist() == [[0, 0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 0, 0, 0]]
+    assert inputs["position_ids"].tolist() == [list(range(7))] * 2
+
+
+@pytest.fixture(params=FAMILY_FIXTURES)
+def family_dir(request):
+    return fixture_dir(request.param)
 
 
 @pytest.fixture()
-def model(tiny_model_dir):
+def classifier(family_dir):
     paddle.seed(1)
-    model = ErnieMForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=3)
-    model.eval()  # dropout off: the two forms must compute the same thing
-    return model
+    classifier = load_classifier(family_dir, 0.1, 0, 48)
+    classifier.eval()  # dropout off: the two forms must compute the same thing
+    return classifier
 
 
 @pytest.fixture()
-def train_inputs(xnli_dir, tokenizer):
-    """16 training inputs of 20 to 64 tokens, as varied as real XNLI's."""
+def train_inputs(xnli_dir, family_dir):
+    """16 training inputs of varied lengths (up to 48 tokens: the fixtures' tokenizers cut words into
+    letters), as varied as real XNLI's, in the family's tokens."""
     pairs = read_train_split(xnli_file_paths(xnli_dir, ["en"])["train"]).pairs_by_language["en"][:16]
     pairs = [
-        Pair(" ".join([premise] * (1 + i % 4)), hypothesis, label)
+        Pair(" ".join(premise.split()[: 1 + i]), " ".join(hypothesis.split()[:2]), label)
         for i, (premise, hypothesis, label) in enumerate(pairs)
     ]
-    features = encode_pairs(tokenizer, pairs, 64, 0)
-    return features.input_ids, paddle.to_tensor(features.labels)
+    tokenizer = load_tokenizer(family_dir)
+    features = encode_pairs(tokenizer, pairs, 48, 0)
+    return tokenizer, features.input_ids, paddle.to_tensor(features.labels)
 
 
-def packed_logits(model, batch):
-    return PackedClassifier(model)(**{name: paddle.to_tensor(value) for name, value in batch._asdict().items()})
+def packed_logits(classifier, tokenizer, input_ids):
+    batch = packed_inputs(input_ids, tokenizer.pad_token_id, tokenizer.sep_token_id, max_length=48)
+    assert len(batch["input_ids"]) < len(input_ids), "the test needs rows holding several inputs"
+    return classifier(**{name: paddle.to_tensor(value) for name, value in batch.items()})
 
 
-def padded_logits(model, input_ids, pad_token_id):
-    padded, attention_mask = pad_batch(input_ids, pad_token_id)
-    return model(paddle.to_tensor(padded), attention_mask=paddle.to_tensor(attention_mask))
+def own_padded_logits(classifier, tokenizer, input_ids):
+    """The family's own forward pass over a padded batch (its own positions and mask handling);
+    token types as its tokenizer gives them."""
+    inputs = padded_inputs(input_ids, tokenizer.pad_token_id, tokenizer.sep_token_id)
+    if not classifier.family.uses_token_types(classifier.model.config):
+        del inputs["token_type_ids"]
+    del inputs["position_ids"]
+    logits = classifier.model(**{name: paddle.to_tensor(value) for name, value in inputs.items()})
+    return logits[0] if isinstance(logits, tuple) else logits
 
 
-def test_packed_logits_equal_each_input_alone(model, train_inputs, tokenizer):
-    input_ids, _ = train_inputs
-    batch = pack_batch(input_ids, tokenizer.pad_token_id, max_length=64)
-    assert len(batch.input_ids) < len(input_ids), "the test needs rows holding several inputs"
+def test_packed_logits_equal_each_input_alone(classifier, train_inputs):
+    tokenizer, input_ids, _ = train_inputs
     with paddle.no_grad():
-        logits = packed_logits(model, batch).numpy()
+        logits = packed_logits(classifier, tokenizer, input_ids).numpy()
         for index, ids_ in enumerate(input_ids):
-            alone = padded_logits(model, [ids_], tokenizer.pad_token_id).numpy()
+            alone = own_padded_logits(classifier, tokenizer, [ids_]).numpy()
             np.testing.assert_allclose(logits[index], alone[0], atol=1e-5)
 
 
@@ -91,14 +118,14 @@ def gradients(model, logits, labels):
     return {name: parameter.grad.numpy().copy() for name, parameter in model.named_parameters()}
 
 
-def test_every_gradient_of_a_packed_batch_equals_the_padded_batchs(model, train_inputs, tokenizer):
+def test_every_gradient_of_a_packed_batch_equals_the_padded_batchs(classifier, train_inputs):
     # (Under --use_amp the two forms differ no more: both add the same float32 mask. Paddle 3.3.1's
     # auto_cast does nothing on a CPU, so only a GPU machine can show it.)
-    input_ids, labels = train_inputs
-    packed = gradients(
-        model, packed_logits(model, pack_batch(input_ids, tokenizer.pad_token_id, max_length=64)), labels
-    )
-    padded = gradients(model, padded_logits(model, input_ids, tokenizer.pad_token_id), labels)
+    tokenizer, input_ids, labels = train_inputs
+    model = classifier.model
+    packed = gradients(model, packed_logits(classifier, tokenizer, input_ids), labels)
+    inputs = padded_inputs(input_ids, tokenizer.pad_token_id, tokenizer.sep_token_id)
+    padded = gradients(model, classifier(**{name: paddle.to_tensor(value) for name, value in inputs.items()}), labels)
     assert packed.keys() == padded.keys()
     for name in padded:
         # atol for the gradients that are zero but for rounding (rows of tokens the batch lacks).

@@ -13,7 +13,7 @@ from ernie_m_xnli.data.splits import XnliFeatures
 from ernie_m_xnli.data.xnli_files import read_train_split, xnli_file_paths
 from ernie_m_xnli.evaluation.evaluator import EvaluationResult
 from ernie_m_xnli.evaluation.reporting import SelectedResult
-from ernie_m_xnli.models.loading import load_model
+from ernie_m_xnli.models.loading import load_classifier
 from ernie_m_xnli.setup.arguments import parse_args
 from ernie_m_xnli.training.checkpoints import Selection, TrainingState
 from ernie_m_xnli.training.plain_state import load_weights_file
@@ -120,8 +120,9 @@ def test_clipping_scales_every_gradient_by_one_global_norm(tmp_path, tiny_model_
     args = parse_args(flags(**cpu_run(tiny_model_dir, xnli_dir, tmp_path, max_grad_norm=max_norm, dropout=0)))
     pairs = read_train_split(xnli_file_paths(xnli_dir, ["en"])["train"]).pairs_by_language["en"][:32]
     features = XnliFeatures(encode_pairs(tokenizer, pairs, 64, 0), None, None)
-    model = load_model(tiny_model_dir, args.dropout, len(tokenizer), args.max_seq_length)
-    trainer = Trainer(args, model, tokenizer, features, evaluator=None)
+    classifier = load_classifier(tiny_model_dir, args.dropout, len(tokenizer), args.max_seq_length)
+    trainer = Trainer(args, classifier, tokenizer, features, evaluator=None)
+    model = classifier.model
     (micro_batch,) = trainer.micro_batches(next(iter(trainer.sampler)))
     inputs = {name: paddle.to_tensor(value) for name, value in micro_batch.inputs.items()}
     F.cross_entropy(trainer.parallel_model(**inputs), paddle.to_tensor(micro_batch.labels)).backward()

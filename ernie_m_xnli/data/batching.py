@@ -28,9 +28,22 @@ class MicroBatch(NamedTuple):
         return self.inputs["input_ids"].size
 
 
-def padded_inputs(input_ids, pad_token_id):
+def token_type_ids(input_ids, sep_token_id):
+    """0 up to and including the first separator, 1 after it: the segments of `[CLS] A [SEP] B [SEP]`."""
+    is_sep = input_ids == sep_token_id
+    return ((np.cumsum(is_sep, axis=-1) - is_sep) > 0).astype(np.int64)
+
+
+def padded_inputs(input_ids, pad_token_id, sep_token_id):
+    """models.families.Classifier's inputs (name: array) for a list of token-id arrays, padded."""
     padded, attention_mask = pad_batch(input_ids, pad_token_id)
-    return {"input_ids": padded, "attention_mask": attention_mask}
+    position_ids = np.broadcast_to(np.arange(padded.shape[1], dtype=np.int64), padded.shape).copy()
+    return {
+        "input_ids": padded,
+        "attention_mask": attention_mask,
+        "position_ids": position_ids,
+        "token_type_ids": token_type_ids(padded, sep_token_id) * attention_mask,
+    }
 
 
 def collate_micro_batches(samples, num_micro_batches, model_inputs):

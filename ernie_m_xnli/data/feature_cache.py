@@ -27,14 +27,23 @@ def cache_key(tokenizer, data_files, max_seq_length, memory_length):
     """A name for the features of `data_files` under this tokenizer and these settings."""
     parts = {
         "format": CACHE_FORMAT,
-        "vocab": file_digest(tokenizer.vocab_file),
-        "sentencepiece": file_digest(tokenizer.sentencepiece_model_file),
-        "do_lower_case": tokenizer.do_lower_case,
+        "tokenizer": tokenizer_identity(tokenizer),
         "max_seq_length": max_seq_length,
         "memory_length": memory_length,
         "files": [[os.path.realpath(path), os.stat(path).st_size, os.stat(path).st_mtime_ns] for path in data_files],
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def tokenizer_identity(tokenizer):
+    """What decides a tokenizer's ids: its class, settings and the digests of its files (vocabulary,
+    sentencepiece model; the vocabulary itself where it has no file, as a fast tokenizer's)."""
+    paths = [getattr(tokenizer, name, None) for name in sorted(getattr(tokenizer, "resource_files_names", {}))]
+    digests = [file_digest(path) for path in paths if isinstance(path, str) and os.path.isfile(path)]
+    if not digests:
+        vocabulary = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False).encode()
+        digests = [hashlib.sha256(vocabulary).hexdigest()]
+    return [type(tokenizer).__name__, getattr(tokenizer, "do_lower_case", None), digests]
 
 
 def save_features(path, features_by_language, num_skipped):

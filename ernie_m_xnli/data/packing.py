@@ -2,18 +2,17 @@
 
 A padded batch of XNLI pairs is about half padding. Packing keeps the batch (the same inputs, in the
 same step) and lays its inputs side by side in rows, first-fit decreasing, choosing the row length
-that computes the fewest tokens. Each input keeps its own position ids (0, 1, ... as if alone), a
-block-diagonal attention mask lets no token see another input, and each input's `[CLS]` state is
-gathered for the pooler, dropout and classifier. So the logits, the loss and every gradient are
-those of the padded batch, up to float rounding.
+that computes the fewest tokens. Each input keeps its own position ids (0, 1, ... as if alone) and
+token types, a block-diagonal attention mask lets no token see another input, and each input's
+`[CLS]` state is gathered for the classification head. So the logits, the loss and every gradient
+are those of the padded batch, up to float rounding (models.families says how each family takes them).
 """
 
 from typing import NamedTuple
 
 import numpy as np
 
-# What ErnieMModel adds for a masked key when it gets a 0/1 mask: packing masks the same way.
-MASKED = -1e4
+from ernie_m_xnli.data.batching import token_type_ids
 
 
 class PackedBatch(NamedTuple):
@@ -21,8 +20,9 @@ class PackedBatch(NamedTuple):
     index (row x length + start) of its [CLS] token."""
 
     input_ids: np.ndarray  # [rows, length]
+    attention_mask: np.ndarray  # [rows, length (queries), length (keys)], 1 where a query sees a key
     position_ids: np.ndarray  # [rows, length]
-    attention_mask: np.ndarray  # [rows, 1, length, length], additive
+    token_type_ids: np.ndarray  # [rows, length]
     cls_index: np.ndarray  # [inputs]
 
 
@@ -51,26 +51,29 @@ def packed_rows(lengths, max_length):
     return min(packings, key=lambda packing: len(packing[0]) * packing[1])
 
 
-def pack_batch(input_ids, pad_token_id, max_length):
-    """The PackedBatch of a list of token-id arrays, in rows of at most `max_length` tokens."""
+def pack_batch(input_ids, pad_token_id, sep_token_id, max_length):
+    """The PackedBatch of a list of token-id arrays, in rows of at most `max_length` tokens.
+    A padding token sees only itself, so that no attention row is empty."""
     lengths = [len(ids) for ids in input_ids]
     rows, length = packed_rows(lengths, max_length)
     packed = np.full((len(rows), length), pad_token_id, dtype=np.int64)
+    attention_mask = np.broadcast_to(np.eye(length, dtype=np.float32), (len(rows), length, length)).copy()
     position_ids = np.zeros((len(rows), length), dtype=np.int64)
-    attention_mask = np.full((len(rows), 1, length, length), MASKED, dtype=np.float32)
+    types = np.zeros((len(rows), length), dtype=np.int64)
     cls_index = np.zeros(len(input_ids), dtype=np.int64)
     for row, members in enumerate(rows):
         start = 0
         for index in members:
             end = start + lengths[index]
             packed[row, start:end] = input_ids[index]
+            attention_mask[row, start:end, start:end] = 1
             position_ids[row, start:end] = np.arange(lengths[index])
-            attention_mask[row, 0, start:end, start:end] = 0
+            types[row, start:end] = token_type_ids(input_ids[index], sep_token_id)
             cls_index[index] = row * length + start
             start = end
-    return PackedBatch(packed, position_ids, attention_mask, cls_index)
+    return PackedBatch(packed, attention_mask, position_ids, types, cls_index)
 
 
-def packed_inputs(input_ids, pad_token_id, max_length):
-    """models.packed.PackedClassifier's inputs (name: array) for a list of token-id arrays."""
-    return pack_batch(input_ids, pad_token_id, max_length)._asdict()
+def packed_inputs(input_ids, pad_token_id, sep_token_id, max_length):
+    """models.families.Classifier's inputs (name: array) for a list of token-id arrays, packed."""
+    return pack_batch(input_ids, pad_token_id, sep_token_id, max_length)._asdict()

@@ -11,7 +11,7 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from ernie_m_xnli.data.batching import eval_batches, pad_batch
+from ernie_m_xnli.data.batching import eval_batches, padded_inputs
 from ernie_m_xnli.data.encoding import average_window_logits
 from ernie_m_xnli.data.xnli_files import NO_LABEL
 from ernie_m_xnli.models.inference import create_predictor, predictor_logits, save_static_graph, static_forward
@@ -48,7 +48,8 @@ class EvaluationResult:
 
 @dataclass
 class Evaluator:
-    """Runs `model` over features in eval mode; `progress_bar` wraps the loop over languages.
+    """Runs a models.families.Classifier over features in eval mode; `progress_bar` wraps the loop
+    over languages.
 
     With `backend` "inference", each evaluation first saves the model's current weights as a static
     graph and runs it through Paddle Inference with oneDNN (on a CPU several times faster than the
@@ -56,9 +57,10 @@ class Evaluator:
     uses the dynamic graph.
     """
 
-    model: paddle.nn.Layer
+    classifier: paddle.nn.Layer
     batch_size: int
     pad_token_id: int
+    sep_token_id: int
     use_amp: bool = False
     progress_bar: Callable = iter
     backend: str = "dynamic"
@@ -76,31 +78,35 @@ class Evaluator:
 
     @contextmanager
     def batch_runner(self):
-        """A function from (input_ids, attention_mask) arrays to logits, for one evaluation."""
-        was_training = self.model.training
-        self.model.eval()
+        """A function from a padded batch's inputs (name: array) to logits, for one evaluation."""
+        was_training = self.classifier.training
+        self.classifier.eval()
         predictor = None
         try:
             predictor = self.backend == "inference" and self._static_predictor()
-            yield (lambda ids, mask: predictor_logits(predictor, ids, mask)) if predictor else self._dynamic_logits
+            yield (lambda inputs: predictor_logits(predictor, inputs)) if predictor else self._dynamic_logits
         finally:
-            self.model.train(was_training)
+            self.classifier.train(was_training)
             if predictor:
                 # A predictor's run leaves its own thread setting on the process: the training steps
                 # after it would use other threads, and round differently than after a resume.
                 set_cpu_threads(threads_per_process(self.cpu_threads))
 
     @paddle.no_grad()
-    def _dynamic_logits(self, input_ids, attention_mask):
+    def _dynamic_logits(self, inputs):
         with paddle.amp.auto_cast(enable=self.use_amp):
-            logits = self.model(paddle.to_tensor(input_ids), attention_mask=paddle.to_tensor(attention_mask))
+            logits = self.classifier(**{name: paddle.to_tensor(value) for name, value in inputs.items()})
         return logits.astype("float32").numpy()
 
     def _static_predictor(self):
+        if self.classifier.family.static_graph_problem:
+            logger.warning("--eval_backend inference: %s", self.classifier.family.static_graph_problem)
+            self.backend = "dynamic"
+            return None
         try:
             with tempfile.TemporaryDirectory(prefix="ernie-m-eval-") as directory:
-                self.traced_forward = self.traced_forward or static_forward(self.model)
-                save_static_graph(self.model, os.path.join(directory, "model"), self.traced_forward)
+                self.traced_forward = self.traced_forward or static_forward(self.classifier)
+                save_static_graph(self.classifier, os.path.join(directory, "model"), self.traced_forward)
                 return create_predictor(os.path.join(directory, "model"), threads_per_process(self.cpu_threads))
         except Exception as error:  # any failure of Paddle Inference: the dynamic graph still works
             logger.warning("--eval_backend inference cannot run here (%s); evaluating with the dynamic graph", error)
@@ -111,8 +117,8 @@ class Evaluator:
         rank, world_size = distributed.rank(), distributed.world_size()
         window_logits = np.zeros((len(features), len(LABELS)), dtype=np.float32)
         for indices in eval_batches(features, self.batch_size, rank, world_size):
-            input_ids, attention_mask = pad_batch([features.input_ids[i] for i in indices], self.pad_token_id)
-            window_logits[indices] = run_batch(input_ids, attention_mask)
+            batch = [features.input_ids[i] for i in indices]
+            window_logits[indices] = run_batch(padded_inputs(batch, self.pad_token_id, self.sep_token_id))
 
         logits = average_window_logits(window_logits, features.example_ids, features.num_examples)
         logits[np.arange(features.num_examples) % world_size != rank] = 0

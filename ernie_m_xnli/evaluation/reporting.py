@@ -127,7 +127,9 @@ def report_results(args, model_config, state, selected, runtime_seconds):
         title += f", selected on dev {args.select_on} (step {main.step})"
     print(f"{title}:\n{format_results_table({model_name: percent(main.test.accuracy)})}", flush=True)
 
-    reference = paper_reference(model_config.num_hidden_layers, model_config.hidden_size, args.task_type)
+    reference = None
+    if getattr(model_config, "model_type", "ernie_m") == "ernie_m":  # the paper's numbers are ERNIE-M's
+        reference = paper_reference(model_config.num_hidden_layers, model_config.hidden_size, args.task_type)
     write_results_markdown(args.output_dir, title, model_name, selected, reference)
     plot_path = os.path.join(args.output_dir, RESULTS_PLOT_FILE)
     plot_results(plot_path, f"{model_name}: {title}", percent(main.test.accuracy), reference)

@@ -5,42 +5,41 @@ import logging
 import os
 import warnings
 
-import numpy as np
 import paddle
 from paddle import inference
 
 logger = logging.getLogger(__name__)
 
 
-def export_inference_model(model, tokenizer, directory):
-    """Save the model as a static graph for Paddle Inference (`inference.json`, `inference.pdiparams`),
-    with the tokenizer beside it: int64 inputs input_ids, position_ids and attention_mask, each
-    [batch, length] of any size (infer_static.py shows how to feed them)."""
-    save_static_graph(model, os.path.join(directory, "inference"))
+def export_inference_model(classifier, tokenizer, directory):
+    """Save the classifier as a static graph for Paddle Inference (`inference.json`, `inference.pdiparams`),
+    with the tokenizer beside it: int64 inputs (data.batching.padded_inputs' arrays), each [batch, length]
+    of any size (infer_static.py shows how to feed them)."""
+    save_static_graph(classifier, os.path.join(directory, "inference"))
     tokenizer.save_pretrained(directory)
     logger.info("exported the model for Paddle Inference to %s", directory)
 
 
-def static_forward(model):
-    """The model's forward pass as a static-graph function (traced at its first save), leaving
-    `model.forward` itself dynamic."""
+def static_forward(classifier):
+    """The classifier's forward pass over padded batches as a static-graph function (traced at its
+    first save), leaving `classifier.forward` itself dynamic."""
     input_spec = [
         paddle.static.InputSpec(shape=[None, None], dtype="int64", name=name)
-        for name in ("input_ids", "position_ids", "attention_mask")
+        for name in classifier.family.input_names(classifier.model.config)
     ]
-    return paddle.jit.to_static(model.forward, input_spec=input_spec, full_graph=True)
+    return paddle.jit.to_static(classifier.forward, input_spec=input_spec, full_graph=True)
 
 
-def save_static_graph(model, path_prefix, forward=None):
-    """`<prefix>.json` and `<prefix>.pdiparams`: the model's current weights as a static graph.
-    Saves that pass the same `forward` (a `static_forward(model)`) trace the graph once and then only
-    write the weights: 0.015 s instead of 0.5 s for the tests' tiny model."""
-    was_training = model.training
-    model.eval()
+def save_static_graph(classifier, path_prefix, forward=None):
+    """`<prefix>.json` and `<prefix>.pdiparams`: the classifier's current weights as a static graph.
+    Saves that pass the same `forward` (a `static_forward(classifier)`) trace the graph once and then
+    only write the weights: 0.015 s instead of 0.5 s for the tests' tiny model."""
+    was_training = classifier.training
+    classifier.eval()
     with warnings.catch_warnings():  # that loading the files gives a layer computing what the function does
         warnings.filterwarnings("ignore", message="What you save is a function")
-        paddle.jit.save(forward or static_forward(model), path_prefix)
-    model.train(was_training)
+        paddle.jit.save(forward or static_forward(classifier), path_prefix)
+    classifier.train(was_training)
 
 
 def create_predictor(path_prefix, num_threads):
@@ -52,10 +51,8 @@ def create_predictor(path_prefix, num_threads):
     return inference.create_predictor(config)
 
 
-def predictor_logits(predictor, input_ids, attention_mask):
-    """The logits [batch, 3] of a padded batch (position ids 0..length-1: ERNIE-M adds 2 itself)."""
-    position_ids = np.tile(np.arange(input_ids.shape[1], dtype=np.int64), (len(input_ids), 1))
-    inputs = {"input_ids": input_ids, "position_ids": position_ids, "attention_mask": attention_mask}
+def predictor_logits(predictor, inputs):
+    """The logits [batch, 3] of a padded batch's inputs (name: array); the graph takes those it uses."""
     for name in predictor.get_input_names():
         handle = predictor.get_input_handle(name)
         handle.reshape(inputs[name].shape)

@@ -1,17 +1,19 @@
-"""ERNIE-M with a 3-way XNLI classifier and its tokenizer, loaded and checked against the run."""
+"""A model with a 3-way XNLI classifier and its tokenizer, loaded and checked against the run."""
 
+import json
 import logging
 import os
 import re
 
-from paddlenlp.transformers import AutoTokenizer, ErnieMForSequenceClassification
+from paddlenlp import transformers
+from paddlenlp.transformers import AutoTokenizer
 from paddlenlp.utils.log import logger as paddlenlp_logger
 
+from ernie_m_xnli.models.families import ERNIE_M, Classifier, family_of, family_of_name
+from ernie_m_xnli.models.hf_checkpoints import is_hf_layout, paddle_checkpoint, read_config
 from utils import LABELS, InputError
 
 WEIGHT_FILES = ("model_state.pdparams", "model.safetensors")
-# ErnieM adds 2 to position ids, so a model holds 2 tokens fewer than its position embeddings.
-ERNIE_M_POSITION_OFFSET = 2
 
 logger = logging.getLogger(__name__)
 
@@ -47,47 +49,138 @@ def download_error(name, error):
 
 
 def load_tokenizer(model_dir):
+    """PaddleNLP's tokenizer of a name or directory. A directory of transformers' may hold only a
+    `tokenizer.json` (read by the fast tokenizer) or name a class AutoTokenizer does not map
+    (DebertaV2Tokenizer): both are taken."""
     try:
         return AutoTokenizer.from_pretrained(model_dir)
     except OSError as error:
-        raise download_error(model_dir, error) from None
+        if not os.path.isdir(model_dir):
+            raise download_error(model_dir, error) from None
+        first_error = error
+    except (TypeError, ValueError, KeyError) as error:
+        if not os.path.isdir(model_dir):
+            raise
+        first_error = error
+    if os.path.isfile(os.path.join(model_dir, "tokenizer.json")):
+        return AutoTokenizer.from_pretrained(model_dir, use_fast=True)
+    class_name = (read_json(os.path.join(model_dir, "tokenizer_config.json")) or {}).get("tokenizer_class")
+    tokenizer_class = getattr(transformers, str(class_name), None)
+    if tokenizer_class is None:
+        raise download_error(model_dir, first_error) from None
+    return tokenizer_class.from_pretrained(model_dir)
 
 
-def load_model(model_dir, dropout, tokenizer_size, max_seq_length, require_trained_classifier=False):
-    """ErnieM with a 3-way classifier, checked against the tokenizer and `max_seq_length`; with
-    `require_trained_classifier`, a model whose classifier would be initialized at random is refused."""
-    if os.path.isdir(model_dir) and not any(os.path.isfile(os.path.join(model_dir, name)) for name in WEIGHT_FILES):
-        raise InputError(f"--model_name_or_path {model_dir}: no weights ({' or '.join(WEIGHT_FILES)})")
-    new_weights = NewWeights()
-    paddlenlp_logger.logger.addFilter(new_weights)
-    try:
-        model = ErnieMForSequenceClassification.from_pretrained(
-            model_dir,
-            num_labels=len(LABELS),
-            classifier_dropout=dropout,
-            id2label=dict(enumerate(LABELS)),
-            label2id={label: index for index, label in enumerate(LABELS)},
-        )
-    except OSError as error:
-        raise download_error(model_dir, error) from None
-    except (RuntimeError, ValueError) as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        reason = next((line for line in lines if "shape" in line), lines[-1] if lines else type(error).__name__)
-        raise InputError(f"--model_name_or_path {model_dir}: weights do not fit config.json ({reason})") from None
-    finally:
-        paddlenlp_logger.logger.removeFilter(new_weights)
+def num_token_ids(tokenizer):
+    """How many embedding rows the tokenizer's ids need. Not len(tokenizer): PaddleNLP counts the
+    special tokens that a tokenizer_config.json of transformers' lists twice."""
+    return max(tokenizer.get_vocab().values()) + 1
+
+
+def read_json(path):
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)
+
+
+def load_classifier(model_dir, dropout, tokenizer_size, max_seq_length, cache_dir="", require_trained_classifier=False):
+    """The family's model with a 3-way classifier, wrapped as a families.Classifier and checked
+    against the tokenizer and `max_seq_length`: from a name PaddleNLP resolves, a PaddleNLP directory,
+    or a Hugging Face directory (converted, cached under `cache_dir`). A checkpoint fine-tuned
+    elsewhere keeps its meaning: its classifier's rows are put in LABELS' order by its id2label. With
+    `require_trained_classifier`, a model whose classifier would start at random is refused."""
+    config = read_config(model_dir) if os.path.isdir(model_dir) else None
+    source = f"--model_name_or_path {model_dir}"
+    family = family_of(config.get("model_type"), source) if config else family_of_name(model_dir)
+    hf_layout = bool(config) and is_hf_layout(config)
+    if hf_layout and family is ERNIE_M:
+        check_ernie_m_feed_forward(config, source)
+    if hf_layout:
+        with paddle_checkpoint(model_dir, family, config, cache_dir) as converted:
+            model, new_weights = from_pretrained(family, converted, dropout, model_dir)
+    else:
+        if os.path.isdir(model_dir) and not any(os.path.isfile(os.path.join(model_dir, name)) for name in WEIGHT_FILES):
+            raise InputError(f"{source}: no weights ({' or '.join(WEIGHT_FILES)})")
+        model, new_weights = from_pretrained(family, model_dir, dropout, model_dir)
+    family.repair(model)
     if tokenizer_size > model.config.vocab_size:
         raise InputError(
-            f"--model_name_or_path {model_dir}: the tokenizer has {tokenizer_size} tokens "
+            f"{source}: the tokenizer has {tokenizer_size} tokens "
             f"but the model only {model.config.vocab_size} embeddings"
         )
-    check_new_weights(model_dir, new_weights.names, require_trained_classifier)
-    max_length = model.config.max_position_embeddings - ERNIE_M_POSITION_OFFSET
+    check_new_weights(model_dir, new_weights, require_trained_classifier)
+    if config and not any(family.output_layer in name for name in new_weights):
+        put_labels_in_order(model, family, label_order(config, source))
+    max_length = family.max_tokens(model.config)
     if max_seq_length > max_length:
         raise InputError(
             f"--max_seq_length {max_seq_length}: this model has position embeddings for at most {max_length} tokens"
         )
-    return model
+    return Classifier(model, family)
+
+
+def check_ernie_m_feed_forward(config, source):
+    """PaddleNLP's ErnieM builds its feed-forward layers as 4 x hidden, whatever config.json says,
+    and would only warn while skipping weights of another shape."""
+    hidden = config.get("hidden_size")
+    if config.get("intermediate_size", 4 * hidden) != 4 * hidden:
+        raise InputError(
+            f"{source}: intermediate_size {config['intermediate_size']} is not 4 x hidden_size ({hidden}), "
+            "the only feed-forward size PaddleNLP's ErnieM builds"
+        )
+
+
+def from_pretrained(family, directory, dropout, source):
+    """(model, names of the weights that start at random) of PaddleNLP's from_pretrained."""
+    new_weights = NewWeights()
+    paddlenlp_logger.logger.addFilter(new_weights)
+    try:
+        config = family.model_class.config_class.from_pretrained(directory)
+        config.num_labels = len(LABELS)
+        config.id2label = dict(enumerate(LABELS))
+        config.label2id = {label: index for index, label in enumerate(LABELS)}
+        setattr(config, family.dropout_name, dropout)
+        model = family.model_class.from_pretrained(directory, config=config)
+    except OSError as error:
+        raise download_error(source, error) from None
+    except (RuntimeError, ValueError) as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = next((line for line in lines if "shape" in line), lines[-1] if lines else type(error).__name__)
+        raise InputError(f"--model_name_or_path {source}: weights do not fit config.json ({reason})") from None
+    finally:
+        paddlenlp_logger.logger.removeFilter(new_weights)
+    return model, new_weights.names
+
+
+def label_order(config, source):
+    """For each of LABELS, the index of its row in a checkpoint's classifier, by config.json's
+    id2label (MNLI's "contradictory" is "contradiction"); None where the labels are generic."""
+    id2label = config.get("id2label") or {}
+    names = {
+        int(index): str(name).lower().replace("contradictory", "contradiction") for index, name in id2label.items()
+    }
+    if not names or all(re.fullmatch(r"label_\d+", name) for name in names.values()):
+        return None
+    if sorted(names.values()) != sorted(LABELS):
+        raise InputError(
+            f"{source}: its classifier's labels ({', '.join(names[index] for index in sorted(names))}) are not "
+            f"XNLI's ({', '.join(LABELS)})"
+        )
+    index_of = {name: index for index, name in names.items()}
+    return [index_of[label] for label in LABELS]
+
+
+def put_labels_in_order(model, family, order):
+    """Reorder the output layer's rows (Paddle's weight columns) so that logit i means LABELS[i]."""
+    if order is None or order == list(range(len(LABELS))):
+        return
+    layer = model
+    for part in family.output_layer.split("."):
+        layer = getattr(layer, part)
+    layer.weight.set_value(layer.weight.numpy()[:, order])
+    layer.bias.set_value(layer.bias.numpy()[order])
+    logger.info("classifier rows reordered from the checkpoint's labels to %s", ", ".join(LABELS))
 
 
 def check_new_weights(model_dir, new_weights, require_trained_classifier):

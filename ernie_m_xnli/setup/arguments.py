@@ -88,7 +88,12 @@ def add_run_arguments(group):
     add = group.add_argument
     add("--task_type", required=True, choices=TASK_TYPES, help="The XNLI setting.")
     models = " or ".join(PRETRAINED_MODELS)
-    add("--model_name_or_path", required=True, help=f"{models}, or a directory saved with save_pretrained.")
+    add(
+        "--model_name_or_path",
+        required=True,
+        help=f"{models}, a directory saved with save_pretrained, or a Hugging Face directory (ERNIE-M, BERT, "
+        "XLM-RoBERTa or DeBERTa-v2: config.json, model.safetensors, tokenizer files).",
+    )
     add("--output_dir", required=True, help="Where checkpoints and results.json are written.")
     add("--eval_only", action="store_true", help="Evaluate --model_name_or_path on dev and test; no training.")
     add(
@@ -97,6 +102,11 @@ def add_run_arguments(group):
         "--model_name_or_path; no training or evaluation.",
     )
     add("--export_model_dir", help="Also save the (selected) model as a static graph for Paddle Inference here.")
+    add(
+        "--export_hf_dir",
+        help="Also save the (selected) model in Hugging Face transformers' layout here (config.json, "
+        "model.safetensors, tokenizer files).",
+    )
     add(
         "--allow_untrained_classifier",
         action="store_true",
@@ -111,7 +121,7 @@ def add_data_arguments(group):
     add(
         "--cache_dir",
         default=os.path.join(cache_home, "ernie_m_xnli"),
-        help="Where tokenized splits are kept between runs; '' turns the cache off.",
+        help="Where tokenized splits and converted Hugging Face weights are kept between runs; '' turns the cache off.",
     )
     add(
         "--preprocessing_num_workers",

@@ -42,6 +42,11 @@ def model_size(model_name_or_path):
         return name.split("-")[-1]
     with open(os.path.join(model_name_or_path, "config.json"), encoding="utf-8") as file:
         config = json.load(file)
+    if config.get("model_type", "ernie_m") != "ernie_m":
+        raise RecipeError(
+            f"--recipe paper: {model_name_or_path} is a {config['model_type']} model; the recipe is the ERNIE-M "
+            "paper's, so give another family's settings as arguments"
+        )
     shape = (config.get("num_hidden_layers"), config.get("hidden_size"))
     if shape not in MODEL_SIZES:
         raise RecipeError(

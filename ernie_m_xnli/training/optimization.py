@@ -4,26 +4,27 @@ import paddle
 from paddlenlp.transformers import LinearDecayWithWarmup
 
 
-def layerwise_lr_ratio(parameter_name, num_layers, decay):
-    """The learning-rate ratio of PaddleNLP's `layerwise_lr_decay`, from the structured name.
+def layerwise_lr_ratio(family, parameter_name, num_layers, decay):
+    """The learning-rate ratio of PaddleNLP's `layerwise_lr_decay`, from the structured name as
+    the family (models.families) names its layers.
 
     Layers near the input hold the most general multilingual knowledge, so they move least:
     encoder layer i (0-based) of n gets `decay ** (n - i)`, embeddings `decay ** (n + 1)`, and
     the pooler and classifier 1.0.
     """
-    if "encoder.layers." in parameter_name:
-        layer = int(parameter_name.split("encoder.layers.")[1].split(".")[0])
+    layer = family.layer_index(parameter_name)
+    if layer is not None:
         return decay ** (num_layers - layer)
-    if "embedding" in parameter_name:
+    if family.is_embedding(parameter_name):
         return decay ** (num_layers + 1)
     return 1.0
 
 
 def uses_weight_decay(parameter_name):
-    return not any(word in parameter_name for word in ("bias", "norm"))
+    return not any(word in parameter_name.lower() for word in ("bias", "norm"))  # LayerNorm too
 
 
-def parameter_groups(model, num_layers, layerwise_decay, weight_decay):
+def parameter_groups(model, family, num_layers, layerwise_decay, weight_decay):
     """One optimizer group per (learning-rate ratio, weight decay) pair.
 
     Paddle scales the scheduled learning rate by a group's `learning_rate`. Groups replace
@@ -31,7 +32,8 @@ def parameter_groups(model, num_layers, layerwise_decay, weight_decay):
     """
     groups = {}
     for name, parameter in model.named_parameters():
-        key = (layerwise_lr_ratio(name, num_layers, layerwise_decay), weight_decay if uses_weight_decay(name) else 0.0)
+        ratio = layerwise_lr_ratio(family, name, num_layers, layerwise_decay)
+        key = (ratio, weight_decay if uses_weight_decay(name) else 0.0)
         groups.setdefault(key, []).append(parameter)
     return [
         {"params": params, "learning_rate": ratio, "weight_decay": decay} for (ratio, decay), params in groups.items()
@@ -44,13 +46,13 @@ def linear_schedule(learning_rate, num_training_steps, warmup):
     return LinearDecayWithWarmup(learning_rate, num_training_steps, warmup)
 
 
-def create_optimizer(model, lr_scheduler, layerwise_decay, weight_decay, epsilon):
-    """AdamW (beta 0.9/0.999) following `lr_scheduler`, with layerwise ratios for ErnieM's layers."""
+def create_optimizer(model, family, lr_scheduler, layerwise_decay, weight_decay, epsilon):
+    """AdamW (beta 0.9/0.999) following `lr_scheduler`, with layerwise ratios for the family's layers."""
     return paddle.optimizer.AdamW(
         learning_rate=lr_scheduler,
         beta1=0.9,
         beta2=0.999,
         epsilon=epsilon,
-        parameters=parameter_groups(model, model.config.num_hidden_layers, layerwise_decay, weight_decay),
+        parameters=parameter_groups(model, family, model.config.num_hidden_layers, layerwise_decay, weight_decay),
         weight_decay=weight_decay,
     )

@@ -3,6 +3,7 @@
 import contextlib
 import logging
 import os
+import time
 from functools import partial
 from itertools import islice
 
@@ -13,7 +14,6 @@ import paddle.nn.functional as F
 from ernie_m_xnli.data.batching import ShardedBatchSampler, collate_micro_batches, padded_inputs
 from ernie_m_xnli.data.packing import packed_inputs
 from ernie_m_xnli.models.cpu_linear import bias_gradients_by_matmul
-from ernie_m_xnli.models.packed import PackedClassifier
 from ernie_m_xnli.setup import distributed
 from ernie_m_xnli.setup.runtime import progress_bar
 from ernie_m_xnli.training.checkpoints import (
@@ -44,7 +44,8 @@ logger = logging.getLogger(__name__)
 
 
 class Trainer:
-    """Fine-tunes `model` on `features.train`, selecting on `features.dev` with `evaluator`.
+    """Fine-tunes a models.families.Classifier on `features.train`, selecting on `features.dev` with
+    `evaluator`; `self.model` is the family's model inside it, which is optimized, saved and restored.
 
     It owns the optimizer, the learning-rate schedule, the loss scaler and the TrainingState, and
     continues a run exactly from `resume_dir`. `args` are run_classifier's parsed arguments: the
@@ -54,7 +55,8 @@ class Trainer:
     examples; steps, warmup, logging, evaluation and saving all count these updates.
     """
 
-    def __init__(self, args, model, tokenizer, features, evaluator, resume_dir=None):
+    def __init__(self, args, classifier, tokenizer, features, evaluator, resume_dir=None):
+        model = classifier.model
         self.args, self.model, self.tokenizer = args, model, tokenizer
         self.features, self.evaluator = features, evaluator
         # Each rank draws its whole share of a step at once and cuts it into consecutive
@@ -72,7 +74,9 @@ class Trainer:
         self.collate = partial(
             collate_micro_batches,
             num_micro_batches=args.gradient_accumulation_steps,
-            model_inputs=partial(model_inputs, pad_token_id=tokenizer.pad_token_id),
+            model_inputs=partial(
+                model_inputs, pad_token_id=tokenizer.pad_token_id, sep_token_id=tokenizer.sep_token_id
+            ),
         )
         self.tokens = TokenTally()
         steps_of_epochs = int(np.ceil(len(self.sampler) * args.num_train_epochs))
@@ -80,7 +84,7 @@ class Trainer:
         warmup = args.warmup_steps if args.warmup_steps > 0 else args.warmup_proportion
         self.lr_scheduler = linear_schedule(args.learning_rate, self.num_training_steps, warmup)
         self.optimizer = create_optimizer(
-            model, self.lr_scheduler, args.layerwise_decay, args.weight_decay, args.adam_epsilon
+            model, classifier.family, self.lr_scheduler, args.layerwise_decay, args.weight_decay, args.adam_epsilon
         )
         self.scaler = paddle.amp.GradScaler(enable=args.use_amp, init_loss_scaling=args.scale_loss)
         self.state = (
@@ -89,8 +93,7 @@ class Trainer:
         self.guard = NonFiniteGuard(last_good_checkpoint=resume_dir)
         self.weights_step = self.state.global_step  # the step whose weights the model holds
         # DataParallel all-reduces gradients in backward; `model` stays the plain layer that is saved and evaluated.
-        training_model = PackedClassifier(model) if args.packing else model
-        self.parallel_model = paddle.DataParallel(training_model) if distributed.world_size() > 1 else training_model
+        self.parallel_model = paddle.DataParallel(classifier) if distributed.world_size() > 1 else classifier
 
     @property
     def examples_per_step(self):
@@ -115,7 +118,9 @@ class Trainer:
         state = self.state
         with StopRequest() as stop_request:
             for epoch, batch_index, micro_batches in self.remaining_batches():
+                started = time.perf_counter()
                 loss = self.training_step(micro_batches)
+                self.tokens.add_seconds(time.perf_counter() - started)
                 state.global_step, state.epoch, state.next_batch = state.global_step + 1, epoch, batch_index + 1
                 loss_scale, skipped = scaler_status(self.scaler)
                 self.guard.check(state.global_step, loss, skipped)
@@ -251,18 +256,28 @@ def batches_from(sampler, collate, epoch, start_batch):
 
 
 class TokenTally:
-    """Tokens the model computed (padding included) and real tokens of the batches trained on."""
+    """Tokens the model computed (padding included), real tokens and examples of the batches trained
+    on, and the seconds their training steps took (evaluation and saving not counted)."""
 
     def __init__(self):
-        self.computed, self.real = 0, 0
+        self.computed, self.real, self.examples, self.seconds = 0, 0, 0, 0.0
 
     def add(self, micro_batch):
         self.computed += micro_batch.computed_tokens
         self.real += micro_batch.real_tokens
+        self.examples += len(micro_batch.labels)
+
+    def add_seconds(self, seconds):
+        self.seconds += seconds
 
     def log(self, batches):
         if self.real:
-            logger.info("%s batches: %.2f computed tokens per real token", batches, self.computed / self.real)
+            logger.info(
+                "%s batches: %.2f computed tokens per real token; training steps ran %.1f examples/s on this process",
+                batches,
+                self.computed / self.real,
+                self.examples / max(self.seconds, 1e-9),
+            )
 
 
 def scaler_status(scaler):
