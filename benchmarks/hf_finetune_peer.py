@@ -1,6 +1,7 @@
 """transformers' Trainer on PyTorch fine-tuning a Hugging Face checkpoint on English XNLI-MT, with the
 settings of a run_classifier.py run, for README's real-model table. Prints one JSON line: English dev
-and test accuracy (%) and Trainer's training examples/s. Needs torch and transformers, not Paddle:
+and test accuracy (%) and Trainer's training examples/s. Needs torch, transformers and accelerate (which
+Trainer requires), not Paddle:
 
     ~/hf-venv/bin/python -m benchmarks.hf_finetune_peer --model_dir minilm --xnli_dir ../shared/xnli \
         --output_dir output/minilm-transformers --num_train_epochs 2

@@ -36,6 +36,15 @@ use_mkl_fast_path_on_amd(True)
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="ernie-m-xnli-test-cache-")
 
 
+# A Python with torch and transformers, for the checks against them (never needed by the suite itself).
+TRANSFORMERS_PYTHON = os.environ.get("TRANSFORMERS_PYTHON", sys.executable)
+
+
+def has_peer_packages(python):
+    check = "import importlib.util as u; raise SystemExit(not all(map(u.find_spec, ('torch', 'transformers'))))"
+    return subprocess.run([python, "-c", check], capture_output=True).returncode == 0
+
+
 # Tiny random checkpoints in Hugging Face's layout, one per family (tests/fixtures/make_hf_fixtures.py).
 FAMILY_FIXTURES = ("ernie_m", "bert", "xlm-roberta", "deberta-v2")
 

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 
 import numpy as np
 import paddle
@@ -28,7 +29,7 @@ from ernie_m_xnli.training.optimization import layerwise_lr_ratio
 from ernie_m_xnli.training.plain_state import load_weights_file
 from utils import LABELS, InputError
 
-from conftest import FAMILY_FIXTURES, cpu_run, fixture_dir, run_main
+from conftest import FAMILY_FIXTURES, TRANSFORMERS_PYTHON, cpu_run, fixture_dir, has_peer_packages, run_main
 
 FIXTURE_SEQ_LENGTH = 48  # the fixtures hold 64 positions
 
@@ -114,6 +115,41 @@ def test_export_then_import_gives_the_same_logits_and_transformers_names(tmp_pat
     config = json.loads((tmp_path / "exported" / "config.json").read_text())
     assert config["id2label"] == {str(index): label for index, label in enumerate(LABELS)}
     assert config["model_type"] == model_type and "paddlenlp_version" not in config
+
+
+TRANSFORMERS_LOADS_EXPORT = """
+import json, sys, torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+directory, expected = sys.argv[1], json.load(open(sys.argv[2]))
+tokenizer = AutoTokenizer.from_pretrained(directory)
+model = AutoModelForSequenceClassification.from_pretrained(directory).eval()
+encoded = tokenizer(*map(list, zip(*expected["pairs"])), padding=True, return_tensors="pt", return_attention_mask=True)
+with torch.no_grad():
+    logits = model(**encoded).logits
+print(json.dumps({"logits": logits.tolist(), "id2label": model.config.id2label}))
+"""
+
+
+@pytest.mark.skipif(
+    not has_peer_packages(TRANSFORMERS_PYTHON),
+    reason=f"{TRANSFORMERS_PYTHON} has no torch and transformers: set TRANSFORMERS_PYTHON to a Python that has them",
+)
+@pytest.mark.parametrize("model_type", ["bert", "xlm-roberta", "deberta-v2"])
+def test_transformers_loads_an_export_and_computes_the_same_logits(tmp_path, model_type):
+    # (ERNIE-M loads too, but transformers' port of its tokenizer splits these pairs otherwise.)
+    tokenizer, classifier = load(fixture_dir(model_type))
+    export_hf_checkpoint(classifier.model, classifier.family, tokenizer, tmp_path / "exported")
+    expected = reference(model_type)
+    (tmp_path / "reference.json").write_text(json.dumps(expected))
+    done = subprocess.run(
+        [TRANSFORMERS_PYTHON, "-c", TRANSFORMERS_LOADS_EXPORT, tmp_path / "exported", tmp_path / "reference.json"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert loaded["id2label"] == {str(index): label for index, label in enumerate(LABELS)}
+    np.testing.assert_allclose(loaded["logits"], in_label_order(model_type, expected["logits"]), atol=1e-4)
 
 
 @pytest.mark.parametrize("model_type", FAMILY_FIXTURES)

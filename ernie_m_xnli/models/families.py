@@ -76,12 +76,8 @@ class Family:
         return self.model_type != "ernie_m" and getattr(config, "type_vocab_size", 0) >= 2
 
     def input_names(self, config):
-        """The inputs a static graph of the model takes, in Classifier.forward's order: those up to the
-        last it uses (mDeBERTa-v3 uses no position ids, having relative positions only)."""
-        if self.uses_token_types(config):
-            return INPUT_NAMES
-        absolute_positions = self.model_type != "deberta-v2" or config.position_biased_input
-        return INPUT_NAMES[:3] if absolute_positions else INPUT_NAMES[:2]
+        """The inputs a static graph of the model takes (only those it uses), in Classifier.forward's order."""
+        return INPUT_NAMES if self.uses_token_types(config) else INPUT_NAMES[:3]
 
     def layer_index(self, parameter_name):
         """The encoder layer (0-based) a parameter belongs to, or None."""
@@ -115,8 +111,6 @@ class Family:
         encoder = getattr(model, self.encoder)
         if attention_mask.ndim == 3 and self.additive_mask:
             attention_mask = (1.0 - attention_mask.astype("float32").unsqueeze(1)) * ADDITIVE_MASKED
-        if position_ids is None:  # a static graph of a model without absolute positions
-            position_ids = paddle.arange(input_ids.shape[1], dtype="int64").expand_as(input_ids)
         position_ids = position_ids + self.position_offset(model.config)
         if not self.uses_token_types(model.config):
             token_type_ids = None  # one type (or none): all zeros, as the model's default
@@ -149,9 +143,7 @@ def deberta_sequence(deberta, input_ids, attention_mask, position_ids, token_typ
     if attention_mask.ndim == 2:
         token_mask = attention_mask.astype("float32")
         attention_mask = token_mask.unsqueeze(1) * token_mask.unsqueeze(2)
-        positions = paddle.arange(token_mask.shape[1])
-        diagonal = (positions.unsqueeze(0) == positions.unsqueeze(1)).astype("float32")
-        attention_mask += diagonal * (1 - token_mask).unsqueeze(2)
+        attention_mask += paddle.eye(token_mask.shape[1]) * (1 - token_mask).unsqueeze(2)
     token_mask = paddle.diagonal(attention_mask, axis1=1, axis2=2)
     embeddings = deberta.embeddings(
         input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids, mask=token_mask
@@ -245,5 +237,5 @@ class Classifier(paddle.nn.Layer):
         super().__init__()
         self.model, self.family = model, family
 
-    def forward(self, input_ids, attention_mask, position_ids=None, token_type_ids=None, cls_index=None):
+    def forward(self, input_ids, attention_mask, position_ids, token_type_ids=None, cls_index=None):
         return self.family.logits(self.model, input_ids, attention_mask, position_ids, token_type_ids, cls_index)

@@ -25,6 +25,9 @@ TORCH_WEIGHTS = "pytorch_model.bin"
 # The transformers release whose layout --export_hf_dir writes (and the fixtures were made with).
 TRANSFORMERS_LAYOUT = "4.46.3"
 CONVERSION_VERSION = 1  # part of the cache key: a change of the conversion converts again
+# PaddleNLP's config keys that mean something else, or nothing, to transformers (which would e.g. return
+# tuples with return_dict false, or refuse an empty quantization_config).
+PADDLENLP_ONLY = ("paddlenlp_version", "dtype", "quantization_config", "return_dict", "output_hidden_states")
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +124,7 @@ def paddle_checkpoint(directory, family, config, cache_dir):
             logger.warning("cannot cache the converted weights in %s (%s); converting for this run only", target, error)
     with tempfile.TemporaryDirectory(prefix="ernie-m-xnli-converted-") as temporary:
         write_checkpoint(temporary, config, state)
+        logger.info("%s: converted from transformers' layout for this run (no cache)", directory)
         yield temporary
 
 
@@ -143,7 +147,7 @@ def export_hf_checkpoint(model, family, tokenizer, directory):
     the suite's labels, model.safetensors, tokenizer files), for transformers'
     AutoModelForSequenceClassification and AutoTokenizer."""
     state = {name: tensor.numpy() for name, tensor in model.state_dict().items()}
-    config = {key: value for key, value in model.config.to_dict().items() if key not in ("paddlenlp_version", "dtype")}
+    config = {key: value for key, value in model.config.to_diff_dict().items() if key not in PADDLENLP_ONLY}
     config.update(
         architectures=[family.class_name], model_type=family.model_type, transformers_version=TRANSFORMERS_LAYOUT
     )
@@ -153,4 +157,15 @@ def export_hf_checkpoint(model, family, tokenizer, directory):
     save_file(to_hf_state(family, state), os.path.join(directory, HF_WEIGHTS), metadata={"format": "pt"})
     write_json_atomically(os.path.join(directory, "config.json"), config)
     tokenizer.save_pretrained(directory)
+    drop_unset_files(os.path.join(directory, "tokenizer_config.json"))
     logger.info("exported the model in transformers' layout to %s", directory)
+
+
+def drop_unset_files(tokenizer_config_path):
+    """PaddleNLP writes a tokenizer's file arguments it was not given as null (DeBERTa-v2's
+    `"vocab_file": null`), which transformers passes on instead of its own file names."""
+    with open(tokenizer_config_path, encoding="utf-8") as file:
+        config = json.load(file)
+    unset = [key for key, value in config.items() if key.endswith("_file") and value is None]
+    if unset:
+        write_json_atomically(tokenizer_config_path, {key: config[key] for key in config if key not in unset})

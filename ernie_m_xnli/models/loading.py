@@ -93,16 +93,7 @@ def load_classifier(model_dir, dropout, tokenizer_size, max_seq_length, cache_di
     config = read_config(model_dir) if os.path.isdir(model_dir) else None
     source = f"--model_name_or_path {model_dir}"
     family = family_of(config.get("model_type"), source) if config else family_of_name(model_dir)
-    hf_layout = bool(config) and is_hf_layout(config)
-    if hf_layout and family is ERNIE_M:
-        check_ernie_m_feed_forward(config, source)
-    if hf_layout:
-        with paddle_checkpoint(model_dir, family, config, cache_dir) as converted:
-            model, new_weights = from_pretrained(family, converted, dropout, model_dir)
-    else:
-        if os.path.isdir(model_dir) and not any(os.path.isfile(os.path.join(model_dir, name)) for name in WEIGHT_FILES):
-            raise InputError(f"{source}: no weights ({' or '.join(WEIGHT_FILES)})")
-        model, new_weights = from_pretrained(family, model_dir, dropout, model_dir)
+    model, new_weights = load_family_model(model_dir, family, config, dropout, cache_dir)
     family.repair(model)
     if tokenizer_size > model.config.vocab_size:
         raise InputError(
@@ -118,6 +109,20 @@ def load_classifier(model_dir, dropout, tokenizer_size, max_seq_length, cache_di
             f"--max_seq_length {max_seq_length}: this model has position embeddings for at most {max_length} tokens"
         )
     return Classifier(model, family)
+
+
+def load_family_model(model_dir, family, config, dropout, cache_dir):
+    """(model, names of weights that start at random) of a name, a PaddleNLP directory or a Hugging
+    Face directory (converted first)."""
+    source = f"--model_name_or_path {model_dir}"
+    if config and is_hf_layout(config):
+        if family is ERNIE_M:
+            check_ernie_m_feed_forward(config, source)
+        with paddle_checkpoint(model_dir, family, config, cache_dir) as converted:
+            return from_pretrained(family, converted, dropout, model_dir)
+    if os.path.isdir(model_dir) and not any(os.path.isfile(os.path.join(model_dir, name)) for name in WEIGHT_FILES):
+        raise InputError(f"{source}: no weights ({' or '.join(WEIGHT_FILES)})")
+    return from_pretrained(family, model_dir, dropout, model_dir)
 
 
 def check_ernie_m_feed_forward(config, source):
