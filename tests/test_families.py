@@ -225,13 +225,15 @@ def test_a_hugging_face_run_trains_caches_its_conversion_and_leaves_the_source_u
     assert len(rows) == 3 and all(row.split("\t")[2] in LABELS for row in rows[1:])
 
 
-def test_another_family_resumes_to_identical_weights(tmp_path, xnli_dir):
-    options = dict(max_seq_length=FIXTURE_SEQ_LENGTH, batch_size=8, max_steps=4, save_steps=2, dropout=0, cache_dir="")
-    straight = run_main(**cpu_run(fixture_dir("deberta-v2"), xnli_dir, tmp_path / "straight", **options))
+@pytest.mark.parametrize("model_type", FAMILY_FIXTURES)
+def test_every_family_trains_and_resumes_to_identical_weights(tmp_path, xnli_dir, model_type):
+    # (dropout on: the resumed run must also continue the random state of each family's dropout)
+    options = dict(max_seq_length=FIXTURE_SEQ_LENGTH, batch_size=8, max_steps=4, save_steps=2, cache_dir="")
+    straight = run_main(**cpu_run(fixture_dir(model_type), xnli_dir, tmp_path / "straight", **options))
     assert straight.returncode == 0, straight.stderr[-3000:]
     resumed = run_main(
         **cpu_run(
-            fixture_dir("deberta-v2"),
+            fixture_dir(model_type),
             xnli_dir,
             tmp_path / "resumed",
             resume_from_checkpoint=tmp_path / "straight" / "checkpoint-2",
