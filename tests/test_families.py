@@ -29,7 +29,15 @@ from ernie_m_xnli.training.optimization import layerwise_lr_ratio
 from ernie_m_xnli.training.plain_state import load_weights_file
 from utils import LABELS, InputError
 
-from conftest import FAMILY_FIXTURES, TRANSFORMERS_PYTHON, cpu_run, fixture_dir, has_peer_packages, run_main
+from conftest import (
+    FAMILY_FIXTURES,
+    TRANSFORMERS_PYTHON,
+    cpu_run,
+    fixture_dir,
+    has_peer_packages,
+    run_main,
+    run_script,
+)
 
 FIXTURE_SEQ_LENGTH = 48  # the fixtures hold 64 positions
 
@@ -246,6 +254,26 @@ def test_every_family_trains_and_resumes_to_identical_weights(tmp_path, xnli_dir
     assert actual.keys() == expected.keys()
     for name in expected:
         np.testing.assert_array_equal(actual[name], expected[name], err_msg=name)
+
+
+def test_two_processes_train_another_family_like_one_with_their_joint_batch(tmp_path, xnli_dir):
+    """BERT (token types, Paddle Inference evaluation) under paddle.distributed.launch: 2 processes x 4
+    examples per step end where 1 process x 8 does (every dropout off: ranks draw their own masks)."""
+    model_dir = tmp_path / "bert"
+    shutil.copytree(fixture_dir("bert"), model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    no_dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    (model_dir / "config.json").write_text(json.dumps({**config, **no_dropout}))
+    options = dict(max_seq_length=FIXTURE_SEQ_LENGTH, max_steps=4, save_steps=4, dropout=0, cache_dir="")
+    launcher = ["-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", tmp_path / "logs"]
+    two = run_script(**cpu_run(model_dir, xnli_dir, tmp_path / "two", batch_size=4, **options), launcher=launcher)
+    assert two.returncode == 0, (tmp_path / "logs" / "workerlog.0").read_text()[-3000:]
+    one = run_main(**cpu_run(model_dir, xnli_dir, tmp_path / "one", batch_size=8, **options))
+    assert one.returncode == 0, one.stderr[-3000:]
+    expected = load_weights_file(tmp_path / "one" / "checkpoint-4")
+    actual = load_weights_file(tmp_path / "two" / "checkpoint-4")
+    for name in expected:
+        np.testing.assert_allclose(actual[name], expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def write_hf_dir(directory, config, weights=("model.safetensors",)):
