@@ -38,14 +38,25 @@ class NewWeights(logging.Filter):
 def download_error(name, error):
     """The one-line error of a model that cannot be loaded: a local directory as given, or a pretrained
     name that cannot be downloaded (no network, most often)."""
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    reason = whole_sentences(str(error).strip().splitlines()[0]) if str(error).strip() else type(error).__name__
     if os.path.isdir(name):
-        return InputError(f"--model_name_or_path {name}: cannot load it ({reason[:160]})")
+        return InputError(f"--model_name_or_path {name}: cannot load it ({reason})")
     return InputError(
-        f"--model_name_or_path {name}: cannot load or download it ({reason[:160]}). Without network, pass a "
+        f"--model_name_or_path {name}: cannot load or download it ({reason}). Without network, pass a "
         f"directory saved with save_pretrained, e.g. a copy of ~/.paddlenlp/models/{name} from a machine that "
         "downloaded it"
     )
+
+
+def whole_sentences(text, limit=240):
+    """The first sentences of `text` that fit in `limit` characters (at least the first one, whole)."""
+    sentences = re.split(r"(?<=[.!?])\s+", text.strip())
+    kept = sentences[:1]
+    for sentence in sentences[1:]:
+        if len(" ".join([*kept, sentence])) > limit:
+            break
+        kept.append(sentence)
+    return " ".join(kept).rstrip(".")
 
 
 def load_tokenizer(model_dir):
