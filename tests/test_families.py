@@ -337,3 +337,16 @@ def test_the_paper_recipe_is_refused_for_another_family(tmp_path):
 
 def test_every_family_is_named_once():
     assert [family.model_type for family in FAMILIES] == list(FAMILY_FIXTURES)
+
+
+@pytest.mark.parametrize("model_type", FAMILY_FIXTURES)
+def test_memory_length_windows_are_the_familys_pair_inputs(model_type):
+    tokenizer = load_tokenizer(fixture_dir(model_type))
+    premise, hypothesis = reference(model_type)["pairs"][2]
+    features = encode_pairs(tokenizer, [Pair(premise, hypothesis, 0)], 24, memory_length=8)
+    hypothesis_ids = tokenizer(hypothesis, add_special_tokens=False)["input_ids"]
+    assert len(features.input_ids) > 1
+    for window in features.input_ids:
+        assert len(window) <= 24 and window[0] == tokenizer.cls_token_id and window[-1] == tokenizer.sep_token_id
+        # the hypothesis whole after the premise window, as the tokenizer lays out a pair
+        assert window[len(window) - 1 - len(hypothesis_ids) : -1].tolist() == hypothesis_ids
