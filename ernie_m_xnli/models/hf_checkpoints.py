@@ -32,16 +32,19 @@ PADDLENLP_ONLY = ("paddlenlp_version", "dtype", "quantization_config", "return_d
 logger = logging.getLogger(__name__)
 
 
-def read_config(directory):
-    """config.json of a directory as a dict, or None where there is none."""
-    path = os.path.join(directory, "config.json")
+def read_json(path):
+    """A JSON file of a model directory as a dict, or None where there is none."""
     if not os.path.isfile(path):
         return None
     try:
         with open(path, encoding="utf-8") as file:
             return json.load(file)
     except (ValueError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: not a JSON config ({error})") from None
+        raise InputError(f"{path}: not JSON ({error})") from None
+
+
+def read_config(directory):
+    return read_json(os.path.join(directory, "config.json"))
 
 
 def is_hf_layout(config):

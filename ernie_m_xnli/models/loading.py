@@ -1,6 +1,5 @@
 """A model with a 3-way XNLI classifier and its tokenizer, loaded and checked against the run."""
 
-import json
 import logging
 import os
 import re
@@ -10,7 +9,7 @@ from paddlenlp.transformers import AutoTokenizer
 from paddlenlp.utils.log import logger as paddlenlp_logger
 
 from ernie_m_xnli.models.families import ERNIE_M, Classifier, family_of, family_of_name
-from ernie_m_xnli.models.hf_checkpoints import is_hf_layout, paddle_checkpoint, read_config
+from ernie_m_xnli.models.hf_checkpoints import is_hf_layout, paddle_checkpoint, read_config, read_json
 from utils import LABELS, InputError
 
 WEIGHT_FILES = ("model_state.pdparams", "model.safetensors")
@@ -86,13 +85,6 @@ def num_token_ids(tokenizer):
     """How many embedding rows the tokenizer's ids need. Not len(tokenizer): PaddleNLP counts the
     special tokens that a tokenizer_config.json of transformers' lists twice."""
     return max(tokenizer.get_vocab().values()) + 1
-
-
-def read_json(path):
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as file:
-        return json.load(file)
 
 
 def load_classifier(model_dir, dropout, tokenizer_size, max_seq_length, cache_dir="", require_trained_classifier=False):
