@@ -12,7 +12,7 @@ from ernie_m_xnli.training import checkpoints, trainer
 from ernie_m_xnli.training.checkpoints import check_intact
 from utils import written_then_renamed
 
-from conftest import cpu_run, last_line, read_results, run_main, run_script
+from conftest import cpu_run, fixture_dir, last_line, read_results, run_main, run_script
 
 QUICK_RUN = dict(max_steps=4, save_steps=2, eval_steps=4, visualdl="false", logging_steps=2)
 
@@ -136,6 +136,19 @@ def test_a_cache_that_cannot_be_written_only_costs_the_cache(tmp_path, tiny_mode
         assert [name for name in os.listdir(cache_dir) if name != "filler"] == []
     assert read_results(tmp_path / "run")["test_accuracy"]["avg"] >= 0
     shutil.rmtree(tmp_path / "run")
+
+
+def test_a_full_cache_costs_a_hugging_face_checkpoint_only_its_cached_conversion(tmp_path, xnli_dir):
+    """The BERT fixture converted on a full cache: one warning, converted for the run alone, nothing left."""
+    with small_file_system(tmp_path / "cache", size="64k") as cache_dir:
+        fill(cache_dir)
+        run = cpu_run(fixture_dir("bert"), xnli_dir, tmp_path / "run", cache_dir=cache_dir, max_seq_length=48)
+        result = run_main(**run, **QUICK_RUN)
+        assert result.returncode == 0, result.stderr[-3000:]
+        warnings = [line for line in result.stderr.splitlines() if "cannot cache the converted weights" in line]
+        assert len(warnings) == 1 and warnings[0].endswith("converting for this run only"), warnings
+        leftovers = [os.path.join(root, name) for root, _, names in os.walk(cache_dir) for name in names]
+        assert [path for path in leftovers if "model.safetensors" in path] == []
 
 
 def test_a_file_written_through_a_temporary_name_is_whole_or_not_written(tmp_path):
