@@ -42,11 +42,17 @@ from tqdm.contrib.logging import logging_redirect_tqdm  # noqa: E402
 from ernie_m_xnli.data.encoding import PairEncoder  # noqa: E402
 from ernie_m_xnli.data.splits import prepare_features  # noqa: E402
 from ernie_m_xnli.data.xnli_files import read_prediction_file  # noqa: E402
-from ernie_m_xnli.evaluation.evaluator import Evaluator, write_predictions  # noqa: E402
+from ernie_m_xnli.evaluation.evaluator import Evaluator  # noqa: E402
+from ernie_m_xnli.evaluation.predictions import write_predictions  # noqa: E402
 from ernie_m_xnli.evaluation.reporting import SelectedResult, format_evaluation, report_results  # noqa: E402
 from ernie_m_xnli.models.hf_checkpoints import export_hf_checkpoint  # noqa: E402
 from ernie_m_xnli.models.inference import export_inference_model  # noqa: E402
-from ernie_m_xnli.models.loading import load_classifier, load_tokenizer, num_token_ids  # noqa: E402
+from ernie_m_xnli.models.loading import (  # noqa: E402
+    load_classifier,
+    load_tokenizer,
+    num_token_ids,
+    pair_has_token_types,
+)
 from ernie_m_xnli.setup import distributed  # noqa: E402
 from ernie_m_xnli.setup.recipes import describe_recipe  # noqa: E402
 from ernie_m_xnli.setup.runtime import progress_bar, set_up  # noqa: E402
@@ -80,7 +86,13 @@ def main(argv=None):
             tokenizer = load_tokenizer(model_dir)
             require_trained = bool(args.eval_only or args.predict_file) and not args.allow_untrained_classifier
             classifier = load_classifier(
-                model_dir, args.dropout, num_token_ids(tokenizer), args.max_seq_length, args.cache_dir, require_trained
+                model_dir,
+                args.dropout,
+                num_token_ids(tokenizer),
+                args.max_seq_length,
+                args.cache_dir,
+                require_trained,
+                pair_has_token_types(tokenizer),
             )
             if args.export_model_dir:  # before any training: its result must be exportable
                 classifier.family.check_static_graph("--export_model_dir")
@@ -107,14 +119,17 @@ def train_and_evaluate(args, classifier, tokenizer, evaluator, resume_dir):
     """Train (unless --eval_only), select on dev, evaluate the selected models on test, report."""
     features = prepare_features(args, tokenizer)
     started = time.time()
+    examples_per_second = None
     if args.eval_only:
         state, selected = TrainingState(), evaluate_model(args, evaluator, features)
     else:
         trainer = Trainer(args, classifier, tokenizer, features, evaluator, resume_dir)
         state = trainer.train()
+        examples_per_second = trainer.tokens.examples_per_second * distributed.world_size()
         selected = evaluate_selected_models(trainer, evaluator, features.test)
     if distributed.is_main():
-        report_results(args, classifier.model.config, state, selected, time.time() - started)
+        timing = {"runtime_seconds": time.time() - started, "train_examples_per_second": examples_per_second}
+        report_results(args, classifier.model.config, state, selected, timing, features.test_file)
 
 
 def evaluate_model(args, evaluator, features):

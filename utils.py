@@ -107,13 +107,54 @@ def flush_denormals():
     return libm.fesetenv(environment) == 0
 
 
-def cpu_vendor():
-    """The CPU's vendor as Linux names it ("AuthenticAMD", "GenuineIntel"), or "" where it cannot be read."""
+def cpu_info_field(name):
+    """A field of the first CPU in /proc/cpuinfo ("vendor_id", "model name", "flags"), or "" where it
+    cannot be read."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as file:
-            return next((line.split(":", 1)[1].strip() for line in file if line.startswith("vendor_id")), "")
+            return next((line.split(":", 1)[1].strip() for line in file if line.split(":")[0].strip() == name), "")
     except OSError:
         return ""
+
+
+def cpu_vendor():
+    """The CPU's vendor as Linux names it ("AuthenticAMD", "GenuineIntel"), or ""."""
+    return cpu_info_field("vendor_id")
+
+
+def machine_description(gpu_name=None, **versions):
+    """Where a run ran, for results.json: the CPU's model and its bfloat16 units, the GPU's name (or
+    None), the given library versions and the suite's commit."""
+    flags = cpu_info_field("flags").split()
+    return {
+        "cpu": cpu_info_field("model name") or platform.processor() or "unknown",
+        "amx": "amx_bf16" in flags,
+        "avx512_bf16": "avx512_bf16" in flags,
+        "gpu": gpu_name,
+        "versions": {**versions, "suite": suite_commit()},
+    }
+
+
+def suite_commit():
+    """The suite's git commit ("+changes" where its files differ from it), or "unknown" outside a checkout."""
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(
+            ["git", "-C", here, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        changed = subprocess.run(
+            ["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    if commit.returncode != 0:
+        return "unknown"
+    return commit.stdout.strip() + ("+changes" if changed.stdout.strip() else "")
 
 
 MKL_CPU_TYPE_VARIABLE = "MKL_DEBUG_CPU_TYPE"

@@ -1,17 +1,23 @@
-"""transformers' Trainer on PyTorch fine-tuning a Hugging Face checkpoint on English XNLI-MT, with the
-settings of a run_classifier.py run, for README's real-model table. Prints one JSON line: English dev
-and test accuracy (%) and Trainer's training examples/s. Needs torch, transformers and accelerate (which
-Trainer requires), not Paddle:
+"""transformers' Trainer on PyTorch fine-tuning a Hugging Face checkpoint on XNLI-MT with the settings
+of a run_classifier.py run, for README's real-model tables. It evaluates dev and test in all 15
+languages once training ends and writes, like run_classifier.py, results.json (the keys compare.py
+and aggregate.py read: accuracies in percent, model_name, model_type, environment, test_file, args)
+and test_predictions.tsv. Needs torch, transformers and accelerate (which Trainer requires), not Paddle:
 
-    ~/hf-venv/bin/python -m benchmarks.hf_finetune_peer --model_dir minilm --xnli_dir ../shared/xnli \
-        --output_dir output/minilm-transformers --num_train_epochs 2
+    ~/hf-venv/bin/python -m benchmarks.hf_finetune_peer --model_dir ~/models/multilingual-e5-small \
+        --xnli_dir ../shared/xnli --output_dir output/e5-transformers-seed42 --max_steps 120 \
+        --learning_rate 1e-4 --eval_pairs_per_language 500 --seed 42
 """
 
 import argparse
 import json
+import os
+import platform
+import time
 
 import numpy as np
 import torch
+import transformers
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -21,7 +27,8 @@ from transformers import (
 )
 
 from ernie_m_xnli.data.xnli_files import read_eval_split, read_train_split, xnli_file_paths
-from utils import LABELS
+from ernie_m_xnli.evaluation.predictions import TEST_PREDICTIONS_FILE, write_test_predictions
+from utils import LABELS, XNLI_LANGUAGES, file_digest, machine_description, write_json_atomically
 
 
 def parse_args(argv=None):
@@ -29,13 +36,17 @@ def parse_args(argv=None):
     parser.add_argument("--model_dir", required=True)
     parser.add_argument("--xnli_dir", required=True)
     parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--train_languages", nargs="+", default=["en"], choices=XNLI_LANGUAGES)
     parser.add_argument("--num_train_epochs", type=float, default=2)
+    parser.add_argument("--max_steps", type=int, default=-1, help="> 0 overrides --num_train_epochs")
     parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--eval_batch_size", type=int, default=64)
     parser.add_argument("--learning_rate", type=float, default=5e-5)
     parser.add_argument("--weight_decay", type=float, default=0.01)
     parser.add_argument("--warmup_proportion", type=float, default=0.1)
     parser.add_argument("--max_seq_length", type=int, default=128)
     parser.add_argument("--max_grad_norm", type=float, default=1.0)
+    parser.add_argument("--eval_pairs_per_language", type=int, default=0, help="0: all pairs")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=2)
     return parser.parse_args(argv)
@@ -58,10 +69,27 @@ class Pairs(torch.utils.data.Dataset):
         return {**{name: values[index] for name, values in self.encoded.items()}, "labels": self.labels[index]}
 
 
+def percent(accuracy_by_language):
+    return {**accuracy_by_language, "avg": float(np.mean([accuracy_by_language[lang] for lang in XNLI_LANGUAGES]))}
+
+
+def evaluate(trainer, tokenizer, path, args):
+    """({language: accuracy %}, {language: logits}, {language: gold labels}) of a dev or test file."""
+    pairs_by_language = read_eval_split(path).pairs_by_language
+    accuracy, logits, labels = {}, {}, {}
+    for lang in XNLI_LANGUAGES:
+        pairs = pairs_by_language[lang][: args.eval_pairs_per_language or None]
+        logits[lang] = trainer.predict(Pairs(tokenizer, pairs, args.max_seq_length)).predictions
+        labels[lang] = np.array([pair.label for pair in pairs])
+        accuracy[lang] = 100 * float(np.mean(logits[lang].argmax(-1) == labels[lang]))
+    return percent(accuracy), logits, labels
+
+
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    paths = xnli_file_paths(args.xnli_dir, ["en"])
+    started = time.time()
+    paths = xnli_file_paths(args.xnli_dir, args.train_languages)
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(
         args.model_dir,
@@ -69,12 +97,13 @@ def main(argv=None):
         id2label=dict(enumerate(LABELS)),
         label2id={label: index for index, label in enumerate(LABELS)},
     )
-    train = Pairs(tokenizer, read_train_split(paths["train"]).pairs_by_language["en"], args.max_seq_length)
+    train_pairs = [pair for pairs in read_train_split(paths["train"]).pairs_by_language.values() for pair in pairs]
     training_args = TrainingArguments(
         output_dir=args.output_dir,
         num_train_epochs=args.num_train_epochs,
+        max_steps=args.max_steps,
         per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=64,
+        per_device_eval_batch_size=args.eval_batch_size,
         learning_rate=args.learning_rate,
         weight_decay=args.weight_decay,
         warmup_ratio=args.warmup_proportion,
@@ -88,15 +117,35 @@ def main(argv=None):
         dataloader_num_workers=0,
     )
     trainer = Trainer(
-        model=model, args=training_args, train_dataset=train, data_collator=DataCollatorWithPadding(tokenizer)
+        model=model,
+        args=training_args,
+        train_dataset=Pairs(tokenizer, train_pairs, args.max_seq_length),
+        data_collator=DataCollatorWithPadding(tokenizer),
     )
     metrics = trainer.train().metrics
-    row = {"train_examples_per_second": metrics["train_samples_per_second"], "threads": args.threads}
-    for split in ("dev", "test"):
-        pairs = read_eval_split(paths[split]).pairs_by_language["en"]
-        logits = trainer.predict(Pairs(tokenizer, pairs, args.max_seq_length)).predictions
-        row[f"en_{split}_accuracy"] = round(100 * float(np.mean(logits.argmax(-1) == [p.label for p in pairs])), 2)
-    print(json.dumps(row))
+    dev_accuracy, _, _ = evaluate(trainer, tokenizer, paths["dev"], args)
+    test_accuracy, test_logits, test_labels = evaluate(trainer, tokenizer, paths["test"], args)
+    write_test_predictions(os.path.join(args.output_dir, TEST_PREDICTIONS_FILE), test_logits, test_labels)
+    results = {
+        "model": args.model_dir,
+        "model_name": os.path.basename(os.path.normpath(args.model_dir)) + " (transformers)",
+        "model_type": model.config.model_type,
+        "task_type": "cross-lingual-transfer" if args.train_languages == ["en"] else "translate-train-all",
+        "train_languages": args.train_languages,
+        "eval_pairs_per_language": args.eval_pairs_per_language,
+        "test_file": {"path": os.path.abspath(paths["test"]), "sha256": file_digest(paths["test"])},
+        "environment": machine_description(
+            None, torch=torch.__version__, transformers=transformers.__version__, python=platform.python_version()
+        ),
+        "global_step": trainer.state.global_step,
+        "runtime_seconds": time.time() - started,
+        "train_examples_per_second": metrics["train_samples_per_second"],
+        "dev_accuracy": dev_accuracy,
+        "test_accuracy": test_accuracy,
+        "args": vars(args),
+    }
+    write_json_atomically(os.path.join(args.output_dir, "results.json"), results)
+    print(json.dumps({key: results[key] for key in ("train_examples_per_second", "runtime_seconds", "test_accuracy")}))
 
 
 if __name__ == "__main__":

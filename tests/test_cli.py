@@ -338,6 +338,7 @@ def test_two_processes_share_the_work_and_rank_0_reports(tmp_path, tiny_model_di
         "results.json",
         "results.md",
         "results.png",
+        "test_predictions.tsv",
         "visualdl",
     }
 

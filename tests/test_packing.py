@@ -96,7 +96,7 @@ def own_padded_logits(classifier, tokenizer, input_ids):
     """The family's own forward pass over a padded batch (its own positions and mask handling);
     token types as its tokenizer gives them."""
     inputs = padded_inputs(input_ids, tokenizer.pad_token_id, tokenizer.sep_token_id)
-    if not classifier.family.uses_token_types(classifier.model.config):
+    if not classifier.uses_token_types:
         del inputs["token_type_ids"]
     del inputs["position_ids"]
     logits = classifier.model(**{name: paddle.to_tensor(value) for name, value in inputs.items()})

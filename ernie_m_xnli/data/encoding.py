@@ -42,6 +42,13 @@ class Features:
             int(offsets[-1]),
         )
 
+    def first_examples(self, count):
+        """The Features of the first `count` pairs only (all of them where there are fewer)."""
+        kept = np.flatnonzero(self.example_ids < count)
+        return Features(
+            [self.input_ids[i] for i in kept], self.labels[kept], self.example_ids[kept], min(count, self.num_examples)
+        )
+
     def example_labels(self):
         labels = np.zeros(self.num_examples, dtype=np.int64)
         labels[self.example_ids] = self.labels

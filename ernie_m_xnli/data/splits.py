@@ -16,7 +16,6 @@ from ernie_m_xnli.data.xnli_files import (
     xnli_file_paths,
 )
 from ernie_m_xnli.setup import distributed
-from ernie_m_xnli.setup.arguments import TRAIN_LANGUAGES
 from ernie_m_xnli.setup.runtime import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -26,18 +25,28 @@ class XnliFeatures(NamedTuple):
     train: Features  # None with --eval_only
     dev: dict  # {language: Features}
     test: dict
+    test_file: str  # its path
 
 
 def prepare_features(args, tokenizer):
     """Read XNLI and tokenize every split once for the whole run (or load it from the cache)."""
-    train_languages = () if args.eval_only else TRAIN_LANGUAGES[args.task_type]
+    train_languages = () if args.eval_only else args.train_languages
     paths = xnli_file_paths(args.data_dir or download_xnli(with_train=bool(train_languages)), train_languages)
     readers = {split: (partial(read_eval_split, paths[split]), [paths[split]]) for split in ("dev", "test")}
     if train_languages:
         readers["train"] = (partial(read_train_split, paths["train"]), list(paths["train"].values()))
     features = {split: tokenized_split(split, read, files, tokenizer, args) for split, (read, files) in readers.items()}
     train_features = Features.concatenate(features["train"].values()) if train_languages else None
-    return XnliFeatures(train_features, features["dev"], features["test"])
+    dev, test = (first_pairs(features[split], args.eval_pairs_per_language, split) for split in ("dev", "test"))
+    return XnliFeatures(train_features, dev, test, paths["test"])
+
+
+def first_pairs(features_by_language, count, split):
+    """{language: Features} of the first `count` pairs of each language (all of them where `count` is 0)."""
+    if not count:
+        return features_by_language
+    logger.info("%s: evaluating the first %d pairs of each language only (--eval_pairs_per_language)", split, count)
+    return {lang: features.first_examples(count) for lang, features in features_by_language.items()}
 
 
 def tokenized_split(split, read_split, data_files, tokenizer, args):

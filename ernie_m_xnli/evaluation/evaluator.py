@@ -5,7 +5,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import paddle
@@ -13,20 +13,22 @@ import paddle.nn.functional as F
 
 from ernie_m_xnli.data.batching import eval_batches, padded_inputs
 from ernie_m_xnli.data.encoding import average_window_logits
-from ernie_m_xnli.data.xnli_files import NO_LABEL
 from ernie_m_xnli.models.inference import create_predictor, predictor_logits, save_static_graph, static_forward
 from ernie_m_xnli.setup import distributed
-from utils import LABELS, XNLI_LANGUAGES, average_accuracy, set_cpu_threads, threads_per_process, written_then_renamed
+from utils import LABELS, XNLI_LANGUAGES, average_accuracy, set_cpu_threads, threads_per_process
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class EvaluationResult:
-    """Accuracy (a fraction) and mean loss of each XNLI language."""
+    """Accuracy (a fraction) and mean loss of each XNLI language; `logits` ({language: [pairs, 3]})
+    and `labels` ({language: [pairs]}) of each pair, in the file's order, are kept in memory only."""
 
     accuracy: dict[str, float]
     loss: dict[str, float]
+    logits: dict = field(default=None, repr=False, compare=False)
+    labels: dict = field(default=None, repr=False, compare=False)
 
     @property
     def average(self):
@@ -36,8 +38,12 @@ class EvaluationResult:
         """What model selection compares: the average, or English ("en")."""
         return self.average if select_on == "avg" else self.accuracy[select_on]
 
+    def summary(self):
+        """The accuracies and losses without the per-pair arrays (what checkpoints keep)."""
+        return EvaluationResult(self.accuracy, self.loss)
+
     def to_dict(self):
-        return asdict(self)
+        return {"accuracy": self.accuracy, "loss": self.loss}
 
     @classmethod
     def from_dict(cls, saved):
@@ -131,23 +137,10 @@ class Evaluator:
             logits_by_language = {
                 lang: self._predict(features_by_language[lang], run_batch) for lang in self.progress_bar(XNLI_LANGUAGES)
             }
+        labels_by_language = {lang: features_by_language[lang].example_labels() for lang in XNLI_LANGUAGES}
         for lang, logits in logits_by_language.items():
-            labels = features_by_language[lang].example_labels()
+            labels = labels_by_language[lang]
             accuracy[lang] = float((logits.argmax(1) == labels).mean())
             losses = F.cross_entropy(paddle.to_tensor(logits), paddle.to_tensor(labels), reduction="none")
             loss[lang] = float(losses.numpy().mean())
-        return EvaluationResult(accuracy, loss)
-
-
-def write_predictions(path, pairs, logits):
-    """One TSV row per pair: the text, the predicted label, the three probabilities, and the gold
-    label where the input had one."""
-    probabilities = np.exp(logits - logits.max(1, keepdims=True))
-    probabilities /= probabilities.sum(1, keepdims=True)
-    with written_then_renamed(path) as temporary, open(temporary, "w", encoding="utf-8") as file:
-        file.write("\t".join(["premise", "hypothesis", "prediction", *(f"p_{label}" for label in LABELS), "label"]))
-        file.write("\n")
-        for pair, row in zip(pairs, probabilities):
-            gold = "" if pair.label == NO_LABEL else LABELS[pair.label]
-            cells = [pair.premise, pair.hypothesis, LABELS[int(row.argmax())], *(f"{p:.6f}" for p in row), gold]
-            file.write("\t".join(cells) + "\n")
+        return EvaluationResult(accuracy, loss, logits_by_language, labels_by_language)

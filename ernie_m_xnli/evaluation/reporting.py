@@ -7,8 +7,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ernie_m_xnli.evaluation.predictions import TEST_PREDICTIONS_FILE, write_test_predictions
 from ernie_m_xnli.setup.recipes import MODEL_SIZES
-from utils import XNLI_LANGUAGES, average_accuracy, write_json_atomically, written_then_renamed
+from utils import (
+    XNLI_LANGUAGES,
+    average_accuracy,
+    file_digest,
+    machine_description,
+    write_json_atomically,
+    written_then_renamed,
+)
 
 RESULTS_FILE = "results.json"
 RESULTS_MARKDOWN_FILE = "results.md"
@@ -116,20 +124,26 @@ class SelectedResult:
     test: object
 
 
-def report_results(args, model_config, state, selected, runtime_seconds):
+def report_results(args, model_config, state, selected, timing, test_file):
     """Print the test table of the --select_on model; write results.json, results.md (beside the
-    paper, with the models of both selection protocols) and results.png. `selected` maps a
-    selection protocol to its SelectedResult (only --select_on's without training)."""
-    model_name = os.path.basename(os.path.normpath(args.model_name_or_path))
+    paper, with the models of both selection protocols), results.png and test_predictions.tsv (the
+    --select_on model's). `selected` maps a selection protocol to its SelectedResult (only
+    --select_on's without training); `timing` has the run's runtime_seconds and its training steps'
+    train_examples_per_second (all processes; None without training)."""
+    model_name = getattr(model_config, "fine_tuned_from", None) or os.path.basename(args.model_name_or_path)
+    model_type = getattr(model_config, "model_type", "ernie_m")
     main = selected[args.select_on]
     title = f"XNLI test accuracy (%), {args.task_type}"
+    if args.eval_pairs_per_language:
+        title += f", first {args.eval_pairs_per_language} pairs per language"
     if main.step is not None:
         title += f", selected on dev {args.select_on} (step {main.step})"
     print(f"{title}:\n{format_results_table({model_name: percent(main.test.accuracy)})}", flush=True)
 
     reference = None
-    if getattr(model_config, "model_type", "ernie_m") == "ernie_m":  # the paper's numbers are ERNIE-M's
+    if model_type == "ernie_m" and not args.eval_pairs_per_language:  # the paper's numbers: ERNIE-M's, all pairs
         reference = paper_reference(model_config.num_hidden_layers, model_config.hidden_size, args.task_type)
+    write_test_predictions(os.path.join(args.output_dir, TEST_PREDICTIONS_FILE), main.test.logits, main.test.labels)
     write_results_markdown(args.output_dir, title, model_name, selected, reference)
     plot_path = os.path.join(args.output_dir, RESULTS_PLOT_FILE)
     plot_results(plot_path, f"{model_name}: {title}", percent(main.test.accuracy), reference)
@@ -144,12 +158,18 @@ def report_results(args, model_config, state, selected, runtime_seconds):
         os.path.join(args.output_dir, RESULTS_FILE),
         {
             "model": args.model_name_or_path,
+            "model_name": model_name,
+            "model_type": model_type,
             "task_type": args.task_type,
+            "train_languages": args.train_languages,
+            "eval_pairs_per_language": args.eval_pairs_per_language,
+            "test_file": {"path": os.path.abspath(test_file), "sha256": file_digest(test_file)},
+            "environment": environment(args.device),
             "select_on": args.select_on,
             "checkpoint": main.checkpoint,
             "selected_step": main.step,
             "global_step": state.global_step,
-            "runtime_seconds": runtime_seconds,
+            **timing,
             "dev_accuracy": percent(main.dev.accuracy),
             "test_accuracy": percent(main.test.accuracy),
             "dev_loss": main.dev.loss,
@@ -161,6 +181,15 @@ def report_results(args, model_config, state, selected, runtime_seconds):
             "args": vars(args),
         },
     )
+
+
+def environment(device):
+    """utils.machine_description of this run: the GPU's name where it ran on one, Paddle's and PaddleNLP's versions."""
+    import paddle
+    import paddlenlp
+
+    gpu = paddle.device.cuda.get_device_name() if device == "gpu" else None
+    return machine_description(gpu, paddle=paddle.__version__, paddlenlp=paddlenlp.__version__)
 
 
 def write_results_markdown(output_dir, title, model_name, selected, reference):

@@ -71,13 +71,9 @@ class Family:
                 if type(child).__name__ == "StableDropout":
                     setattr(parent, name, paddle.nn.Dropout(child.drop_prob))
 
-    def uses_token_types(self, config):
+    def has_token_types(self, config):
         """Whether the model has token types to tell the two texts apart (BERT's); ERNIE-M has none."""
         return self.model_type != "ernie_m" and getattr(config, "type_vocab_size", 0) >= 2
-
-    def input_names(self, config):
-        """The inputs a static graph of the model takes (only those it uses), in Classifier.forward's order."""
-        return INPUT_NAMES if self.uses_token_types(config) else INPUT_NAMES[:3]
 
     def layer_index(self, parameter_name):
         """The encoder layer (0-based) a parameter belongs to, or None."""
@@ -99,7 +95,8 @@ class Family:
 
     def logits(self, model, input_ids, attention_mask, position_ids, token_type_ids, cls_index=None):
         """The classifier's logits: the encoder over the batch, then the head over each input's
-        [CLS] state (the first token of each row, or `cls_index` in a packed batch)."""
+        [CLS] state (the first token of each row, or `cls_index` in a packed batch). Without
+        `token_type_ids`, every token has type 0, as the model's default."""
         sequence = self.sequence_output(model, input_ids, attention_mask, position_ids, token_type_ids)
         if cls_index is None:
             cls_states = sequence[:, :1]
@@ -112,8 +109,6 @@ class Family:
         if attention_mask.ndim == 3 and self.additive_mask:
             attention_mask = (1.0 - attention_mask.astype("float32").unsqueeze(1)) * ADDITIVE_MASKED
         position_ids = position_ids + self.position_offset(model.config)
-        if not self.uses_token_types(model.config):
-            token_type_ids = None  # one type (or none): all zeros, as the model's default
         if self.model_type == "ernie_m":
             return encoder(input_ids, position_ids=position_ids, attention_mask=attention_mask)[0]
         if self.model_type == "deberta-v2":
@@ -231,11 +226,22 @@ class Classifier(paddle.nn.Layer):
 
     It owns no parameters of its own, so optimizer, checkpoints and exports keep using the wrapped
     model; wrap this (not the model) in DataParallel, and trace this for Paddle Inference.
+
+    Token types are given as transformers gives them: only where the model has them and its
+    tokenizer returns them for a pair (`tokenizer_token_types`). A BERT paired with XLM-R's
+    tokenizer (multilingual-e5, Multilingual-MiniLM) saw type 0 everywhere in pretraining.
     """
 
-    def __init__(self, model, family):
+    def __init__(self, model, family, tokenizer_token_types=True):
         super().__init__()
         self.model, self.family = model, family
+        self.uses_token_types = family.has_token_types(model.config) and tokenizer_token_types
+
+    @property
+    def input_names(self):
+        """The inputs a static graph of the model takes (only those it uses), in forward's order."""
+        return INPUT_NAMES if self.uses_token_types else INPUT_NAMES[:3]
 
     def forward(self, input_ids, attention_mask, position_ids, token_type_ids=None, cls_index=None):
+        token_type_ids = token_type_ids if self.uses_token_types else None
         return self.family.logits(self.model, input_ids, attention_mask, position_ids, token_type_ids, cls_index)

@@ -24,8 +24,7 @@ def static_forward(classifier):
     """The classifier's forward pass over padded batches as a static-graph function (traced at its
     first save), leaving `classifier.forward` itself dynamic."""
     input_spec = [
-        paddle.static.InputSpec(shape=[None, None], dtype="int64", name=name)
-        for name in classifier.family.input_names(classifier.model.config)
+        paddle.static.InputSpec(shape=[None, None], dtype="int64", name=name) for name in classifier.input_names
     ]
     return paddle.jit.to_static(classifier.forward, input_spec=input_spec, full_graph=True)
 

@@ -87,12 +87,28 @@ def num_token_ids(tokenizer):
     return max(tokenizer.get_vocab().values()) + 1
 
 
-def load_classifier(model_dir, dropout, tokenizer_size, max_seq_length, cache_dir="", require_trained_classifier=False):
+def pair_has_token_types(tokenizer):
+    """Whether the tokenizer gives a pair's second text another token type (BERT's do, XLM-R's give none)."""
+    encoded = tokenizer("a", "b")
+    return any(encoded.get("token_type_ids") or ())
+
+
+def load_classifier(
+    model_dir,
+    dropout,
+    tokenizer_size,
+    max_seq_length,
+    cache_dir="",
+    require_trained_classifier=False,
+    tokenizer_token_types=True,
+):
     """The family's model with a 3-way classifier, wrapped as a families.Classifier and checked
-    against the tokenizer and `max_seq_length`: from a name PaddleNLP resolves, a PaddleNLP directory,
-    or a Hugging Face directory (converted, cached under `cache_dir`). A checkpoint fine-tuned
-    elsewhere keeps its meaning: its classifier's rows are put in LABELS' order by its id2label. With
-    `require_trained_classifier`, a model whose classifier would start at random is refused."""
+    against the tokenizer (its size; whether it gives token types: `pair_has_token_types`) and
+    `max_seq_length`: from a name PaddleNLP resolves, a PaddleNLP directory, or a Hugging Face
+    directory (converted, cached under `cache_dir`). A checkpoint fine-tuned elsewhere keeps its
+    meaning: its classifier's rows are put in LABELS' order by its id2label. With
+    `require_trained_classifier`, a model whose classifier would start at random is refused. The
+    config's `fine_tuned_from` names the pretrained model (kept in the checkpoints a run writes)."""
     config = read_config(model_dir) if os.path.isdir(model_dir) else None
     source = f"--model_name_or_path {model_dir}"
     family = family_of(config.get("model_type"), source) if config else family_of_name(model_dir)
@@ -106,12 +122,18 @@ def load_classifier(model_dir, dropout, tokenizer_size, max_seq_length, cache_di
     check_new_weights(model_dir, new_weights, require_trained_classifier)
     if config and not any(family.output_layer in name for name in new_weights):
         put_labels_in_order(model, family, label_order(config, source))
+    model.config.fine_tuned_from = getattr(model.config, "fine_tuned_from", None) or model_name(model_dir)
     max_length = family.max_tokens(model.config)
     if max_seq_length > max_length:
         raise InputError(
             f"--max_seq_length {max_seq_length}: this model has position embeddings for at most {max_length} tokens"
         )
-    return Classifier(model, family)
+    return Classifier(model, family, tokenizer_token_types)
+
+
+def model_name(name_or_path):
+    """What tables call a model: a hub name as given, a directory by its own name."""
+    return os.path.basename(os.path.normpath(name_or_path)) if os.path.isdir(name_or_path) else name_or_path
 
 
 def load_family_model(model_dir, family, config, dropout, cache_dir):

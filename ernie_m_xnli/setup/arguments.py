@@ -71,6 +71,8 @@ def parse_args(argv=None, description=None):
             parser.error(str(error))
     if args.eval_steps is None:
         args.eval_steps = args.save_steps
+    if args.train_languages is None:
+        args.train_languages = list(TRAIN_LANGUAGES[args.task_type])
     if args.eval_backend is None:
         args.eval_backend = "inference" if args.device == "cpu" else "dynamic"
     problem = find_invalid_argument(args)
@@ -129,6 +131,21 @@ def add_data_arguments(group):
         default=0,
         help="Processes that tokenize; 0: the CPU cores available (all of them on a machine whose other ranks "
         "wait for the cache).",
+    )
+    add(
+        "--train_languages",
+        nargs="+",
+        choices=XNLI_LANGUAGES,
+        metavar="LANG",
+        help="With translate-train-all, train on these languages' XNLI-MT files only (e.g. the ones at hand). "
+        "Default: en for cross-lingual-transfer, all 15 for translate-train-all.",
+    )
+    add(
+        "--eval_pairs_per_language",
+        type=int,
+        default=0,
+        help="Evaluate dev and test on the first this many pairs of each language (cheap experiments; said in the "
+        "log, results.json and the table's title); 0: all of them.",
     )
     add("--max_seq_length", type=int, default=256, help="Maximum tokens per input, special tokens included.")
     add(
@@ -291,6 +308,16 @@ def find_invalid_argument(args):
         (
             args.preprocessing_num_workers >= 0,
             f"--preprocessing_num_workers must be non-negative, got {args.preprocessing_num_workers}",
+        ),
+        (
+            args.eval_pairs_per_language >= 0,
+            f"--eval_pairs_per_language must be non-negative (0: all pairs), got {args.eval_pairs_per_language}",
+        ),
+        (
+            args.train_languages is None
+            or args.task_type == "translate-train-all"
+            or list(args.train_languages) == ["en"],
+            "--train_languages goes with --task_type translate-train-all (cross-lingual-transfer trains on en)",
         ),
         (args.cpu_threads >= 0, f"--cpu_threads must be non-negative, got {args.cpu_threads}"),
         (

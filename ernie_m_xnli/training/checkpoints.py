@@ -46,6 +46,7 @@ RNG_FILE = "rng_state.json"
 # Arguments that change what a run computes; a resumed run must keep every one of them.
 RESULT_ARGUMENTS = (
     "task_type",
+    "train_languages",
     "model_name_or_path",
     "max_seq_length",
     "memory_length",
@@ -64,6 +65,7 @@ RESULT_ARGUMENTS = (
     "warmup_steps",
     "save_steps",
     "eval_steps",
+    "eval_pairs_per_language",
     "recipe",
     "seed",
     "use_amp",
@@ -108,7 +110,9 @@ class TrainingState:
         ]
         for protocol in improved:
             directory = best_model_path(output_dir, self.global_step)
-            self.best[protocol] = Selection(self.global_step, dev_result.score(protocol), directory, dev_result)
+            self.best[protocol] = Selection(
+                self.global_step, dev_result.score(protocol), directory, dev_result.summary()
+            )
         return improved
 
     def to_dict(self):

@@ -270,13 +270,17 @@ class TokenTally:
     def add_seconds(self, seconds):
         self.seconds += seconds
 
+    @property
+    def examples_per_second(self):
+        return self.examples / max(self.seconds, 1e-9)
+
     def log(self, batches):
         if self.real:
             logger.info(
                 "%s batches: %.2f computed tokens per real token; training steps ran %.1f examples/s on this process",
                 batches,
                 self.computed / self.real,
-                self.examples / max(self.seconds, 1e-9),
+                self.examples_per_second,
             )
 
 
