@@ -8,8 +8,9 @@ refute the paper; the ERNIE-M authors report the mean of 5 runs. Run each seed a
     python aggregate.py RUN_DIR... --output_dir DIR --skip_unfinished
 
 Each RUN_DIR holds the results.json of a finished run of run_classifier.py. Runs whose arguments
-differ in anything but the seed, the output directory and resuming or logging options are
-refused, naming the arguments that differ.
+differ in anything but the seed, the output directory, resuming, logging, caching, the evaluation
+batch size and exports are refused, naming the arguments that differ. To compare different
+settings, models or encoders, with confidence intervals and paired tests, use compare.py.
 """
 
 import argparse
@@ -36,6 +37,9 @@ FREE_ARGUMENTS = {
     "debug",
     "cache_dir",
     "preprocessing_num_workers",
+    "eval_batch_size",
+    "export_hf_dir",
+    "export_model_dir",
 }
 # The results.json fields summarized: (summary key, results key).
 SUMMARIZED = (

@@ -1,6 +1,7 @@
 """aggregate.py: several seeds summarized as mean, std, min and max, beside the paper."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -80,3 +81,15 @@ def test_an_unfinished_run_is_an_error_unless_skipped(seed_runs, tmp_path):
     assert skipped.returncode == 0, skipped.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["n"] == 1 and summary["test_accuracy"]["std"]["avg"] is None
+
+
+def test_runs_that_differ_only_in_flags_that_change_no_result_are_summarized(seed_runs, tmp_path):
+    # Another evaluation batch size, exports, cache: the same training, so seeds of one setting.
+    relabelled = tmp_path / "seed3-elsewhere"
+    shutil.copytree(seed_runs / "seed3", relabelled)
+    results = read_results(relabelled)
+    results["args"].update(eval_batch_size=7, export_hf_dir="hf", export_model_dir="inference", cache_dir="")
+    (relabelled / "results.json").write_text(json.dumps(results))
+    result = run_script(seed_runs / "seed1", relabelled, "--output_dir", tmp_path, script="aggregate.py")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "summary.json").read_text())["n"] == 2

@@ -24,7 +24,13 @@ from ernie_m_xnli.data.xnli_files import Pair
 from ernie_m_xnli.evaluation.evaluator import Evaluator
 from ernie_m_xnli.models.families import FAMILIES
 from ernie_m_xnli.models.hf_checkpoints import export_hf_checkpoint
-from ernie_m_xnli.models.loading import label_order, load_classifier, load_tokenizer, num_token_ids
+from ernie_m_xnli.models.loading import (
+    label_order,
+    load_classifier,
+    load_tokenizer,
+    num_token_ids,
+    pair_has_token_types,
+)
 from ernie_m_xnli.training.optimization import layerwise_lr_ratio
 from ernie_m_xnli.training.plain_state import load_weights_file
 from utils import LABELS, InputError
@@ -60,9 +66,13 @@ def logits_of(classifier, inputs):
         return classifier(**{name: paddle.to_tensor(value) for name, value in inputs.items()}).numpy()
 
 
-def load(directory, cache_dir=""):
+def load(directory, cache_dir="", token_types=None):
+    """The fixture's tokenizer and classifier; token types as its tokenizer gives them unless `token_types`."""
     tokenizer = load_tokenizer(directory)
-    classifier = load_classifier(directory, 0.1, num_token_ids(tokenizer), FIXTURE_SEQ_LENGTH, str(cache_dir))
+    token_types = pair_has_token_types(tokenizer) if token_types is None else token_types
+    classifier = load_classifier(
+        directory, 0.1, num_token_ids(tokenizer), FIXTURE_SEQ_LENGTH, str(cache_dir), False, token_types
+    )
     classifier.eval()
     return tokenizer, classifier
 
@@ -92,7 +102,23 @@ def test_logits_padded_and_packed_equal_transformers(model_type):
         assert not np.allclose(padded, expected["logits"], atol=1e-2)
 
 
-@pytest.mark.parametrize("model_type", ["bert", "xlm-roberta", "deberta-v2"])
+def test_a_bert_with_xlm_roberta_tokenizer_gets_type_0_everywhere_as_in_transformers():
+    # multilingual-e5 and Multilingual-MiniLM: BERT's two token types, XLM-R's tokenizer, which gives none.
+    name = "bert-with-xlm-roberta-tokenizer"
+    expected = reference(name)
+    tokenizer, classifier = load(fixture_dir(name))
+    assert not pair_has_token_types(tokenizer) and not classifier.uses_token_types
+    input_ids = [np.array(ids) for ids in expected["input_ids"]]
+    padded_batch = padded_inputs(input_ids, tokenizer.pad_token_id, tokenizer.sep_token_id)
+    packed_batch = packed_inputs(input_ids, tokenizer.pad_token_id, tokenizer.sep_token_id, 96)
+    # A random model's logits are ~1e-3 and type 1 moves them by ~1e-4; the suite matches to ~1e-8.
+    np.testing.assert_allclose(logits_of(classifier, padded_batch), expected["logits"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(logits_of(classifier, packed_batch), expected["logits"], rtol=0, atol=1e-6)
+    _, with_types = load(fixture_dir(name), token_types=True)  # the hypothesis as type 1: other logits
+    assert not np.allclose(logits_of(with_types, padded_batch), expected["logits"], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("model_type", ["bert", "xlm-roberta", "deberta-v2", "bert-with-xlm-roberta-tokenizer"])
 def test_tokenization_equals_transformers(model_type):
     # ERNIE-M is left out on purpose: transformers' port of its tokenizer splits some text otherwise
     # than PaddleNLP's, the original, which the suite keeps.

@@ -1,0 +1,286 @@
+r"""Compare models, settings or encoders on the same XNLI test pairs, as a paper prints it: per language,
+test accuracy mean ± std over seeds with a 95% bootstrap confidence interval, and each row's paired
+difference from the first row with a p-value.
+
+    python compare.py --output_dir output/comparison \
+        e5=output/e5-clt-seed42,output/e5-clt-seed43 transformers=output/e5-hf-seed42,output/e5-hf-seed43
+
+Each RUN is an output directory of run_classifier.py (or of benchmarks/hf_finetune_peer.py) holding
+results.json and test_predictions.tsv; the RUNs of one NAME are its seeds. The interval resamples the
+test pairs of each language with replacement (--resamples times, seeded); the p-value is a paired
+permutation test on the same pairs (each pair's difference keeps or flips its sign at random,
+--permutations times), with the seeds of the two rows matched by --seed (all of each row's runs
+where they share none). Writes comparison.json, comparison.md and comparison.png to --output_dir.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from ernie_m_xnli.evaluation.predictions import TEST_PREDICTIONS_FILE, read_test_predictions
+from ernie_m_xnli.evaluation.reporting import COLUMNS, RESULTS_FILE, format_results_table
+from ernie_m_xnli.evaluation.significance import accuracies, bootstrap_intervals, paired_permutation_tests
+from ernie_m_xnli.setup.arguments import OneLineErrorParser
+from utils import XNLI_LANGUAGES, InputError, write_json_atomically, written_then_renamed
+
+COMPARISON_FILE, COMPARISON_MARKDOWN_FILE, COMPARISON_PLOT_FILE = "comparison.json", "comparison.md", "comparison.png"
+SIGNIFICANT = 0.05
+
+
+def parse_args(argv=None):
+    parser = OneLineErrorParser(
+        prog="compare.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("rows", nargs="+", metavar="NAME=RUN[,RUN...]", help="A row: its name and its runs (seeds).")
+    parser.add_argument("--output_dir", required=True, help="Where comparison.{json,md,png} go.")
+    parser.add_argument("--resamples", type=int, default=1000, help="Bootstrap resamples of the test pairs.")
+    parser.add_argument("--permutations", type=int, default=10000, help="Sign flips of the paired test.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the resampling and the permutations.")
+    args = parser.parse_args(argv)
+    if args.resamples < 1000:
+        parser.error(f"--resamples must be at least 1000, got {args.resamples}")
+    if args.permutations < 1000:
+        parser.error(f"--permutations must be at least 1000, got {args.permutations}")
+    for row in args.rows:
+        name, _, runs = row.partition("=")
+        if not name or not runs or "" in runs.split(","):
+            parser.error(f"expected NAME=RUN[,RUN...], got {row!r}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        rows = [read_row(*row.split("=", 1)) for row in args.rows]
+        check_same_test_pairs(rows)
+        comparison = compare(rows, args.resamples, args.permutations, args.seed)
+    except InputError as error:
+        print(f"compare.py: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    os.makedirs(args.output_dir, exist_ok=True)
+    write_json_atomically(os.path.join(args.output_dir, COMPARISON_FILE), comparison)
+    markdown = format_comparison(comparison)
+    with written_then_renamed(os.path.join(args.output_dir, COMPARISON_MARKDOWN_FILE)) as temporary:
+        with open(temporary, "w", encoding="utf-8") as file:
+            file.write(markdown)
+    plot_comparison(os.path.join(args.output_dir, COMPARISON_PLOT_FILE), comparison)
+    print(markdown)
+    print(
+        f"wrote {os.path.join(args.output_dir, COMPARISON_FILE)}, {COMPARISON_MARKDOWN_FILE} and {COMPARISON_PLOT_FILE}"
+    )
+
+
+def read_row(name, runs):
+    """{"name", "runs": [{"dir", "results", "predictions"}]} of one NAME=RUN,... argument."""
+    row = {"name": name, "runs": []}
+    for run_dir in runs.split(","):
+        results_path, predictions_path = (os.path.join(run_dir, f) for f in (RESULTS_FILE, TEST_PREDICTIONS_FILE))
+        if not os.path.isfile(predictions_path):
+            raise InputError(f"{run_dir}: no {TEST_PREDICTIONS_FILE} (a finished run of this suite writes it)")
+        if not os.path.isfile(results_path):
+            raise InputError(f"{run_dir}: no {RESULTS_FILE} (a finished run of this suite writes it)")
+        with open(results_path, encoding="utf-8") as file:
+            results = json.load(file)
+        try:
+            predictions = read_test_predictions(predictions_path)
+        except ValueError as error:
+            raise InputError(str(error)) from None
+        missing = [lang for lang in XNLI_LANGUAGES if lang not in predictions]
+        if missing:
+            raise InputError(f"{predictions_path}: no predictions for {', '.join(missing)}")
+        row["runs"].append({"dir": run_dir, "results": results, "predictions": predictions})
+    return row
+
+
+def check_same_test_pairs(rows):
+    """Refuse runs evaluated on other test pairs than the first run: another test file, or other pairs of it."""
+    runs = [run for row in rows for run in row["runs"]]
+    first = runs[0]
+    for run in runs[1:]:
+        digests = [r["results"].get("test_file", {}).get("sha256") for r in (first, run)]
+        if digests[0] and digests[1] and digests[0] != digests[1]:
+            raise InputError(
+                f"{run['dir']}: evaluated on another test file than {first['dir']} "
+                f"({run['results']['test_file']['path']} vs {first['results']['test_file']['path']})"
+            )
+        for lang in XNLI_LANGUAGES:
+            gold, first_gold = run["predictions"][lang][0], first["predictions"][lang][0]
+            if len(gold) != len(first_gold) or not np.array_equal(gold, first_gold):
+                raise InputError(
+                    f"{run['dir']}: other {lang} test pairs than {first['dir']} ({len(gold)} vs {len(first_gold)} "
+                    "pairs, or other gold labels): compare runs evaluated on the same test pairs"
+                )
+
+
+def correctness(runs):
+    """{language: [pairs]} fraction of the runs that classified each test pair correctly."""
+    return {
+        lang: np.mean([run["predictions"][lang][0] == run["predictions"][lang][1] for run in runs], axis=0)
+        for lang in XNLI_LANGUAGES
+    }
+
+
+def matched_runs(row_a, row_b):
+    """The runs of each row with the seeds both have (all of each row's runs where they share none)."""
+    seeds_a = [run["results"]["args"].get("seed") for run in row_a["runs"]]
+    seeds_b = [run["results"]["args"].get("seed") for run in row_b["runs"]]
+    common = [seed for seed in seeds_a if seed in seeds_b]
+    if not common:
+        return row_a["runs"], row_b["runs"], []
+
+    def of_common_seeds(row, seeds):
+        return [row["runs"][seeds.index(seed)] for seed in common]
+
+    return of_common_seeds(row_a, seeds_a), of_common_seeds(row_b, seeds_b), common
+
+
+def compare(rows, resamples, permutations, seed):
+    """The comparison.json content (accuracies in percent)."""
+    summaries = []
+    for row in rows:
+        per_run = [accuracies(correctness([run])) for run in row["runs"]]
+        intervals = bootstrap_intervals(correctness(row["runs"]), resamples, seed)
+        test = {
+            column: {
+                "mean": float(np.mean([acc[column] for acc in per_run])),
+                "std": float(np.std([acc[column] for acc in per_run], ddof=1)) if len(per_run) > 1 else None,
+                "ci95": intervals[column],
+            }
+            for column in COLUMNS
+        }
+        summaries.append(
+            {
+                "name": row["name"],
+                "runs": [run["dir"] for run in row["runs"]],
+                "seeds": [run["results"]["args"].get("seed") for run in row["runs"]],
+                "model_type": row["runs"][0]["results"].get("model_type"),
+                "test": test,
+            }
+        )
+    paired = []
+    for row in rows[1:]:
+        runs_a, runs_b, seeds = matched_runs(rows[0], row)
+        tests = paired_permutation_tests(correctness(runs_a), correctness(runs_b), permutations, seed)
+        for column in COLUMNS:
+            difference, p_value = tests[column]
+            paired.append(
+                {
+                    "a": rows[0]["name"],
+                    "b": row["name"],
+                    "language": column,
+                    "difference": difference,
+                    "p_value": p_value,
+                    "seeds": seeds,
+                }
+            )
+    return {
+        "rows": summaries,
+        "paired": paired,
+        "method": {
+            "ci95": f"percentile bootstrap over each language's test pairs, {resamples} resamples, seed {seed}",
+            "p_value": f"two-sided paired permutation test (sign flips) on the same test pairs, {permutations} "
+            f"permutations, seed {seed}; seeds matched by --seed",
+        },
+        "machines": machine_notes(rows),
+    }
+
+
+def machine_notes(rows):
+    """Sentences naming the rows that ran on other machines or versions than the first row."""
+
+    def where(run):
+        environment = run["results"].get("environment") or {}
+        machine = {key: environment.get(key) for key in ("cpu", "amx", "avx512_bf16", "gpu")}
+        return machine, environment.get("versions", {})
+
+    notes = []
+    first_machine, first_versions = where(rows[0]["runs"][0])
+    for row in rows:
+        for run in row["runs"]:
+            machine, versions = where(run)
+            if machine != first_machine:
+                notes.append(
+                    f"{row['name']} ({run['dir']}) ran on another machine: {describe(machine)} "
+                    f"vs {describe(first_machine)}"
+                )
+            differing = sorted(
+                k for k in set(versions) | set(first_versions) if versions.get(k) != first_versions.get(k)
+            )
+            if differing:
+                changes = ", ".join(f"{k} {first_versions.get(k)} -> {versions.get(k)}" for k in differing)
+                notes.append(f"{row['name']} ({run['dir']}) ran other versions: {changes}")
+    return notes
+
+
+def describe(machine):
+    units = [unit for unit in ("amx", "avx512_bf16") if machine.get(unit)]
+    return f"{machine.get('cpu')} ({', '.join(units) or 'no AMX / AVX512-BF16'})" + (
+        f", GPU {machine['gpu']}" if machine.get("gpu") else ""
+    )
+
+
+def format_comparison(comparison):
+    """comparison.md: one table of mean ±std per row, each later row's difference from the first
+    below it, marked * where p < 0.05; then the intervals, the method and the machine notes."""
+    table_rows = {}
+    for row in comparison["rows"]:
+        table_rows[f"{row['name']} ({len(row['runs'])} run(s))"] = {
+            column: f"{row['test'][column]['mean']:.1f}"
+            + (f" ±{row['test'][column]['std']:.1f}" if row["test"][column]["std"] is not None else "")
+            for column in COLUMNS
+        }
+        differences = [p for p in comparison["paired"] if p["b"] == row["name"]]
+        if differences and row is not comparison["rows"][0]:
+            table_rows[f"{row['name']} - {differences[0]['a']}"] = {
+                p["language"]: f"{p['difference']:+.1f}{'*' if p['p_value'] < SIGNIFICANT else ''}" for p in differences
+            }
+    intervals = {
+        f"{row['name']} 95% CI": {column: "{:.1f}-{:.1f}".format(*row["test"][column]["ci95"]) for column in COLUMNS}
+        for row in comparison["rows"]
+    }
+    lines = [
+        "# XNLI test accuracy (%): mean ±std over seeds; differences from the first row, * where p < 0.05",
+        "",
+        format_results_table(table_rows),
+        "",
+        format_results_table(intervals),
+        "",
+        f"Intervals: {comparison['method']['ci95']}. p-values: {comparison['method']['p_value']}.",
+    ]
+    lines += [f"\nNote: {note}." for note in comparison["machines"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot_comparison(path, comparison):
+    """Each row's mean accuracy per language as grouped bars with its 95% interval, 1200 x 500."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = comparison["rows"]
+    positions = np.arange(len(COLUMNS))
+    width = 0.8 / len(rows)
+    figure, axes = plt.subplots(figsize=(12, 5), dpi=100)
+    for index, row in enumerate(rows):
+        means = np.array([row["test"][column]["mean"] for column in COLUMNS])
+        low = means - np.array([row["test"][column]["ci95"][0] for column in COLUMNS])
+        high = np.array([row["test"][column]["ci95"][1] for column in COLUMNS]) - means
+        offset = (index - (len(rows) - 1) / 2) * width
+        axes.bar(positions + offset, means, width, yerr=[low, high], capsize=2, label=row["name"])
+    axes.set_xticks(positions, COLUMNS)
+    axes.set_ylim(0, 100)
+    axes.set_ylabel("test accuracy (%)")
+    axes.set_title("XNLI test accuracy, mean over seeds, 95% bootstrap interval")
+    axes.legend(loc="lower left")
+    figure.tight_layout()
+    with written_then_renamed(path) as temporary:
+        figure.savefig(temporary)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""compare.py: rows of seeds from different models, intervals, paired tests, and its refusals;
+test_predictions.tsv, which it reads."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from ernie_m_xnli.evaluation.predictions import read_test_predictions
+from utils import LABELS, XNLI_LANGUAGES
+
+from conftest import cpu_run, fixture_dir, flags, last_line, png_size, read_results, run_main, run_script
+
+COLUMNS = (*XNLI_LANGUAGES, "avg")
+SHORT_RUN = dict(
+    max_steps=12,
+    save_steps=12,
+    learning_rate="1e-3",
+    layerwise_decay="1.0",
+    max_seq_length=48,
+    logging_steps=12,
+    disable_tqdm=True,
+)
+
+
+@pytest.fixture(scope="module")
+def model_runs(tmp_path_factory, tiny_model_dir, xnli_dir):
+    """{name: [run directory per seed]} of two tiny models (ERNIE-M, BERT) with seeds 1 and 2."""
+    parent = tmp_path_factory.mktemp("compare")
+    models = {"ernie": tiny_model_dir, "bert": fixture_dir("bert")}
+    runs = {}
+    for name, model_dir in models.items():
+        for seed in (1, 2):
+            output_dir = parent / f"{name}-seed{seed}"
+            code, _, stderr = run_main(*flags(**cpu_run(model_dir, xnli_dir, output_dir, seed=seed, **SHORT_RUN)))
+            assert code == 0, stderr
+            runs.setdefault(name, []).append(output_dir)
+    return runs
+
+
+def row(name, run_dirs):
+    return f"{name}={','.join(map(str, run_dirs))}"
+
+
+def compare(*rows, output_dir):
+    result = run_script(*rows, "--output_dir", output_dir, script="compare.py")
+    return result, (output_dir / "comparison.json").exists() and json.loads(
+        (output_dir / "comparison.json").read_text()
+    )
+
+
+def test_test_predictions_give_the_accuracies_of_results_json(model_runs):
+    for run_dir in [run for runs in model_runs.values() for run in runs]:
+        predictions = read_test_predictions(run_dir / "test_predictions.tsv")
+        results = read_results(run_dir)
+        assert list(predictions) == list(XNLI_LANGUAGES)
+        for lang, (gold, predicted) in predictions.items():
+            assert 100 * np.mean(gold == predicted) == pytest.approx(results["test_accuracy"][lang])
+        header, first = (run_dir / "test_predictions.tsv").read_text().splitlines()[:2]
+        assert header.split("\t") == ["language", "index", "gold", "predicted", *(f"p_{x}" for x in LABELS)]
+        assert first.split("\t")[:2] == ["en", "0"]
+        assert sum(float(p) for p in first.split("\t")[4:]) == pytest.approx(1, abs=1e-5)
+
+
+def test_rows_hold_the_runs_means_and_stds_with_intervals_around_them(model_runs, tmp_path):
+    result, comparison = compare(
+        row("ernie", model_runs["ernie"]), row("bert", model_runs["bert"]), output_dir=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert [r["name"] for r in comparison["rows"]] == ["ernie", "bert"]
+    assert comparison["rows"][0]["model_type"] == "ernie_m" and comparison["rows"][1]["model_type"] == "bert"
+    for summary in comparison["rows"]:
+        results = [read_results(run) for run in model_runs[summary["name"]]]
+        assert summary["seeds"] == [1, 2]
+        for column in COLUMNS:
+            values = [run["test_accuracy"][column] for run in results]
+            cell = summary["test"][column]
+            assert cell["mean"] == pytest.approx(np.mean(values))
+            assert cell["std"] == pytest.approx(np.std(values, ddof=1))
+            assert cell["ci95"][0] <= cell["mean"] <= cell["ci95"][1]
+            assert cell["ci95"][0] < cell["ci95"][1]
+    paired = {p["language"]: p for p in comparison["paired"]}
+    assert set(paired) == set(COLUMNS) and all(p["a"] == "ernie" and p["b"] == "bert" for p in paired.values())
+    bert, ernie = comparison["rows"][1]["test"], comparison["rows"][0]["test"]
+    for column in COLUMNS:
+        assert paired[column]["difference"] == pytest.approx(bert[column]["mean"] - ernie[column]["mean"])
+        assert paired[column]["seeds"] == [1, 2]
+    markdown = (tmp_path / "comparison.md").read_text()
+    avg = comparison["rows"][0]["test"]["avg"]
+    assert f"{avg['mean']:.1f} ±{avg['std']:.1f}" in markdown
+    assert png_size(tmp_path / "comparison.png") == (1200, 500)
+
+
+def test_a_row_compared_with_itself_differs_by_0_with_p_value_1(model_runs, tmp_path):
+    result, comparison = compare(
+        row("a", model_runs["ernie"]), row("b", reversed(model_runs["ernie"])), output_dir=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    for paired in comparison["paired"]:
+        assert paired["difference"] == 0 and paired["p_value"] == 1
+
+
+def test_a_copy_whose_predictions_differ_on_many_pairs_is_flagged(model_runs, tmp_path):
+    original = model_runs["ernie"][0]
+    better = tmp_path / "better"
+    shutil.copytree(original, better)
+    lines = (better / "test_predictions.tsv").read_text().splitlines()
+    corrected = [lines[0]]
+    for line in lines[1:]:
+        fields = line.split("\t")
+        corrected.append("\t".join([*fields[:3], fields[2], *fields[4:]]))  # predicted := gold
+    (better / "test_predictions.tsv").write_text("\n".join(corrected) + "\n")
+    result, comparison = compare(row("run", [original]), row("corrected", [better]), output_dir=tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    avg = next(p for p in comparison["paired"] if p["language"] == "avg")
+    assert avg["difference"] == pytest.approx(100 - comparison["rows"][0]["test"]["avg"]["mean"])
+    assert avg["p_value"] < 0.05
+    assert f"{avg['difference']:+.1f}*" in (tmp_path / "out" / "comparison.md").read_text()
+
+
+def test_runs_on_other_machines_or_versions_are_named(model_runs, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(model_runs["ernie"][0], elsewhere)
+    results = read_results(elsewhere)
+    results["environment"]["cpu"] = "Intel(R) Xeon(R) Platinum 8480+"
+    results["environment"]["versions"]["paddle"] = "3.0.0"
+    (elsewhere / "results.json").write_text(json.dumps(results))
+    result, comparison = compare(row("here", model_runs["ernie"][:1]), row("there", [elsewhere]), output_dir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    notes = " ".join(comparison["machines"])
+    assert "there" in notes and "Intel(R) Xeon(R) Platinum 8480+" in notes and "paddle 3.3.1 -> 3.0.0" in notes
+    assert "Intel(R) Xeon(R) Platinum 8480+" in (tmp_path / "comparison.md").read_text()
+
+
+def test_runs_without_test_predictions_or_on_other_test_pairs_are_refused(
+    model_runs, tiny_model_dir, xnli_dir, tmp_path
+):
+    without = tmp_path / "without"
+    shutil.copytree(model_runs["ernie"][0], without)
+    (without / "test_predictions.tsv").unlink()
+    result, _ = compare(row("a", model_runs["ernie"]), row("b", [without]), output_dir=tmp_path / "out")
+    assert result.returncode == 2
+    assert last_line(result.stderr) == (
+        f"compare.py: error: {without}: no test_predictions.tsv (a finished run of this suite writes it)"
+    )
+
+    fewer = tmp_path / "fewer"
+    code, _, stderr = run_main(
+        *flags(**cpu_run(tiny_model_dir, xnli_dir, fewer, eval_pairs_per_language=10, **SHORT_RUN))
+    )
+    assert code == 0, stderr
+    assert read_results(fewer)["eval_pairs_per_language"] == 10
+    result, _ = compare(row("a", model_runs["ernie"]), row("b", [fewer]), output_dir=tmp_path / "out")
+    assert result.returncode == 2
+    assert last_line(result.stderr) == (
+        f"compare.py: error: {fewer}: other en test pairs than {model_runs['ernie'][0]} (10 vs 24 pairs, or other "
+        "gold labels): compare runs evaluated on the same test pairs"
+    )
+
+    other_file = tmp_path / "other-file"
+    shutil.copytree(model_runs["ernie"][1], other_file)
+    results = read_results(other_file)
+    results["test_file"] = {"path": "/elsewhere/xnli.test.tsv", "sha256": "0" * 64}
+    (other_file / "results.json").write_text(json.dumps(results))
+    result, _ = compare(row("a", model_runs["ernie"][:1]), row("b", [other_file]), output_dir=tmp_path / "out")
+    assert result.returncode == 2
+    assert last_line(result.stderr).startswith(f"compare.py: error: {other_file}: evaluated on another test file than")
