@@ -22,7 +22,7 @@ from ernie_m_xnli.data.batching import padded_inputs
 from ernie_m_xnli.data.encoding import encode_pairs
 from ernie_m_xnli.data.xnli_files import read_prediction_file
 from ernie_m_xnli.models.inference import create_predictor, predictor_logits
-from ernie_m_xnli.models.loading import load_tokenizer
+from ernie_m_xnli.models.tokenizer_files import load_tokenizer
 from ernie_m_xnli.setup.arguments import OneLineErrorParser
 from utils import LABELS, available_cpu_cores
 

@@ -45,14 +45,11 @@ from ernie_m_xnli.data.xnli_files import read_prediction_file  # noqa: E402
 from ernie_m_xnli.evaluation.evaluator import Evaluator  # noqa: E402
 from ernie_m_xnli.evaluation.predictions import write_predictions  # noqa: E402
 from ernie_m_xnli.evaluation.reporting import SelectedResult, format_evaluation, report_results  # noqa: E402
-from ernie_m_xnli.models.hf_checkpoints import export_hf_checkpoint  # noqa: E402
+from ernie_m_xnli.models.hf_checkpoints import check_export_dir, export_hf_checkpoint  # noqa: E402
+from ernie_m_xnli.models.hub import local_model_source  # noqa: E402
 from ernie_m_xnli.models.inference import export_inference_model  # noqa: E402
-from ernie_m_xnli.models.loading import (  # noqa: E402
-    load_classifier,
-    load_tokenizer,
-    num_token_ids,
-    pair_has_token_types,
-)
+from ernie_m_xnli.models.loading import load_classifier, model_name  # noqa: E402
+from ernie_m_xnli.models.tokenizer_files import load_tokenizer, num_token_ids, pair_has_token_types  # noqa: E402
 from ernie_m_xnli.setup import distributed  # noqa: E402
 from ernie_m_xnli.setup.recipes import describe_recipe  # noqa: E402
 from ernie_m_xnli.setup.runtime import progress_bar, set_up  # noqa: E402
@@ -61,10 +58,8 @@ from ernie_m_xnli.training.checkpoints import (  # noqa: E402
     TrainingState,
     check_intact,
     find_resume_checkpoint,
-    one_run_in,
-    prepare_output_dir,
-    removed_on_bad_input,
 )
+from ernie_m_xnli.training.output_dir import one_run_in, prepare_output_dir, removed_on_bad_input  # noqa: E402
 from ernie_m_xnli.training.run_control import errors_as_exit_codes  # noqa: E402
 from ernie_m_xnli.training.trainer import Trainer  # noqa: E402
 from utils import cpu_cores_per_process  # noqa: E402
@@ -82,20 +77,11 @@ def main(argv=None):
             logger.info(describe_recipe(args.resolved_recipe))
         with removed_on_bad_input(args.output_dir), one_run_in(args.output_dir), logging_redirect_tqdm():
             resume_dir = find_resume_checkpoint(args)  # each directory is checked against its manifest once
-            model_dir = resume_dir or check_intact(args.model_name_or_path, "--model_name_or_path")
-            tokenizer = load_tokenizer(model_dir)
-            require_trained = bool(args.eval_only or args.predict_file) and not args.allow_untrained_classifier
-            classifier = load_classifier(
-                model_dir,
-                args.dropout,
-                num_token_ids(tokenizer),
-                args.max_seq_length,
-                args.cache_dir,
-                require_trained,
-                pair_has_token_types(tokenizer),
-            )
+            tokenizer, classifier = load_model(args, resume_dir)
             if args.export_model_dir:  # before any training: its result must be exportable
                 classifier.family.check_static_graph("--export_model_dir")
+            if args.export_hf_dir:
+                check_export_dir(args.export_hf_dir)
             evaluator = Evaluator(
                 classifier,
                 args.eval_batch_size,
@@ -113,6 +99,30 @@ def main(argv=None):
                 train_and_evaluate(args, classifier, tokenizer, evaluator, resume_dir)
         if distributed.is_main():
             export(args, classifier, tokenizer)
+
+
+def load_model(args, resume_dir):
+    """(tokenizer, families.Classifier) of the checkpoint to resume, or of the model and tokenizer the
+    arguments name (a hub id downloaded first)."""
+    model_dir = resume_dir or check_intact(
+        local_model_source(args.model_name_or_path, args.cache_dir), "--model_name_or_path"
+    )
+    if args.tokenizer_name_or_path and not resume_dir:
+        tokenizer = load_tokenizer(args.tokenizer_name_or_path, "--tokenizer_name_or_path")
+    else:
+        tokenizer = load_tokenizer(model_dir)
+    require_trained = bool(args.eval_only or args.predict_file) and not args.allow_untrained_classifier
+    classifier = load_classifier(
+        model_dir,
+        args.dropout,
+        num_token_ids(tokenizer),
+        args.max_seq_length,
+        args.cache_dir,
+        require_trained,
+        pair_has_token_types(tokenizer),
+        name=model_name(args.model_name_or_path),
+    )
+    return tokenizer, classifier
 
 
 def train_and_evaluate(args, classifier, tokenizer, evaluator, resume_dir):

@@ -10,6 +10,7 @@ import platform
 import random
 import struct
 import sys
+import zipfile
 from contextlib import contextmanager
 
 import numpy as np
@@ -224,6 +225,16 @@ def written_then_renamed(path):
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def write_npz(path, arrays):
+    """`arrays` ({name: array}) as an .npz file that np.load reads. np.savez leaves its zip file open
+    when a write fails (a full disk), and its later closing, after the file's, prints "Exception ignored
+    ... seek of closed file": this one is closed on every path."""
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
 def write_json_atomically(path, data):

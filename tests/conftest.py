@@ -47,6 +47,13 @@ def has_peer_packages(python):
 
 # Tiny random checkpoints in Hugging Face's layout, one per family (tests/fixtures/make_hf_fixtures.py).
 FAMILY_FIXTURES = ("ernie_m", "bert", "xlm-roberta", "deberta-v2")
+# A family fixture's model with its tokenizer saved by transformers in another layout.
+TOKENIZER_LAYOUT_FIXTURES = (
+    "xlm-roberta-tokenizer-json-only",  # a `tokenizers` Unigram via XLMRobertaTokenizerFast, no sentencepiece model
+    "deberta-v2-fast",  # DebertaV2TokenizerFast: spm.model and tokenizer.json
+    "bert-pretrained-tokenizer-fast",  # a `tokenizers` WordPiece as PreTrainedTokenizerFast: tokenizer.json only
+    "xlm-roberta-special-tokens-as-objects",  # tokenizer_config.json as older transformers wrote it
+)
 
 
 def fixture_dir(model_type):

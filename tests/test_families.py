@@ -24,23 +24,20 @@ from ernie_m_xnli.data.xnli_files import Pair
 from ernie_m_xnli.evaluation.evaluator import Evaluator
 from ernie_m_xnli.models.families import FAMILIES
 from ernie_m_xnli.models.hf_checkpoints import export_hf_checkpoint
-from ernie_m_xnli.models.loading import (
-    label_order,
-    load_classifier,
-    load_tokenizer,
-    num_token_ids,
-    pair_has_token_types,
-)
+from ernie_m_xnli.models.loading import label_order, load_classifier
+from ernie_m_xnli.models.tokenizer_files import load_tokenizer, num_token_ids, pair_has_token_types
 from ernie_m_xnli.training.optimization import layerwise_lr_ratio
 from ernie_m_xnli.training.plain_state import load_weights_file
 from utils import LABELS, InputError
 
 from conftest import (
     FAMILY_FIXTURES,
+    TOKENIZER_LAYOUT_FIXTURES,
     TRANSFORMERS_PYTHON,
     cpu_run,
     fixture_dir,
     has_peer_packages,
+    read_results,
     run_main,
     run_script,
 )
@@ -87,7 +84,7 @@ def file_digests(directory):
     }
 
 
-@pytest.mark.parametrize("model_type", FAMILY_FIXTURES)
+@pytest.mark.parametrize("model_type", FAMILY_FIXTURES + TOKENIZER_LAYOUT_FIXTURES)
 def test_logits_padded_and_packed_equal_transformers(model_type):
     expected = reference(model_type)
     tokenizer, classifier = load(fixture_dir(model_type))
@@ -118,7 +115,9 @@ def test_a_bert_with_xlm_roberta_tokenizer_gets_type_0_everywhere_as_in_transfor
     assert not np.allclose(logits_of(with_types, padded_batch), expected["logits"], rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("model_type", ["bert", "xlm-roberta", "deberta-v2", "bert-with-xlm-roberta-tokenizer"])
+@pytest.mark.parametrize(
+    "model_type", ["bert", "xlm-roberta", "deberta-v2", "bert-with-xlm-roberta-tokenizer", *TOKENIZER_LAYOUT_FIXTURES]
+)
 def test_tokenization_equals_transformers(model_type):
     # ERNIE-M is left out on purpose: transformers' port of its tokenizer splits some text otherwise
     # than PaddleNLP's, the original, which the suite keeps.
@@ -168,7 +167,7 @@ print(json.dumps({"logits": logits.tolist(), "id2label": model.config.id2label})
     not has_peer_packages(TRANSFORMERS_PYTHON),
     reason=f"{TRANSFORMERS_PYTHON} has no torch and transformers: set TRANSFORMERS_PYTHON to a Python that has them",
 )
-@pytest.mark.parametrize("model_type", ["bert", "xlm-roberta", "deberta-v2"])
+@pytest.mark.parametrize("model_type", ["bert", "xlm-roberta", "deberta-v2", *TOKENIZER_LAYOUT_FIXTURES])
 def test_transformers_loads_an_export_and_computes_the_same_logits(tmp_path, model_type):
     # (ERNIE-M loads too, but transformers' port of its tokenizer splits these pairs otherwise.)
     tokenizer, classifier = load(fixture_dir(model_type))
@@ -282,6 +281,23 @@ def test_every_family_trains_and_resumes_to_identical_weights(tmp_path, xnli_dir
         np.testing.assert_array_equal(actual[name], expected[name], err_msg=name)
 
 
+@pytest.mark.parametrize("layout", TOKENIZER_LAYOUT_FIXTURES)
+def test_every_tokenizer_layout_trains_evaluates_its_checkpoint_and_exports(tmp_path, xnli_dir, layout):
+    options = dict(max_seq_length=FIXTURE_SEQ_LENGTH, batch_size=8, max_steps=2, cache_dir="", disable_tqdm=True)
+    trained = run_main(
+        **cpu_run(fixture_dir(layout), xnli_dir, tmp_path / "run", export_hf_dir=tmp_path / "hf", **options)
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    results = read_results(tmp_path / "run")
+    evaluated = run_main("--eval_only", **cpu_run(results["checkpoint"], xnli_dir, tmp_path / "eval", **options))
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert read_results(tmp_path / "eval")["test_accuracy"] == results["test_accuracy"]
+    pairs = [Pair(premise, hypothesis, 0) for premise, hypothesis in reference(layout)["pairs"]]
+    for directory in (results["checkpoint"], tmp_path / "hf"):
+        features = encode_pairs(load_tokenizer(str(directory)), pairs, FIXTURE_SEQ_LENGTH, 0)
+        assert [ids.tolist() for ids in features.input_ids] == reference(layout)["input_ids"], directory
+
+
 def test_two_processes_train_another_family_like_one_with_their_joint_batch(tmp_path, xnli_dir):
     """BERT (token types, Paddle Inference evaluation) under paddle.distributed.launch: 2 processes x 4
     examples per step end where 1 process x 8 does (every dropout off: ranks draw their own masks)."""
@@ -376,3 +392,15 @@ def test_memory_length_windows_are_the_familys_pair_inputs(model_type):
         assert len(window) <= 24 and window[0] == tokenizer.cls_token_id and window[-1] == tokenizer.sep_token_id
         # the hypothesis whole after the premise window, as the tokenizer lays out a pair
         assert window[len(window) - 1 - len(hypothesis_ids) : -1].tolist() == hypothesis_ids
+
+
+def test_linear_weights_are_told_from_embedding_tables_by_the_familys_tables():
+    bert, deberta = (next(f for f in FAMILIES if f.model_type == name) for name in ("bert", "deberta-v2"))
+    matrix = np.zeros((4, 8))
+    # ELECTRA-like: a Linear whose name says "embeddings" is transposed like any Linear.
+    assert bert.is_linear_weight("bert.embeddings_project.weight", matrix)
+    assert bert.is_linear_weight("bert.encoder.layers.0.linear1.weight", matrix)
+    assert not bert.is_linear_weight("bert.embeddings.word_embeddings.weight", matrix)
+    assert not bert.is_linear_weight("bert.embeddings.token_type_embeddings.weight", matrix)
+    assert not deberta.is_linear_weight("deberta.encoder.rel_embeddings.weight", matrix)
+    assert not bert.is_linear_weight("bert.embeddings.layer_norm.weight", np.zeros(8))

@@ -10,7 +10,8 @@ from ernie_m_xnli.data.batching import padded_inputs, token_type_ids
 from ernie_m_xnli.data.encoding import encode_pairs
 from ernie_m_xnli.data.packing import first_fit_decreasing, pack_batch, packed_inputs, packed_rows
 from ernie_m_xnli.data.xnli_files import Pair, read_train_split, xnli_file_paths
-from ernie_m_xnli.models.loading import load_classifier, load_tokenizer
+from ernie_m_xnli.models.loading import load_classifier
+from ernie_m_xnli.models.tokenizer_files import load_tokenizer
 
 from conftest import FAMILY_FIXTURES, fixture_dir
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ernie_m_xnli.data.encoding import Features
 from ernie_m_xnli.setup import distributed
-from utils import available_cpu_cores, cpu_cores_per_process, file_digest, written_then_renamed
+from utils import available_cpu_cores, cpu_cores_per_process, file_digest, write_npz, written_then_renamed
 
 # Bump when the stored layout or the tokenization code changes meaning.
 CACHE_FORMAT = 1
@@ -56,8 +56,8 @@ def save_features(path, features_by_language, num_skipped):
         arrays[f"{index}_example_ids"] = features.example_ids
         arrays[f"{index}_num_examples"] = np.array(features.num_examples)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with written_then_renamed(path) as temporary, open(temporary, "wb") as file:
-        np.savez(file, **arrays)
+    with written_then_renamed(path) as temporary:
+        write_npz(temporary, arrays)
 
 
 def load_features(path):

@@ -9,6 +9,7 @@ how its layers are named (layerwise learning-rate decay); how transformers names
 """
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import paddle
@@ -28,6 +29,7 @@ class Family:
     class_name: str  # PaddleNLP's and transformers' ...ForSequenceClassification
     encoder: str  # the classifier's attribute holding the encoder (PaddleNLP's base_model_prefix)
     output_layer: str  # the Linear whose rows are the labels
+    tokenizer_class: str  # PaddleNLP's (slow) tokenizer of the family, where a directory names none
     # (transformers' part of a weight name, PaddleNLP's), applied in order to convert names.
     renames: tuple = ()
     # Parameters outside the numbered layers that layerwise decay ranks with the embeddings.
@@ -37,11 +39,25 @@ class Family:
     additive_mask: bool = False  # whether a packed mask must be given as ADDITIVE_MASKED scores
     dropout_name: str = "classifier_dropout"  # the config's name for the dropout before the classifier
     static_graph_problem: str = ""  # why Paddle cannot trace the family into a static graph, if it cannot
+    # The encoder's embedding tables (not transposed between PyTorch and Paddle, unlike Linear weights).
+    embedding_tables: tuple = ("word_embeddings", "position_embeddings", "token_type_embeddings")
+    has_token_type_embeddings: bool = True  # ERNIE-M has none
+    internal_position_offset: int = 0  # what the encoder adds to position ids itself (ErnieM: 2)
+    feed_forward_is_4x_hidden: bool = False  # PaddleNLP's ErnieM builds it so, whatever config.json says
+    # (encoder, input_ids, mask, position_ids, token_type_ids or None) -> the sequence's states
+    run_encoder: Callable = None
+    # (model, [CLS] states as [inputs, 1, hidden]) -> logits
+    run_head: Callable = None
+    # Fixes PaddleNLP's model of the family needs under Paddle 3.3.1, applied in place
+    repair: Callable = lambda model: None
 
     def check_static_graph(self, argument):
         """Refuse, naming `argument`, what needs the family as a static graph where it cannot be one."""
         if self.static_graph_problem:
-            raise InputError(f"{argument}: not for {self.name}: {self.static_graph_problem}")
+            raise InputError(
+                f"{argument}: not for {self.name}: {self.static_graph_problem}; --export_hf_dir saves the model "
+                "for transformers and this suite"
+            )
 
     @property
     def model_class(self):
@@ -53,27 +69,16 @@ class Family:
 
     def max_tokens(self, config):
         """The longest input the position embeddings hold."""
-        internal = 2 if self.model_type == "ernie_m" else 0
-        return config.max_position_embeddings - internal - self.position_offset(config)
-
-    def repair(self, model):
-        """Fix what PaddleNLP's model of the family cannot do under Paddle 3.3.1, in place.
-
-        DeBERTa-v2 drops out through a PyLayer (XDropout) whose backward returns a gradient for its
-        non-tensor input too, which Paddle rejects ("The number of outputs of `PyLayer.backward`
-        should be 1, but received 2", measured): its StableDropout layers become paddle.nn.Dropout,
-        the same inverted dropout of the same rate.
-        """
-        if self.model_type != "deberta-v2":
-            return
-        for parent in model.sublayers(include_self=True):
-            for name, child in list(parent.named_children()):
-                if type(child).__name__ == "StableDropout":
-                    setattr(parent, name, paddle.nn.Dropout(child.drop_prob))
+        return config.max_position_embeddings - self.internal_position_offset - self.position_offset(config)
 
     def has_token_types(self, config):
         """Whether the model has token types to tell the two texts apart (BERT's); ERNIE-M has none."""
-        return self.model_type != "ernie_m" and getattr(config, "type_vocab_size", 0) >= 2
+        return self.has_token_type_embeddings and getattr(config, "type_vocab_size", 0) >= 2
+
+    def is_linear_weight(self, name, array):
+        """Linear weights are [out, in] in PyTorch and [in, out] in Paddle; embedding tables are the same."""
+        is_table = any(name.endswith(f"{table}.weight") for table in self.embedding_tables)
+        return array.ndim == 2 and name.endswith(".weight") and not is_table
 
     def layer_index(self, parameter_name):
         """The encoder layer (0-based) a parameter belongs to, or None."""
@@ -105,29 +110,30 @@ class Family:
         return self.head(model, cls_states)
 
     def sequence_output(self, model, input_ids, attention_mask, position_ids, token_type_ids):
-        encoder = getattr(model, self.encoder)
         if attention_mask.ndim == 3 and self.additive_mask:
             attention_mask = (1.0 - attention_mask.astype("float32").unsqueeze(1)) * ADDITIVE_MASKED
         position_ids = position_ids + self.position_offset(model.config)
-        if self.model_type == "ernie_m":
-            return encoder(input_ids, position_ids=position_ids, attention_mask=attention_mask)[0]
-        if self.model_type == "deberta-v2":
-            return deberta_sequence(encoder, input_ids, attention_mask, position_ids, token_type_ids)
-        outputs = encoder(
-            input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            token_type_ids=token_type_ids,
-            return_dict=False,
-        )
-        return outputs[0]
+        return self.run_encoder(getattr(model, self.encoder), input_ids, attention_mask, position_ids, token_type_ids)
 
     def head(self, model, cls_states):
         """The classification head over [CLS] states given as [inputs, 1, hidden]."""
-        if self.model_type == "xlm-roberta":
-            return model.classifier(cls_states)
-        pooler = getattr(model, self.encoder).pooler if self.model_type != "deberta-v2" else model.pooler
-        return model.classifier(model.dropout(pooler(cls_states)))
+        return self.run_head(model, cls_states)
+
+
+def ernie_m_sequence(ernie_m, input_ids, attention_mask, position_ids, token_type_ids):
+    return ernie_m(input_ids, position_ids=position_ids, attention_mask=attention_mask)[0]
+
+
+def bert_sequence(encoder, input_ids, attention_mask, position_ids, token_type_ids):
+    """BERT's and XLM-R's encoders take every input by name."""
+    outputs = encoder(
+        input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        token_type_ids=token_type_ids,
+        return_dict=False,
+    )
+    return outputs[0]
 
 
 def deberta_sequence(deberta, input_ids, attention_mask, position_ids, token_type_ids):
@@ -144,6 +150,31 @@ def deberta_sequence(deberta, input_ids, attention_mask, position_ids, token_typ
         input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids, mask=token_mask
     )
     return deberta.encoder(embeddings, attention_mask, output_hidden_states=False, return_dict=True)[0]
+
+
+def pooled_head(pooler_of):
+    """A head that pools the [CLS] state (`pooler_of(model)`), then drops out and classifies."""
+
+    def head(model, cls_states):
+        return model.classifier(model.dropout(pooler_of(model)(cls_states)))
+
+    return head
+
+
+def xlm_roberta_head(model, cls_states):
+    """XLMRobertaClassificationHead: dense, tanh and out_proj over the [CLS] state, its own dropouts."""
+    return model.classifier(cls_states)
+
+
+def stable_dropout_as_paddle_dropout(model):
+    """DeBERTa-v2 drops out through a PyLayer (XDropout) whose backward returns a gradient for its
+    non-tensor input too, which Paddle 3.3.1 rejects ("The number of outputs of `PyLayer.backward`
+    should be 1, but received 2", measured): its StableDropout layers become paddle.nn.Dropout, the
+    same inverted dropout of the same rate."""
+    for parent in model.sublayers(include_self=True):
+        for name, child in list(parent.named_children()):
+            if type(child).__name__ == "StableDropout":
+                setattr(parent, name, paddle.nn.Dropout(child.drop_prob))
 
 
 BERT_RENAMES = (
@@ -166,24 +197,44 @@ FAMILIES = (
         "ErnieMForSequenceClassification",
         "ernie_m",
         "classifier",
+        "ErnieMTokenizer",
         renames=tuple(
             (f".self_attn.self_attn.{name}.", f".self_attn.{name}.") for name in ("q_proj", "k_proj", "v_proj")
         ),
         additive_mask=True,
+        has_token_type_embeddings=False,
+        internal_position_offset=2,
+        feed_forward_is_4x_hidden=True,
+        run_encoder=ernie_m_sequence,
+        run_head=pooled_head(lambda model: model.ernie_m.pooler),
     ),
-    Family("BERT", "bert", "BertForSequenceClassification", "bert", "classifier", BERT_RENAMES, additive_mask=True),
+    Family(
+        "BERT",
+        "bert",
+        "BertForSequenceClassification",
+        "bert",
+        "classifier",
+        "BertTokenizer",
+        BERT_RENAMES,
+        additive_mask=True,
+        run_encoder=bert_sequence,
+        run_head=pooled_head(lambda model: model.bert.pooler),
+    ),
     Family(
         "XLM-RoBERTa",
         "xlm-roberta",
         "XLMRobertaForSequenceClassification",
         "roberta",
         "classifier.out_proj",
+        "XLMRobertaTokenizer",
         positions_after_padding=True,
         # Measured: dy2static deadlocks converting XLMRobertaSelfAttention.forward (a call is evaluated
         # while its conversion lock is held), and left unconverted, that code reshapes with two
         # unknown dimensions.
         static_graph_problem="Paddle 3.3.1 cannot trace PaddleNLP's XLM-RoBERTa into a static graph (its "
         "conversion hangs); evaluation uses the dynamic graph",
+        run_encoder=bert_sequence,
+        run_head=xlm_roberta_head,
     ),
     Family(
         "DeBERTa-v2",
@@ -191,6 +242,7 @@ FAMILIES = (
         "DebertaV2ForSequenceClassification",
         "deberta",
         "classifier",
+        "DebertaV2Tokenizer",
         # encoder.LayerNorm normalizes the relative-position embeddings
         embedding_parts=("embedding", "encoder.LayerNorm"),
         dropout_name="cls_dropout",
@@ -198,6 +250,10 @@ FAMILIES = (
         # unconverted, Paddle Inference cannot run the saved graph ("Tensor holds no memory").
         static_graph_problem="Paddle 3.3.1 cannot trace PaddleNLP's DeBERTa-v2 into a static graph that "
         "Paddle Inference runs; evaluation uses the dynamic graph",
+        embedding_tables=("word_embeddings", "position_embeddings", "token_type_embeddings", "rel_embeddings"),
+        run_encoder=deberta_sequence,
+        run_head=pooled_head(lambda model: model.pooler),
+        repair=stable_dropout_as_paddle_dropout,
     ),
 )
 ERNIE_M = FAMILIES[0]

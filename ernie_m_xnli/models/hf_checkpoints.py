@@ -17,7 +17,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from utils import InputError, write_json_atomically
+from utils import InputError, give_new_file_mode, write_json_atomically
 
 HF_WEIGHTS = "model.safetensors"
 HF_WEIGHTS_INDEX = "model.safetensors.index.json"
@@ -25,6 +25,7 @@ TORCH_WEIGHTS = "pytorch_model.bin"
 # The transformers release whose layout --export_hf_dir writes (and the fixtures were made with).
 TRANSFORMERS_LAYOUT = "4.46.3"
 CONVERSION_VERSION = 1  # part of the cache key: a change of the conversion converts again
+EXPORTED_BY = "ernie_m_xnli"  # config.json's "exported_by" in an export: a directory --export_hf_dir may replace
 # PaddleNLP's config keys that mean something else, or nothing, to transformers (which would e.g. return
 # tuples with return_dict false, or refuse an empty quantization_config).
 PADDLENLP_ONLY = ("paddlenlp_version", "dtype", "quantization_config", "return_dict", "output_hidden_states")
@@ -50,11 +51,6 @@ def read_config(directory):
 def is_hf_layout(config):
     """transformers writes its version into config.json, PaddleNLP its own."""
     return "transformers_version" in config and "paddlenlp_version" not in config
-
-
-def is_linear_weight(name, array):
-    """Linear weights are [out, in] in PyTorch and [in, out] in Paddle; embeddings are the same."""
-    return array.ndim == 2 and name.endswith(".weight") and "embeddings" not in name
 
 
 def weight_files(directory):
@@ -84,14 +80,14 @@ def to_paddle_state(family, hf_weights):
         if name.endswith("position_ids"):  # a buffer transformers saves, not a weight
             continue
         name = family.to_paddle_name(name if prefixed else f"{family.encoder}.{name}")
-        state[name] = np.ascontiguousarray(array.T) if is_linear_weight(name, array) else array
+        state[name] = np.ascontiguousarray(array.T) if family.is_linear_weight(name, array) else array
     return state
 
 
 def to_hf_state(family, paddle_state):
     """transformers' state dict of a PaddleNLP model's weights (the inverse of to_paddle_state)."""
     return {
-        family.to_hf_name(name): np.ascontiguousarray(array.T) if is_linear_weight(name, array) else array
+        family.to_hf_name(name): np.ascontiguousarray(array.T) if family.is_linear_weight(name, array) else array
         for name, array in paddle_state.items()
     }
 
@@ -139,36 +135,68 @@ def write_checkpoint(directory, config, state):
     partial = os.path.join(directory, f"{HF_WEIGHTS}.partial-{os.getpid()}")
     try:
         save_file(state, partial)
+        give_new_file_mode(partial)  # safetensors makes private files
         os.replace(partial, os.path.join(directory, HF_WEIGHTS))
     finally:
         if os.path.exists(partial):
             os.remove(partial)
 
 
+def check_export_dir(directory):
+    """--export_hf_dir takes an empty or new directory, or replaces an earlier export; refused before
+    training, so that no run's result waits on a wrong directory."""
+    if not os.path.isdir(directory) or not os.listdir(directory):
+        return
+    if (read_json(os.path.join(directory, "config.json")) or {}).get("exported_by") != EXPORTED_BY:
+        raise InputError(
+            f"--export_hf_dir {directory}: not empty and not an earlier export of this suite; "
+            "name a new or empty directory"
+        )
+
+
 def export_hf_checkpoint(model, family, tokenizer, directory):
     """--export_hf_dir: the fine-tuned model in transformers' layout for its family (config.json with
     the suite's labels, model.safetensors, tokenizer files), for transformers'
-    AutoModelForSequenceClassification and AutoTokenizer."""
+    AutoModelForSequenceClassification and AutoTokenizer, and ready to upload (no path of this
+    machine inside). An earlier export there is replaced whole, once the new one is complete."""
     state = {name: tensor.numpy() for name, tensor in model.state_dict().items()}
     config = {key: value for key, value in model.config.to_diff_dict().items() if key not in PADDLENLP_ONLY}
     config.update(
-        architectures=[family.class_name], model_type=family.model_type, transformers_version=TRANSFORMERS_LAYOUT
+        architectures=[family.class_name],
+        model_type=family.model_type,
+        transformers_version=TRANSFORMERS_LAYOUT,
+        exported_by=EXPORTED_BY,
     )
-    if family.model_type == "ernie_m":  # PaddleNLP's ErnieM ignores the size its config.json gives
+    if family.feed_forward_is_4x_hidden:  # whatever size PaddleNLP's config.json gives
         config["intermediate_size"] = 4 * config["hidden_size"]
-    os.makedirs(directory, exist_ok=True)
-    save_file(to_hf_state(family, state), os.path.join(directory, HF_WEIGHTS), metadata={"format": "pt"})
-    write_json_atomically(os.path.join(directory, "config.json"), config)
-    tokenizer.save_pretrained(directory)
-    drop_unset_files(os.path.join(directory, "tokenizer_config.json"))
+    check_export_dir(directory)
+    parent = os.path.dirname(os.path.abspath(directory))
+    os.makedirs(parent, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=parent) as work:
+        new = os.path.join(work, "new")
+        os.makedirs(new)
+        save_file(to_hf_state(family, state), os.path.join(new, HF_WEIGHTS), metadata={"format": "pt"})
+        write_json_atomically(os.path.join(new, "config.json"), config)
+        tokenizer.save_pretrained(new)
+        portable_tokenizer_config(os.path.join(new, "tokenizer_config.json"))
+        for name in os.listdir(new):  # safetensors makes private files
+            give_new_file_mode(os.path.join(new, name))
+        if os.path.isdir(directory):
+            os.rename(directory, os.path.join(work, "old"))
+        os.rename(new, directory)
     logger.info("exported the model in transformers' layout to %s", directory)
 
 
-def drop_unset_files(tokenizer_config_path):
-    """PaddleNLP writes a tokenizer's file arguments it was not given as null (DeBERTa-v2's
-    `"vocab_file": null`), which transformers passes on instead of its own file names."""
+def portable_tokenizer_config(tokenizer_config_path):
+    """Drop from an exported tokenizer_config.json what only held on this machine: the file
+    arguments PaddleNLP writes as null (DeBERTa-v2's `"vocab_file": null`, which transformers would
+    pass on instead of its own file names) and absolute paths (`name_or_path`, `special_tokens_map_file`)."""
     with open(tokenizer_config_path, encoding="utf-8") as file:
         config = json.load(file)
-    unset = [key for key, value in config.items() if key.endswith("_file") and value is None]
-    if unset:
-        write_json_atomically(tokenizer_config_path, {key: config[key] for key in config if key not in unset})
+    kept = {
+        key: value
+        for key, value in config.items()
+        if not (key.endswith("_file") and value is None) and not (isinstance(value, str) and os.path.isabs(value))
+    }
+    if kept != config:
+        write_json_atomically(tokenizer_config_path, kept)

@@ -4,12 +4,10 @@ import logging
 import os
 import re
 
-from paddlenlp import transformers
-from paddlenlp.transformers import AutoTokenizer
 from paddlenlp.utils.log import logger as paddlenlp_logger
 
-from ernie_m_xnli.models.families import ERNIE_M, Classifier, family_of, family_of_name
-from ernie_m_xnli.models.hf_checkpoints import is_hf_layout, paddle_checkpoint, read_config, read_json
+from ernie_m_xnli.models.families import Classifier, family_of, family_of_name
+from ernie_m_xnli.models.hf_checkpoints import is_hf_layout, paddle_checkpoint, read_config
 from utils import LABELS, InputError
 
 WEIGHT_FILES = ("model_state.pdparams", "model.safetensors")
@@ -58,41 +56,6 @@ def whole_sentences(text, limit=240):
     return " ".join(kept).rstrip(".")
 
 
-def load_tokenizer(model_dir):
-    """PaddleNLP's tokenizer of a name or directory. A directory of transformers' may hold only a
-    `tokenizer.json` (read by the fast tokenizer) or name a class AutoTokenizer does not map
-    (DebertaV2Tokenizer): both are taken."""
-    try:
-        return AutoTokenizer.from_pretrained(model_dir)
-    except OSError as error:
-        if not os.path.isdir(model_dir):
-            raise download_error(model_dir, error) from None
-        first_error = error
-    except (TypeError, ValueError, KeyError) as error:
-        if not os.path.isdir(model_dir):
-            raise
-        first_error = error
-    if os.path.isfile(os.path.join(model_dir, "tokenizer.json")):
-        return AutoTokenizer.from_pretrained(model_dir, use_fast=True)
-    class_name = (read_json(os.path.join(model_dir, "tokenizer_config.json")) or {}).get("tokenizer_class")
-    tokenizer_class = getattr(transformers, str(class_name), None)
-    if tokenizer_class is None:
-        raise download_error(model_dir, first_error) from None
-    return tokenizer_class.from_pretrained(model_dir)
-
-
-def num_token_ids(tokenizer):
-    """How many embedding rows the tokenizer's ids need. Not len(tokenizer): PaddleNLP counts the
-    special tokens that a tokenizer_config.json of transformers' lists twice."""
-    return max(tokenizer.get_vocab().values()) + 1
-
-
-def pair_has_token_types(tokenizer):
-    """Whether the tokenizer gives a pair's second text another token type (BERT's do, XLM-R's give none)."""
-    encoded = tokenizer("a", "b")
-    return any(encoded.get("token_type_ids") or ())
-
-
 def load_classifier(
     model_dir,
     dropout,
@@ -101,6 +64,7 @@ def load_classifier(
     cache_dir="",
     require_trained_classifier=False,
     tokenizer_token_types=True,
+    name=None,
 ):
     """The family's model with a 3-way classifier, wrapped as a families.Classifier and checked
     against the tokenizer (its size; whether it gives token types: `pair_has_token_types`) and
@@ -108,7 +72,8 @@ def load_classifier(
     directory (converted, cached under `cache_dir`). A checkpoint fine-tuned elsewhere keeps its
     meaning: its classifier's rows are put in LABELS' order by its id2label. With
     `require_trained_classifier`, a model whose classifier would start at random is refused. The
-    config's `fine_tuned_from` names the pretrained model (kept in the checkpoints a run writes)."""
+    config's `fine_tuned_from` names the pretrained model (`name`, else `model_name(model_dir)`; kept
+    in the checkpoints a run writes)."""
     config = read_config(model_dir) if os.path.isdir(model_dir) else None
     source = f"--model_name_or_path {model_dir}"
     family = family_of(config.get("model_type"), source) if config else family_of_name(model_dir)
@@ -121,8 +86,11 @@ def load_classifier(
         )
     check_new_weights(model_dir, new_weights, require_trained_classifier)
     if config and not any(family.output_layer in name for name in new_weights):
-        put_labels_in_order(model, family, label_order(config, source))
-    model.config.fine_tuned_from = getattr(model.config, "fine_tuned_from", None) or model_name(model_dir)
+        order = label_order(config, source)
+        if order is None:
+            say_label_order_assumed(model_dir, require_trained_classifier)
+        put_labels_in_order(model, family, order)
+    model.config.fine_tuned_from = getattr(model.config, "fine_tuned_from", None) or name or model_name(model_dir)
     max_length = family.max_tokens(model.config)
     if max_seq_length > max_length:
         raise InputError(
@@ -141,8 +109,8 @@ def load_family_model(model_dir, family, config, dropout, cache_dir):
     Face directory (converted first)."""
     source = f"--model_name_or_path {model_dir}"
     if config and is_hf_layout(config):
-        if family is ERNIE_M:
-            check_ernie_m_feed_forward(config, source)
+        if family.feed_forward_is_4x_hidden:
+            check_feed_forward_size(config, source)
         with paddle_checkpoint(model_dir, family, config, cache_dir) as converted:
             return from_pretrained(family, converted, dropout, model_dir)
     if os.path.isdir(model_dir) and not any(os.path.isfile(os.path.join(model_dir, name)) for name in WEIGHT_FILES):
@@ -150,7 +118,7 @@ def load_family_model(model_dir, family, config, dropout, cache_dir):
     return from_pretrained(family, model_dir, dropout, model_dir)
 
 
-def check_ernie_m_feed_forward(config, source):
+def check_feed_forward_size(config, source):
     """PaddleNLP's ErnieM builds its feed-forward layers as 4 x hidden, whatever config.json says,
     and would only warn while skipping weights of another shape."""
     hidden = config.get("hidden_size")
@@ -177,6 +145,14 @@ def from_pretrained(family, directory, dropout, source):
     except (RuntimeError, ValueError) as error:
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         reason = next((line for line in lines if "shape" in line), lines[-1] if lines else type(error).__name__)
+        # "Skip loading for classifier.weight. classifier.weight receives a shape [32, 2], but the expected ..."
+        outputs = re.search(rf"{re.escape(family.output_layer)}\.weight receives a shape \[\d+, (\d+)\]", reason)
+        if outputs:
+            raise InputError(
+                f"--model_name_or_path {source}: its classifier has {outputs.group(1)} outputs and XNLI "
+                f"{len(LABELS)} labels (a model fine-tuned for another task): give its encoder without the "
+                f"classifier's weights ({family.output_layer}.*), which fine-tuning then trains from scratch"
+            ) from None
         raise InputError(f"--model_name_or_path {source}: weights do not fit config.json ({reason})") from None
     finally:
         paddlenlp_logger.logger.removeFilter(new_weights)
@@ -199,6 +175,21 @@ def label_order(config, source):
         )
     index_of = {name: index for index, name in names.items()}
     return [index_of[label] for label in LABELS]
+
+
+def say_label_order_assumed(model_dir, evaluating):
+    """A trained classifier whose labels have no names (no id2label, or LABEL_0..2) is read in XNLI's
+    order: said in one line, as a warning where its predictions are what the run reports."""
+    order = ", ".join(f"{index} {label}" for index, label in enumerate(LABELS))
+    message = (
+        f"{model_dir}: its classifier's labels have no names (config.json's id2label is missing or LABEL_0..2); "
+        f"taken in XNLI's order ({order}); if it was trained in another order, give config.json an id2label "
+        'such as {"0": "entailment", "1": "neutral", "2": "contradiction"}'
+    )
+    if evaluating:
+        logger.warning("the label order is unknown: %s", message)
+    else:
+        logger.info(message)
 
 
 def put_labels_in_order(model, family, order):

@@ -93,8 +93,13 @@ def add_run_arguments(group):
     add(
         "--model_name_or_path",
         required=True,
-        help=f"{models}, a directory saved with save_pretrained, or a Hugging Face directory (ERNIE-M, BERT, "
-        "XLM-RoBERTa or DeBERTa-v2: config.json, model.safetensors, tokenizer files).",
+        help=f"{models} (or another name PaddleNLP resolves), a directory saved with save_pretrained, a Hugging Face "
+        "directory (ERNIE-M, BERT, XLM-RoBERTa or DeBERTa-v2: config.json, model.safetensors, tokenizer files) or a "
+        "Hugging Face hub id (downloaded into --cache_dir where there is network).",
+    )
+    add(
+        "--tokenizer_name_or_path",
+        help="Take the tokenizer from this directory or name instead of --model_name_or_path's.",
     )
     add("--output_dir", required=True, help="Where checkpoints and results.json are written.")
     add("--eval_only", action="store_true", help="Evaluate --model_name_or_path on dev and test; no training.")
@@ -345,14 +350,13 @@ def find_invalid_argument(args):
 
 
 def find_invalid_model(args):
+    """A name (PaddleNLP's, or a hub id) is resolved when the model loads; a directory must hold a config."""
     path = args.model_name_or_path
-    if path in PRETRAINED_MODELS:
+    if not os.path.isdir(path):
         if args.eval_only or args.predict_file:
             mode = "--eval_only" if args.eval_only else "--predict_file"
-            return f"{mode} needs a fine-tuned checkpoint directory, not the pretrained {path}"
+            return f"{mode} needs a fine-tuned checkpoint directory, not the pretrained model name {path}"
         return None
-    if not os.path.isdir(path):
-        return f"--model_name_or_path {path}: neither {' nor '.join(PRETRAINED_MODELS)} nor a directory"
     if not os.path.isfile(os.path.join(path, "config.json")):
         return f"--model_name_or_path {path}: no config.json (expected a directory saved with save_pretrained)"
     return None

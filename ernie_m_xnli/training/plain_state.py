@@ -15,7 +15,7 @@ import paddle
 from paddle.base.core import GeneratorState
 from safetensors.numpy import load_file
 
-from utils import file_digest, write_json_atomically
+from utils import file_digest, write_json_atomically, write_npz
 
 MANIFEST_FILE = "manifest.json"
 SAFE_WEIGHTS_FILE = "model.safetensors"
@@ -29,8 +29,7 @@ def save_state_dict(path_stem, state):
             arrays[key] = np.asarray(value)
         else:
             plain[key] = value
-    with open(path_stem + ".npz", "wb") as file:
-        np.savez(file, **arrays)
+    write_npz(path_stem + ".npz", arrays)
     write_json_atomically(path_stem + ".json", plain)
 
 
