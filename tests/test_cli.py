@@ -54,7 +54,7 @@ def assert_table_matches_results(stdout, results):
         (["--cpu_threads", "-1"], "--cpu_threads must be non-negative, got -1"),
         (["--preprocessing_num_workers", "-2"], "--preprocessing_num_workers must be non-negative, got -2"),
         (["--max_seq_length", "64", "--memory_length", "60"], "--memory_length must be at least 0 and below"),
-        (["--model_name_or_path", "no/such/dir"], "--model_name_or_path no/such/dir: neither ernie-m-base"),
+        (["--model_name_or_path", "no/such/dir"], "--model_name_or_path no/such/dir: no such directory (a name is"),
         (["--data_dir", "no/such/dir"], "--data_dir no/such/dir: no such directory"),
         (["--task_type", "zero-shot"], "argument --task_type: invalid choice: 'zero-shot'"),
         (
@@ -364,8 +364,12 @@ def test_predictions_for_an_xnli_file_match_the_reported_accuracy(trained, tmp_p
     result = run_script(**cpu_run(training_results["checkpoint"], None, tmp_path, predict_file=test_file))
     assert result.returncode == 0, result.stderr
     header, rows = read_predictions(tmp_path / "predictions.tsv")
-    assert header == ["premise", "hypothesis", "prediction", "p_entailment", "p_neutral", "p_contradiction", "label"]
+    assert header == [
+        "language",
+        *("premise", "hypothesis", "prediction", "p_entailment", "p_neutral", "p_contradiction", "label"),
+    ]
     assert len(rows) == 15 * 24
+    assert [row["language"] for row in rows[::24]] == list(XNLI_LANGUAGES)
     for row in rows:
         probabilities = [float(row[f"p_{label}"]) for label in LABELS]
         assert sum(probabilities) == pytest.approx(1, abs=1e-5)

@@ -2,6 +2,7 @@
 test_predictions.tsv, which it reads."""
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -61,6 +62,19 @@ def test_test_predictions_give_the_accuracies_of_results_json(model_runs):
         assert header.split("\t") == ["language", "index", "gold", "predicted", *(f"p_{x}" for x in LABELS)]
         assert first.split("\t")[:2] == ["en", "0"]
         assert sum(float(p) for p in first.split("\t")[4:]) == pytest.approx(1, abs=1e-5)
+
+
+def test_results_json_names_the_model_and_where_it_ran(model_runs, tiny_model_dir):
+    ernie, bert = read_results(model_runs["ernie"][0]), read_results(model_runs["bert"][0])
+    assert (ernie["model_name"], ernie["model_type"]) == (os.path.basename(tiny_model_dir), "ernie_m")
+    assert (bert["model_name"], bert["model_type"]) == ("bert", "bert")
+    # A checkpoint of the run keeps the pretrained model's name.
+    assert json.loads(open(os.path.join(bert["checkpoint"], "config.json")).read())["fine_tuned_from"] == "bert"
+    environment = ernie["environment"]
+    assert set(environment) == {"cpu", "amx", "avx512_bf16", "gpu", "versions"} and environment["gpu"] is None
+    assert {"paddle", "paddlenlp", "suite"} <= set(environment["versions"])
+    assert ernie["test_file"]["sha256"] == bert["test_file"]["sha256"] and len(ernie["test_file"]["sha256"]) == 64
+    assert ernie["train_examples_per_second"] > 0
 
 
 def test_rows_hold_the_runs_means_and_stds_with_intervals_around_them(model_runs, tmp_path):
@@ -151,6 +165,7 @@ def test_runs_without_test_predictions_or_on_other_test_pairs_are_refused(
     )
     assert code == 0, stderr
     assert read_results(fewer)["eval_pairs_per_language"] == 10
+    assert "first 10 pairs per language" in (fewer / "results.md").read_text().splitlines()[0]
     result, _ = compare(row("a", model_runs["ernie"]), row("b", [fewer]), output_dir=tmp_path / "out")
     assert result.returncode == 2
     assert last_line(result.stderr) == (

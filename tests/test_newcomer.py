@@ -97,7 +97,11 @@ def test_a_local_directory_that_cannot_be_loaded_is_named_as_given(tmp_path, tin
     result = run_script(**cpu_run(model_dir, xnli_dir, tmp_path / "out"), env=offline(tmp_path))
     assert result.returncode == 2
     message = last_line(result.stderr)
-    assert message.startswith(f"run_classifier.py: error: --model_name_or_path {model_dir}: cannot load it (")
+    assert message == (
+        f"run_classifier.py: error: --model_name_or_path {model_dir}: no tokenizer files (expected tokenizer.json, "
+        "or sentencepiece.bpe.model and vocab.txt); save the tokenizer there with save_pretrained, or pass "
+        "--tokenizer_name_or_path"
+    )
     assert ".paddlenlp/models" not in message and "download" not in message
 
 

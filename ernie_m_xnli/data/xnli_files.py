@@ -34,6 +34,7 @@ class Pair(NamedTuple):
     premise: str
     hypothesis: str
     label: int
+    language: str | None = None  # the file's "language" column, where it has one
 
 
 # Pairs per language in XNLI-1.0's dev and test files.
@@ -90,7 +91,7 @@ def read_xnli_tsv(path, labelled=True, skip_malformed=False):
     )
     label_column = _find_column(header, LABEL_COLUMNS, path, required=labelled)
     language_column = _find_column(header, ("language",), path, required=False)
-    pairs_by_language, num_skipped, malformed, num_rows = {}, 0, [], 0
+    pairs_by_language, num_skipped, malformed, num_rows, languages = {}, 0, [], 0, {}
     for line_number, fields in rows:
         num_rows += 1
         if fields == [""]:
@@ -110,8 +111,11 @@ def read_xnli_tsv(path, labelled=True, skip_malformed=False):
         if label and label not in LABEL_IDS:
             raise XnliDataError(f"{path}:{line_number}: unknown label {label!r} (expected one of {', '.join(LABELS)})")
         language = fields[language_column] if language_column is not None else None
-        pair = Pair(fields[premise_column], fields[hypothesis_column], LABEL_IDS[label] if label else NO_LABEL)
-        pairs_by_language.setdefault(language, []).append(pair)
+        language = languages.setdefault(language, language)  # one string per language, not per row
+        label_id = LABEL_IDS[label] if label else NO_LABEL
+        pairs_by_language.setdefault(language, []).append(
+            Pair(fields[premise_column], fields[hypothesis_column], label_id, language)
+        )
     if len(malformed) > MAX_MALFORMED_FRACTION * num_rows:
         raise XnliDataError(
             f"{malformed[0][1]}; {len(malformed)} of its {num_rows} rows have a wrong number of fields (more than "

@@ -19,15 +19,16 @@ def probabilities_of(logits):
 
 
 def write_predictions(path, pairs, logits):
-    """One TSV row per pair: the text, the predicted label, the three probabilities, and the gold
-    label where the input had one."""
+    """One TSV row per pair: its language where the input has a language column, the text, the
+    predicted label, the three probabilities, and the gold label where the input had one."""
+    with_language = any(pair.language is not None for pair in pairs)
+    columns = ["premise", "hypothesis", "prediction", *(f"p_{label}" for label in LABELS), "label"]
     with written_then_renamed(path) as temporary, open(temporary, "w", encoding="utf-8") as file:
-        file.write("\t".join(["premise", "hypothesis", "prediction", *(f"p_{label}" for label in LABELS), "label"]))
-        file.write("\n")
+        file.write("\t".join(["language", *columns] if with_language else columns) + "\n")
         for pair, row in zip(pairs, probabilities_of(logits)):
             gold = "" if pair.label == NO_LABEL else LABELS[pair.label]
             cells = [pair.premise, pair.hypothesis, LABELS[int(row.argmax())], *(f"{p:.6f}" for p in row), gold]
-            file.write("\t".join(cells) + "\n")
+            file.write("\t".join([pair.language or "", *cells] if with_language else cells) + "\n")
 
 
 def write_test_predictions(path, logits_by_language, labels_by_language):

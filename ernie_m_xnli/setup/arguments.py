@@ -349,9 +349,19 @@ def find_invalid_argument(args):
     return next((message for valid, message in checks if not valid), None)
 
 
+def looks_like_a_path(name):
+    """Whether a name can only be a path: a hub id is `name` or `org/name`."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1
+
+
 def find_invalid_model(args):
     """A name (PaddleNLP's, or a hub id) is resolved when the model loads; a directory must hold a config."""
     path = args.model_name_or_path
+    if not os.path.isdir(path) and looks_like_a_path(path):
+        return (
+            f"--model_name_or_path {path}: no such directory (a name is PaddleNLP's, e.g. ernie-m-base, or a "
+            "Hugging Face hub id, e.g. FacebookAI/xlm-roberta-base)"
+        )
     if not os.path.isdir(path):
         if args.eval_only or args.predict_file:
             mode = "--eval_only" if args.eval_only else "--predict_file"
