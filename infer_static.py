@@ -41,7 +41,7 @@ def main(argv=None):
     args = parse_args(argv)
     tokenizer = load_tokenizer(args.model_dir)
     predictor = create_predictor(os.path.join(args.model_dir, "inference"), available_cpu_cores())
-    pairs, _ = read_prediction_file(args.predict_file)
+    pairs, _, _ = read_prediction_file(args.predict_file)
     features = encode_pairs(tokenizer, pairs, args.max_seq_length, memory_length=0)
     output = open(args.output_file, "w", encoding="utf-8") if args.output_file else sys.stdout
     with output:

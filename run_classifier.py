@@ -182,7 +182,7 @@ def export(args, classifier, tokenizer):
 
 def predict(args, tokenizer, evaluator):
     """Write the model's predictions for --predict_file to output_dir/predictions.tsv."""
-    pairs, num_skipped = read_prediction_file(args.predict_file)
+    pairs, languages, num_skipped = read_prediction_file(args.predict_file)
     num_workers = args.preprocessing_num_workers or cpu_cores_per_process()
     with PairEncoder(tokenizer, args.max_seq_length, args.memory_length, num_workers) as encoder:
         features = encoder.encode(pairs)
@@ -192,7 +192,7 @@ def predict(args, tokenizer, evaluator):
     logits = evaluator.predict_logits(features)
     if distributed.is_main():
         path = os.path.join(args.output_dir, PREDICTIONS_FILE)
-        write_predictions(path, pairs, logits)
+        write_predictions(path, pairs, languages, logits)
         logger.info("wrote %s", path)
 
 

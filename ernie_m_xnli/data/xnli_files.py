@@ -34,7 +34,6 @@ class Pair(NamedTuple):
     premise: str
     hypothesis: str
     label: int
-    language: str | None = None  # the file's "language" column, where it has one
 
 
 # Pairs per language in XNLI-1.0's dev and test files.
@@ -91,7 +90,7 @@ def read_xnli_tsv(path, labelled=True, skip_malformed=False):
     )
     label_column = _find_column(header, LABEL_COLUMNS, path, required=labelled)
     language_column = _find_column(header, ("language",), path, required=False)
-    pairs_by_language, num_skipped, malformed, num_rows, languages = {}, 0, [], 0, {}
+    pairs_by_language, num_skipped, malformed, num_rows = {}, 0, [], 0
     for line_number, fields in rows:
         num_rows += 1
         if fields == [""]:
@@ -111,11 +110,8 @@ def read_xnli_tsv(path, labelled=True, skip_malformed=False):
         if label and label not in LABEL_IDS:
             raise XnliDataError(f"{path}:{line_number}: unknown label {label!r} (expected one of {', '.join(LABELS)})")
         language = fields[language_column] if language_column is not None else None
-        language = languages.setdefault(language, language)  # one string per language, not per row
-        label_id = LABEL_IDS[label] if label else NO_LABEL
-        pairs_by_language.setdefault(language, []).append(
-            Pair(fields[premise_column], fields[hypothesis_column], label_id, language)
-        )
+        pair = Pair(fields[premise_column], fields[hypothesis_column], LABEL_IDS[label] if label else NO_LABEL)
+        pairs_by_language.setdefault(language, []).append(pair)
     if len(malformed) > MAX_MALFORMED_FRACTION * num_rows:
         raise XnliDataError(
             f"{malformed[0][1]}; {len(malformed)} of its {num_rows} rows have a wrong number of fields (more than "
@@ -125,12 +121,15 @@ def read_xnli_tsv(path, labelled=True, skip_malformed=False):
 
 
 def read_prediction_file(path):
-    """Pairs to predict, in file order: an XNLI file (columns by header name, labels optional), or
+    """(pairs, each pair's language or None, rows skipped) of a file to predict, in file order (an XNLI
+    file's languages grouped): an XNLI file (columns by header name, labels optional), or
     `premise<TAB>hypothesis` rows without a header."""
     _, first_fields = next(_tsv_rows(path), (1, [""]))
     if any(name in first_fields for name in PREMISE_COLUMNS):
         xnli_file = read_xnli_tsv(path, labelled=False)
-        return [pair for pairs in xnli_file.pairs_by_language.values() for pair in pairs], xnli_file.num_skipped
+        by_language = xnli_file.pairs_by_language.items()
+        pairs = [pair for _, pairs in by_language for pair in pairs]
+        return pairs, [lang for lang, pairs in by_language for _ in pairs], xnli_file.num_skipped
     pairs, num_skipped = [], 0
     for line_number, fields in _tsv_rows(path):
         if len(fields) != 2 and fields != [""]:
@@ -139,7 +138,7 @@ def read_prediction_file(path):
             num_skipped += 1
             continue
         pairs.append(Pair(fields[0], fields[1], NO_LABEL))
-    return pairs, num_skipped
+    return pairs, [None] * len(pairs), num_skipped
 
 
 def _release_folder(data_dir, release):

@@ -18,17 +18,17 @@ def probabilities_of(logits):
     return exponentials / exponentials.sum(1, keepdims=True)
 
 
-def write_predictions(path, pairs, logits):
-    """One TSV row per pair: its language where the input has a language column, the text, the
-    predicted label, the three probabilities, and the gold label where the input had one."""
-    with_language = any(pair.language is not None for pair in pairs)
+def write_predictions(path, pairs, languages, logits):
+    """One TSV row per pair: its language (`languages`, where the input has a language column), the
+    text, the predicted label, the three probabilities, and the gold label where the input had one."""
+    with_language = any(lang is not None for lang in languages)
     columns = ["premise", "hypothesis", "prediction", *(f"p_{label}" for label in LABELS), "label"]
     with written_then_renamed(path) as temporary, open(temporary, "w", encoding="utf-8") as file:
         file.write("\t".join(["language", *columns] if with_language else columns) + "\n")
-        for pair, row in zip(pairs, probabilities_of(logits)):
+        for pair, lang, row in zip(pairs, languages, probabilities_of(logits)):
             gold = "" if pair.label == NO_LABEL else LABELS[pair.label]
             cells = [pair.premise, pair.hypothesis, LABELS[int(row.argmax())], *(f"{p:.6f}" for p in row), gold]
-            file.write("\t".join([pair.language or "", *cells] if with_language else cells) + "\n")
+            file.write("\t".join([lang or "", *cells] if with_language else cells) + "\n")
 
 
 def write_test_predictions(path, logits_by_language, labels_by_language):

@@ -40,7 +40,10 @@ class JsonTokenizer(PretrainedTokenizerFast):
         """[before the first text, after it, (after the second)]: the special token ids the post-processor adds."""
         encoding = self._tokenizer.encode(*texts, add_special_tokens=True)
         parts, current = [[]], None
-        for token_id, sequence in zip(encoding.ids, encoding.sequence_ids):
+        # (a tokenizer.json may pad to a fixed length, as all-MiniLM-L6-v2's does: padding is no part of the layout)
+        for token_id, sequence, real in zip(encoding.ids, encoding.sequence_ids, encoding.attention_mask):
+            if not real:
+                continue
             if sequence is None:
                 parts[-1].append(token_id)
             elif sequence != current:
@@ -74,7 +77,7 @@ def load_tokenizer(name_or_dir, argument="--model_name_or_path"):
     special_tokens = special_token_strings(
         {**(read_json(os.path.join(name_or_dir, "special_tokens_map.json")) or {}), **settings}
     )
-    class_name = tokenizer_class_name(name_or_dir, settings)
+    class_name = tokenizer_class_name(name_or_dir, settings, argument)
     slow_class = slow_tokenizer_class(class_name)
     slow_files = slow_class and [os.path.join(name_or_dir, f) for f in slow_class.resource_files_names.values()]
     if slow_files and all(os.path.isfile(path) for path in slow_files):
@@ -84,20 +87,21 @@ def load_tokenizer(name_or_dir, argument="--model_name_or_path"):
         hub_class = class_name or "PreTrainedTokenizerFast"
         return JsonTokenizer(tokenizer_file=fast_file, hub_tokenizer_class=hub_class, **special_tokens)
     expected = " and ".join(os.path.basename(path) for path in slow_files or [])
+    elsewhere = ", or pass --tokenizer_name_or_path" if argument == "--model_name_or_path" else ""
     raise InputError(
         f"{argument} {name_or_dir}: no tokenizer files (expected {FAST_TOKENIZER_FILE}"
         + (f", or {expected}" if expected else "")
-        + "); save the tokenizer there with save_pretrained, or pass --tokenizer_name_or_path"
+        + f"); save the tokenizer there with save_pretrained{elsewhere}"
     )
 
 
-def tokenizer_class_name(directory, settings):
+def tokenizer_class_name(directory, settings, argument):
     """The tokenizer class a directory names: tokenizer_config.json's, config.json's, or its family's; None
     where it names none and has no config.json."""
     config = read_json(os.path.join(directory, "config.json"))
     class_name = settings.get("tokenizer_class") or (config or {}).get("tokenizer_class")
     if class_name is None and config is not None:
-        class_name = family_of(config.get("model_type"), f"--model_name_or_path {directory}").tokenizer_class
+        class_name = family_of(config.get("model_type"), f"{argument} {directory}").tokenizer_class
     return class_name
 
 
