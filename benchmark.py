@@ -18,6 +18,9 @@ upstream-style: the same random batches padded to their longest input; evaluatio
 training batch size; on the project's machine settings, so that the row compares the code.
 upstream-cpu-defaults: the upstream-style loop on Paddle's CPU defaults (one thread, denormals kept,
 MKL's default path), to show apart what the machine settings add.
+project-bf16 and transformers-bf16: the project with --use_amp --amp_dtype bfloat16 (the encoder's
+products through oneDNN in training, Paddle Inference's oneDNN bfloat16 in evaluation) and
+transformers with Trainer's --bf16 (torch.autocast on the CPU), on CPUs with AVX512-BF16 only.
 
 Text lengths come from the real XNLI files (English training pairs, all 75,150 test pairs) under a
 sentencepiece tokenizer trained on XNLI text. A CPU cannot run whole epochs or the whole test set
@@ -25,9 +28,13 @@ in a benchmark, so each setting forms its batches exactly as it would for the re
 sample of them spread evenly over their computed sizes, and scales its computed tokens per second
 up to the epoch or the test set (computed tokens, padding included, are counted exactly). Each
 setting runs in its own process, so its peak memory is its own. Model FLOP/s count 6 (training) or
-2 (evaluation) x non-embedding parameters x computed tokens, against the fastest float32 2048 x 2048
-matmul measured on the same threads: Paddle's (MKL), Paddle Inference's (oneDNN), numpy's and
-PyTorch's (when the peer runs).
+2 (evaluation) x non-embedding parameters x computed tokens, against the fastest 2048 x 2048 matmul
+of the row's type measured on the same threads: in float32 Paddle's (MKL), Paddle Inference's
+(oneDNN), numpy's and PyTorch's (when the peer runs); in bfloat16 oneDNN's, Paddle Inference's and
+PyTorch's.
+
+    python benchmark.py --settings project project-bf16 transformers transformers-bf16 \
+        --transformers_python ~/hf-venv/bin/python      # the bfloat16 comparison alone
 """
 
 import json
@@ -39,9 +46,21 @@ import tempfile
 
 import numpy as np
 
-from benchmarks.common import CPU_DEFAULTS, PEER_BATCHES_FILE, PROJECT, SETTINGS, TRANSFORMERS, UPSTREAM, matmul_flops
+from benchmarks.common import (
+    BFLOAT16_SETTINGS,
+    CPU_DEFAULTS,
+    PEER_BATCHES_FILE,
+    PEER_SETTINGS,
+    PROJECT,
+    PROJECT_BF16,
+    SETTINGS,
+    TRANSFORMERS,
+    TRANSFORMERS_BF16,
+    UPSTREAM,
+    matmul_flops,
+)
 from ernie_m_xnli.setup.arguments import HelpFormatter, OneLineErrorParser
-from utils import str2bool, threads_per_process, use_mkl_fast_path_on_amd
+from utils import cpu_info_field, str2bool, threads_per_process, use_mkl_fast_path_on_amd
 
 PEER_PACKAGES = ("torch", "transformers")
 
@@ -100,6 +119,13 @@ def parse_args(argv=None):
         help=f"Run one setting only (each runs in its own process by default; {CPU_DEFAULTS} only on a CPU; "
         f"{TRANSFORMERS} needs --work_dir with the batches a whole run writes there).",
     )
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        choices=SETTINGS,
+        default=SETTINGS,
+        help="The settings to compare (default: all that this machine runs).",
+    )
     parser.add_argument("--work_dir", default=None, help="Where the tokenizer and features go (default: temporary).")
     return parser.parse_args(argv)
 
@@ -117,30 +143,35 @@ def main(argv=None):
     os.makedirs(args.work_dir, exist_ok=True)
     paddle_settings.prepare_tokenizer(args)
     rows, notes = [], []
-    for setting in settings_to_run(args, notes):
-        if setting == TRANSFORMERS:
-            paddle_settings.write_peer_batches(args, os.path.join(args.work_dir, PEER_BATCHES_FILE))
+    settings = settings_to_run(args, notes)
+    if any(setting in PEER_SETTINGS for setting in settings):
+        paddle_settings.write_peer_batches(args, os.path.join(args.work_dir, PEER_BATCHES_FILE))
+    for setting in settings:
         rows.append(run_setting(args, setting))
     # After the settings: the peaks run on the project's machine settings, which the children choose themselves.
     num_threads = threads_per_process(args.cpu_threads)
     use_mkl_fast_path_on_amd(args.mkl_fast_path_on_amd)
-    peaks = paddle_settings.matmul_peaks(args.device, num_threads)
+    peaks = paddle_settings.matmul_peaks(args.device, num_threads, bfloat16=has_bfloat16(args))
     peaks[f"numpy {np.__version__} matmul"] = numpy_matmul_flops()
     for row in rows:
         peaks.update(row.pop("matmul_peaks", {}))
-    peak_name = max(peaks, key=peaks.get)
+    peak_names = {
+        dtype: max((name for name in peaks if is_bfloat16(name) == (dtype == "bfloat16")), key=peaks.get, default=None)
+        for dtype in ("float32", "bfloat16")
+    }
     for row in rows:
-        row["train_mfu"] = 6 * row["non_embedding_parameters"] * row["train_computed_tokens_per_s"] / peaks[peak_name]
-        row["eval_mfu"] = 2 * row["non_embedding_parameters"] * row["eval_computed_tokens_per_s"] / peaks[peak_name]
+        peak = peaks[peak_names["bfloat16" if row["setting"] in BFLOAT16_SETTINGS else "float32"]]
+        row["train_mfu"] = 6 * row["non_embedding_parameters"] * row["train_computed_tokens_per_s"] / peak
+        row["eval_mfu"] = 2 * row["non_embedding_parameters"] * row["eval_computed_tokens_per_s"] / peak
     print(f"command: python benchmark.py {' '.join(sys.argv[1:])}")
-    print(format_table(rows, peaks, peak_name, num_threads, args.device))
+    print(format_table(rows, peaks, peak_names, num_threads, args.device))
     for note in notes:
         print(note)
 
 
 def measure_setting(args):
     """One setting's row, measured in this process: the peer imports PyTorch, the others Paddle, never both."""
-    if args.setting == TRANSFORMERS:
+    if args.setting in PEER_SETTINGS:
         from benchmarks import transformers_peer
 
         return transformers_peer.measure(args)
@@ -151,17 +182,28 @@ def measure_setting(args):
 
 
 def settings_to_run(args, notes):
-    """The settings this machine runs; a note says why one is left out."""
-    settings = [setting for setting in SETTINGS if args.device == "cpu" or setting in (PROJECT, UPSTREAM)]
-    if TRANSFORMERS in settings:
-        missing = missing_packages(args.transformers_python)
-        if missing:
-            settings.remove(TRANSFORMERS)
-            notes.append(
-                f"{TRANSFORMERS}: left out, {args.transformers_python} has no {' or '.join(missing)} "
-                "(README: Benchmark says how to install them apart; then pass --transformers_python)"
-            )
+    """The settings asked for that this machine runs; a note says why one is left out."""
+    settings = [setting for setting in args.settings if args.device == "cpu" or setting in (PROJECT, UPSTREAM)]
+    if not has_bfloat16(args):
+        for setting in set(settings) & set(BFLOAT16_SETTINGS):
+            settings.remove(setting)
+            notes.append(f"{setting}: left out, this CPU ({cpu_model()}) lacks avx512_bf16")
+    missing = missing_packages(args.transformers_python)
+    for setting in set(settings) & set(PEER_SETTINGS) if missing else ():
+        settings.remove(setting)
+        notes.append(
+            f"{setting}: left out, {args.transformers_python} has no {' or '.join(missing)} "
+            "(README: Benchmark says how to install them apart; then pass --transformers_python)"
+        )
     return settings
+
+
+def has_bfloat16(args):
+    return args.device == "cpu" and "avx512_bf16" in cpu_info_field("flags").split()
+
+
+def is_bfloat16(peak_name):
+    return "bfloat16" in peak_name
 
 
 def missing_packages(python):
@@ -175,7 +217,7 @@ def missing_packages(python):
 
 def run_setting(args, setting):
     """A setting's row, measured in a process of its own (its own peak memory, its own machine settings)."""
-    python = args.transformers_python if setting == TRANSFORMERS else sys.executable
+    python = args.transformers_python if setting in PEER_SETTINGS else sys.executable
     command = [python, os.path.abspath(__file__), *sys.argv[1:], "--setting", setting, "--work_dir", args.work_dir]
     command += ["--device", args.device]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -228,7 +270,7 @@ def cpu_model():
         return platform.processor() or "an unknown CPU"
 
 
-def format_table(rows, peaks, peak_name, num_threads, device):
+def format_table(rows, peaks, peak_names, num_threads, device):
     by_setting = {row["setting"]: row for row in rows}
     lines = ["| setting | " + " | ".join(name for name, _, _ in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for row in rows:
@@ -236,19 +278,30 @@ def format_table(rows, peaks, peak_name, num_threads, device):
         lines.append(f"| {row['setting']} | " + " | ".join(form.format(row[key]) for _, key, form in COLUMNS) + " |")
     comparisons = [
         (PROJECT, TRANSFORMERS, "same threads"),
+        (PROJECT_BF16, TRANSFORMERS_BF16, "bfloat16, same threads"),
+        (PROJECT_BF16, TRANSFORMERS, "bfloat16 against float32"),
+        (PROJECT_BF16, PROJECT, "bfloat16 against float32"),
+        (TRANSFORMERS_BF16, TRANSFORMERS, "bfloat16 against float32"),
         (PROJECT, UPSTREAM, "equal settings"),
         (UPSTREAM, CPU_DEFAULTS, "machine settings"),
     ]
     for faster, slower, what in comparisons:
         if faster in by_setting and slower in by_setting:
             lines.append(ratio_row(f"{faster} / {slower} ({what})", by_setting[faster], by_setting[slower]))
-    where = f", {num_threads} threads on {cpu_model()}" if device == "cpu" else ""
+    where = f", {num_threads} threads on {cpu_model()}{cpu_units()}" if device == "cpu" else ""
     measured = ", ".join(f"{name} {flops / 1e9:.1f}" for name, flops in sorted(peaks.items(), key=lambda kv: -kv[1]))
-    lines.append(
-        f"\nmatmul peak: {peaks[peak_name] / 1e9:.1f} GFLOP/s ({peak_name}, float32 2048x2048{where}); "
-        f"measured GFLOP/s: {measured}"
-    )
+    lines.append("")
+    for dtype, name in peak_names.items():
+        if name:
+            lines.append(f"{dtype} matmul peak: {peaks[name] / 1e9:.1f} GFLOP/s ({name}, 2048x2048{where})")
+    lines.append(f"measured GFLOP/s: {measured}; MFU of a bfloat16 row is against the bfloat16 peak")
     return "\n".join(lines)
+
+
+def cpu_units():
+    """Whether the CPU has the bfloat16 units that decide its bfloat16 speed."""
+    flags = cpu_info_field("flags").split()
+    return f" (AMX: {'yes' if 'amx_bf16' in flags else 'no'}, AVX512-BF16: {'yes' if 'avx512_bf16' in flags else 'no'})"
 
 
 if __name__ == "__main__":

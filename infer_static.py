@@ -2,6 +2,7 @@
 Paddle Inference (no training code, no dynamic graph):
 
     python infer_static.py --model_dir output/inference --predict_file pairs.tsv
+    python infer_static.py --model_dir output/inference --predict_file pairs.tsv --use_amp --amp_dtype bfloat16
 
 `pairs.tsv` is read as `--predict_file` is (premise<TAB>hypothesis rows, or a file with XNLI's column
 names); one `premise<TAB>hypothesis<TAB>label` row per pair goes to stdout (or `--output_file`).
@@ -11,7 +12,8 @@ premise [SEP] [SEP] hypothesis [SEP]`, as the tokenizer saved beside the graph b
 `attention_mask` (1 for a token, 0 for padding: ERNIE-M's `[PAD]` is id 1, so the mask must be
 given), `position_ids` 0..length-1 (the model adds its own offset) and, for a family with token
 types (BERT), `token_type_ids` (0 up to the first separator, 1 after). Its one output is the logits,
-[batch, 3], in the order of LABELS.
+[batch, 3], in the order of LABELS. With `--use_amp --amp_dtype bfloat16` (a CPU with AVX512-BF16),
+Paddle Inference computes the operators oneDNN has in bfloat16 (the matrix products among them).
 """
 
 import argparse
@@ -22,9 +24,10 @@ from ernie_m_xnli.data.batching import padded_inputs
 from ernie_m_xnli.data.encoding import encode_pairs
 from ernie_m_xnli.data.xnli_files import read_prediction_file
 from ernie_m_xnli.models.inference import create_predictor, predictor_logits
+from ernie_m_xnli.models.precision import run_precision
 from ernie_m_xnli.models.tokenizer_files import load_tokenizer
 from ernie_m_xnli.setup.arguments import OneLineErrorParser
-from utils import LABELS, available_cpu_cores
+from utils import AMP_DTYPES, LABELS, InputError, available_cpu_cores, str2bool
 
 
 def parse_args(argv=None):
@@ -34,13 +37,22 @@ def parse_args(argv=None):
     parser.add_argument("--output_file", help="Where the labelled rows go. Default: stdout.")
     parser.add_argument("--max_seq_length", type=int, default=256, help="Tokens per input, as in training.")
     parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument(
+        "--use_amp", type=str2bool, nargs="?", const=True, default=False, help="Mixed precision (true/false)."
+    )
+    parser.add_argument("--amp_dtype", choices=AMP_DTYPES, help="On a CPU: bfloat16, where the CPU has AVX512-BF16.")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    try:
+        precision = run_precision("cpu", args.use_amp, args.amp_dtype)
+    except InputError as error:
+        sys.exit(f"infer_static.py: error: {error}")
     tokenizer = load_tokenizer(args.model_dir)
-    predictor = create_predictor(os.path.join(args.model_dir, "inference"), available_cpu_cores())
+    path_prefix = os.path.join(args.model_dir, "inference")
+    predictor = create_predictor(path_prefix, available_cpu_cores(), precision.cpu_bfloat16)
     pairs, _, _ = read_prediction_file(args.predict_file)
     features = encode_pairs(tokenizer, pairs, args.max_seq_length, memory_length=0)
     output = open(args.output_file, "w", encoding="utf-8") if args.output_file else sys.stdout

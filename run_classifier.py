@@ -49,6 +49,7 @@ from ernie_m_xnli.models.hf_checkpoints import check_export_dir, export_hf_check
 from ernie_m_xnli.models.hub import local_model_source  # noqa: E402
 from ernie_m_xnli.models.inference import export_inference_model  # noqa: E402
 from ernie_m_xnli.models.loading import load_classifier, model_name  # noqa: E402
+from ernie_m_xnli.models.precision import run_precision  # noqa: E402
 from ernie_m_xnli.models.tokenizer_files import load_tokenizer, num_token_ids, pair_has_token_types  # noqa: E402
 from ernie_m_xnli.setup import distributed  # noqa: E402
 from ernie_m_xnli.setup.recipes import describe_recipe  # noqa: E402
@@ -73,6 +74,7 @@ def main(argv=None):
     args = parse_args(argv, description=__doc__)
     with errors_as_exit_codes(args.debug):
         set_up(args)
+        precision = run_precision(args.device, args.use_amp, args.amp_dtype)
         if args.resolved_recipe:
             logger.info(describe_recipe(args.resolved_recipe))
         with removed_on_bad_input(args.output_dir), one_run_in(args.output_dir), logging_redirect_tqdm():
@@ -87,7 +89,7 @@ def main(argv=None):
                 args.eval_batch_size,
                 tokenizer.pad_token_id,
                 tokenizer.sep_token_id,
-                args.use_amp,
+                precision,
                 partial(progress_bar, args.disable_tqdm, desc="evaluating", unit="language"),
                 args.eval_backend,
                 args.cpu_threads,
@@ -133,7 +135,7 @@ def train_and_evaluate(args, classifier, tokenizer, evaluator, resume_dir):
     if args.eval_only:
         state, selected = TrainingState(), evaluate_model(args, evaluator, features)
     else:
-        trainer = Trainer(args, classifier, tokenizer, features, evaluator, resume_dir)
+        trainer = Trainer(args, classifier, tokenizer, features, evaluator, resume_dir, evaluator.precision)
         state = trainer.train()
         examples_per_second = trainer.tokens.examples_per_second * distributed.world_size()
         selected = evaluate_selected_models(trainer, evaluator, features.test)

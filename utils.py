@@ -24,6 +24,9 @@ LABELS = ("entailment", "neutral", "contradiction")
 # ERNIE-M's pair layout `[CLS] A [SEP] [SEP] B [SEP]`.
 NUM_SPECIAL_TOKENS = 4
 
+# The 16-bit types of mixed precision (--amp_dtype).
+AMP_DTYPES = ("float16", "bfloat16")
+
 
 class InputError(Exception):
     """Bad input from the user (an argument, a file, the machine): reported in one line, exit code 2."""
@@ -78,12 +81,16 @@ def threads_per_process(cpu_threads=0):
 
 
 def set_cpu_threads(num_threads):
-    """Let Paddle's CPU kernels use `num_threads` threads; Paddle sets 1 at import unless
+    """Let Paddle's CPU kernels and oneDNN use `num_threads` threads; Paddle sets 1 at import unless
     OMP_NUM_THREADS was set before."""
     import paddle
 
     os.environ["OMP_NUM_THREADS"] = str(num_threads)
     paddle.base.core.set_num_threads(num_threads)
+    # oneDNN (bfloat16 products) runs on OpenMP's threads, which Paddle's setting leaves alone.
+    omp = ctypes.util.find_library("gomp")
+    if omp:
+        ctypes.CDLL(omp).omp_set_num_threads(num_threads)
 
 
 # Where glibc's fenv_t keeps the SSE control register (x86-64) or the FPCR (aarch64), and the bits

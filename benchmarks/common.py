@@ -14,7 +14,11 @@ import numpy as np
 from ernie_m_xnli.data.packing import packed_rows
 
 PROJECT, TRANSFORMERS, UPSTREAM, CPU_DEFAULTS = "project", "transformers", "upstream-style", "upstream-cpu-defaults"
-SETTINGS = (PROJECT, TRANSFORMERS, UPSTREAM, CPU_DEFAULTS)
+# bfloat16 mixed precision on a CPU: the project's --use_amp --amp_dtype bfloat16, transformers' --bf16.
+PROJECT_BF16, TRANSFORMERS_BF16 = "project-bf16", "transformers-bf16"
+SETTINGS = (PROJECT, PROJECT_BF16, TRANSFORMERS, TRANSFORMERS_BF16, UPSTREAM, CPU_DEFAULTS)
+PEER_SETTINGS = (TRANSFORMERS, TRANSFORMERS_BF16)
+BFLOAT16_SETTINGS = (PROJECT_BF16, TRANSFORMERS_BF16)
 SHAPES = {
     "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12),
     "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16),
@@ -104,7 +108,7 @@ def process_peak_memory_mb():
 
 
 def matmul_flops(matmul, repeats=10):
-    """FLOP/s of `matmul()` (a 2048 x 2048 float32 product that returns once it is computed)."""
+    """FLOP/s of `matmul()` (a 2048 x 2048 product that returns once it is computed)."""
     matmul()
     started = time.perf_counter()
     for _ in range(repeats):

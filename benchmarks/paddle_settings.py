@@ -1,6 +1,7 @@
-"""Paddle's settings: upstream-style, project (the defaults of run_classifier.py) and
-upstream-cpu-defaults, each measured in its own process; and what the driver needs from Paddle (the
-tokenizer, the batches the transformers peer runs, the matmul peaks)."""
+"""Paddle's settings: upstream-style, project (the defaults of run_classifier.py), project-bf16 (with
+--use_amp --amp_dtype bfloat16) and upstream-cpu-defaults, each measured in its own process; and
+what the driver needs from Paddle (the tokenizer, the batches the transformers peer runs, the
+matmul peaks)."""
 
 import os
 import tempfile
@@ -17,6 +18,7 @@ from benchmarks.common import (
     CPU_DEFAULTS,
     ERNIE_M_VOCABULARY,
     PROJECT,
+    PROJECT_BF16,
     SHAPES,
     evaluation_row,
     file_order_batches,
@@ -32,9 +34,10 @@ from ernie_m_xnli.data.feature_cache import load_features, save_features
 from ernie_m_xnli.data.packing import packed_inputs
 from ernie_m_xnli.data.synthetic import build_tokenizer
 from ernie_m_xnli.data.xnli_files import read_eval_split, read_train_split, xnli_file_paths
-from ernie_m_xnli.models.cpu_linear import bias_gradients_by_matmul
+from ernie_m_xnli.models import onednn
 from ernie_m_xnli.models.families import ERNIE_M, Classifier
 from ernie_m_xnli.models.inference import create_predictor, predictor_logits, save_static_graph
+from ernie_m_xnli.models.precision import BFLOAT16, Precision
 from ernie_m_xnli.training.optimization import create_optimizer, linear_schedule
 from utils import (
     MKL_CPU_TYPE_VARIABLE,
@@ -117,10 +120,11 @@ def measure(args):
     else:
         config = ErnieMConfig(vocab_size=ERNIE_M_VOCABULARY, pad_token_id=1, num_labels=3, **SHAPES[args.model])
         model = ErnieMForSequenceClassification(config)
-    project = args.setting == PROJECT
-    train = measure_training(args, model, tokenizer, packing=project)
+    project = args.setting in (PROJECT, PROJECT_BF16)
+    precision = Precision(args.device, BFLOAT16 if args.setting == PROJECT_BF16 else None)
+    train = measure_training(args, model, tokenizer, precision if project else None)
     if project:
-        evaluate = measure_project_evaluation(args, model, tokenizer, num_threads)
+        evaluate = measure_project_evaluation(args, model, tokenizer, num_threads, precision)
     else:
         evaluate = measure_upstream_evaluation(args, model, tokenizer)
     return {
@@ -152,8 +156,10 @@ def print_profile(run_batch, batch):
     )
 
 
-def measure_training(args, model, tokenizer, packing):
-    """Both settings draw upstream's random batches; the project packs each of them."""
+def measure_training(args, model, tokenizer, project_precision):
+    """Every setting draws upstream's random batches; the project packs each of them and computes in
+    `project_precision` as its Trainer does (bias gradients by matmul on a CPU in float32)."""
+    packing = project_precision is not None
     epoch, num_examples = training_epoch(args, tokenizer)
     special_tokens = {"pad_token_id": tokenizer.pad_token_id, "sep_token_id": tokenizer.sep_token_id}
     if packing:
@@ -165,12 +171,11 @@ def measure_training(args, model, tokenizer, packing):
     optimizer = create_optimizer(model, ERNIE_M, linear_schedule(5e-5, 10000, 0.1), 0.8, 0.0, 1e-8)
     model.train()
 
-    # The project trains on a CPU with matmul bias gradients (as its Trainer does), upstream with Paddle's.
-    linear_gradients = partial(bias_gradients_by_matmul, model) if packing and args.device == "cpu" else nullcontext
+    forward_context = partial(project_precision.training_forward, model) if packing else nullcontext
 
     def training_step(batch):
         inputs = {name: paddle.to_tensor(value) for name, value in model_inputs(batch).items()}
-        with linear_gradients():
+        with forward_context():
             logits = training_model(**inputs)
         F.cross_entropy(logits, paddle.zeros([len(batch)], dtype="int64")).backward()
         optimizer.step()
@@ -193,7 +198,7 @@ def measure_upstream_evaluation(args, model, tokenizer):
     return evaluation_row(dynamic_predict(model, tokenizer), batches, args.eval_batches, seconds, profile)
 
 
-def measure_project_evaluation(args, model, tokenizer, num_threads):
+def measure_project_evaluation(args, model, tokenizer, num_threads, precision):
     """Cached features sorted by length; on a CPU through Paddle Inference, whose export of the
     current weights and predictor creation (done at every evaluation) are timed."""
     cache_file = os.path.join(args.work_dir, "test-features.npz")
@@ -217,7 +222,7 @@ def measure_project_evaluation(args, model, tokenizer, num_threads):
         started = time.perf_counter()
         save_static_graph(classifier, os.path.join(directory, "model"))
         seconds["eval_export_seconds"] = time.perf_counter() - started
-        predictor = create_predictor(os.path.join(directory, "model"), num_threads)
+        predictor = create_predictor(os.path.join(directory, "model"), num_threads, precision.cpu_bfloat16)
         seconds["eval_predictor_seconds"] = time.perf_counter() - started - seconds["eval_export_seconds"]
 
     def predict(batch):
@@ -244,9 +249,10 @@ def upstream_inputs(batch, pad_token_id):
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
-def matmul_peaks(device, num_threads):
+def matmul_peaks(device, num_threads, bfloat16=False):
     """{library: FLOP/s} of a float32 2048 x 2048 matmul on `num_threads` threads: Paddle's dynamic
-    graph (MKL on a CPU) and, on a CPU, Paddle Inference's oneDNN."""
+    graph (MKL on a CPU) and, on a CPU, Paddle Inference's oneDNN; with `bfloat16`, also the
+    bfloat16 products of the project's training (oneDNN) and of Paddle Inference."""
     paddle.set_device(device)
     if device == "cpu":
         set_cpu_threads(num_threads)
@@ -256,19 +262,24 @@ def matmul_peaks(device, num_threads):
             lambda: float(paddle.matmul(a, b)[0, 0])
         )
     }
+    if bfloat16:  # before any predictor runs: a predictor's run leaves its own thread setting behind
+        a16, b16 = onednn.to_bfloat16(a), onednn.to_bfloat16(b)
+        peaks[f"oneDNN {onednn.version()} bfloat16 matmul"] = matmul_flops(lambda: onednn.bfloat16_matmul(a16, b16))
     if device == "cpu":
         peaks["Paddle Inference (oneDNN)"] = onednn_matmul_flops(b, num_threads)
+    if bfloat16:
+        peaks["Paddle Inference bfloat16 (oneDNN)"] = onednn_matmul_flops(b, num_threads, bfloat16=True)
     return peaks
 
 
-def onednn_matmul_flops(weight, num_threads):
+def onednn_matmul_flops(weight, num_threads, bfloat16=False):
     """A 2048 x 2048 matmul as a one-layer static graph run by a Paddle Inference predictor with oneDNN."""
     layer = paddle.nn.Linear(2048, 2048, bias_attr=False)
     layer.weight.set_value(weight)
     with tempfile.TemporaryDirectory(prefix="ernie-m-benchmark-matmul-") as directory:
         spec = [paddle.static.InputSpec(shape=[2048, 2048], dtype="float32", name="x")]
         paddle.jit.save(paddle.jit.to_static(layer, input_spec=spec, full_graph=True), os.path.join(directory, "mm"))
-        predictor = create_predictor(os.path.join(directory, "mm"), num_threads)
+        predictor = create_predictor(os.path.join(directory, "mm"), num_threads, bfloat16)
     handle = predictor.get_input_handle(predictor.get_input_names()[0])
     handle.copy_from_cpu(np.random.RandomState(0).randn(2048, 2048).astype(np.float32))
     return matmul_flops(predictor.run)

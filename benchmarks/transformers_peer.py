@@ -6,11 +6,14 @@ DataCollatorWithPadding does; AdamW with linear warmup and decay, gradients clip
 (Trainer's default), the loss from the model's own head. Evaluation: Trainer's way, each language's
 test inputs in file order at its default evaluation batch size (8), padded per batch, in eval mode
 under no_grad. run_xnli.py tokenizes once per run through the datasets cache: no tokenizing is
-counted. Needs torch and transformers (4.46 still has ErnieM), not Paddle.
+counted. transformers-bf16 is Trainer's `--bf16` on a CPU: the forward passes of training and
+evaluation under `torch.autocast("cpu", dtype=torch.bfloat16)`, weights and optimizer in float32.
+Needs torch and transformers (4.46 still has ErnieM), not Paddle.
 """
 
 import json
 import os
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -20,6 +23,7 @@ from benchmarks.common import (
     ERNIE_M_VOCABULARY,
     PEER_BATCHES_FILE,
     SHAPES,
+    TRANSFORMERS_BF16,
     evaluation_row,
     file_order_batches,
     matmul_flops,
@@ -85,10 +89,15 @@ def measure(args):
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, eps=1e-8, weight_decay=0.0)
     scheduler = get_linear_schedule_with_warmup(optimizer, 1000, 10000)
     profile = print_profile if args.profile else None
+    bfloat16 = args.setting == TRANSFORMERS_BF16
+
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16) if bfloat16 else nullcontext()
 
     def training_step(batch):
         inputs = padded(batch, pad_token_id)
-        loss = model(**inputs, labels=torch.zeros(len(batch), dtype=torch.long)).loss
+        with autocast():
+            loss = model(**inputs, labels=torch.zeros(len(batch), dtype=torch.long)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), TRAINER_MAX_GRAD_NORM)
         optimizer.step()
@@ -97,7 +106,8 @@ def measure(args):
 
     @torch.no_grad()
     def predict(batch):
-        model(**padded(batch, pad_token_id)).logits.numpy()
+        with autocast():
+            model(**padded(batch, pad_token_id)).logits.float().numpy()
 
     model.train()
     train = training_row(training_step, epoch, int(saved["num_examples"]), args.train_steps, padded_tokens, profile)
@@ -105,6 +115,10 @@ def measure(args):
     batches = file_order_batches(dict(zip(XNLI_LANGUAGES, test)), XNLI_LANGUAGES, TRAINER_EVAL_BATCH_SIZE)
     evaluate = evaluation_row(predict, batches, args.eval_batches, {}, profile)
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    peaks = {f"PyTorch {torch.__version__} matmul": matmul_flops(lambda: float(torch.mm(a, b)[0, 0]))}
+    if bfloat16:
+        a16, b16 = a.bfloat16(), b.bfloat16()
+        peaks[f"PyTorch {torch.__version__} bfloat16 matmul"] = matmul_flops(lambda: float(torch.mm(a16, b16)[0, 0]))
     return {
         "setting": args.setting,
         "cpu_threads": num_threads,
@@ -114,5 +128,5 @@ def measure(args):
         **evaluate,
         "non_embedding_parameters": sum(p.numel() for name, p in model.named_parameters() if "embeddings" not in name),
         "peak_memory_mb": process_peak_memory_mb(),
-        "matmul_peaks": {f"PyTorch {torch.__version__} matmul": matmul_flops(lambda: float(torch.mm(a, b)[0, 0]))},
+        "matmul_peaks": peaks,
     }

@@ -11,7 +11,7 @@ import pytest
 
 from ernie_m_xnli.data.synthetic import write_xnli_corpus
 from ernie_m_xnli.setup.arguments import parse_args
-from utils import LABELS, XNLI_LANGUAGES, available_cpu_cores
+from utils import LABELS, XNLI_LANGUAGES, available_cpu_cores, cpu_info_field
 
 from conftest import REPO_ROOT, cpu_device_line, cpu_run, flags, last_line, png_size, read_results, run_main, run_script
 
@@ -439,6 +439,28 @@ def test_infer_static_labels_pairs_as_predict_file_does(trained, tmp_path, xnli_
     labels = [line.split("\t")[2] for line in result.stdout.splitlines()]
     _, rows = read_predictions(tmp_path / "predictions.tsv")
     assert labels == [row["prediction"] for row in rows] and len(labels) == 15 * 24
+
+
+@pytest.mark.skipif("avx512_bf16" not in cpu_info_field("flags").split(), reason="this CPU lacks avx512_bf16")
+def test_bfloat16_predictions_of_run_classifier_and_infer_static_agree(trained, tmp_path, xnli_dir):
+    checkpoint = read_results(trained[0])["checkpoint"]
+    test_file = os.path.join(xnli_dir, "XNLI-1.0", "xnli.test.tsv")
+    probabilities = {}
+    for precision in ("float32", "bfloat16"):
+        amp = dict(use_amp="true", amp_dtype="bfloat16") if precision == "bfloat16" else {}
+        amp = amp or dict(export_model_dir=tmp_path / "inference")
+        predicted = run_main(**cpu_run(checkpoint, None, tmp_path / precision, predict_file=test_file, **amp))
+        assert predicted.returncode == 0, predicted.stderr
+        _, rows = read_predictions(tmp_path / precision / "predictions.tsv")
+        probabilities[precision] = np.array([[float(row[f"p_{label}"]) for label in LABELS] for row in rows])
+    assert not np.array_equal(probabilities["bfloat16"], probabilities["float32"])  # computed in bfloat16
+    np.testing.assert_allclose(probabilities["bfloat16"], probabilities["float32"], atol=0.02)
+
+    options = dict(model_dir=tmp_path / "inference", predict_file=test_file, script="infer_static.py")
+    result = run_script("--use_amp", "--amp_dtype", "bfloat16", **options)
+    assert result.returncode == 0, result.stderr
+    _, rows = read_predictions(tmp_path / "bfloat16" / "predictions.tsv")
+    assert [line.split("\t")[2] for line in result.stdout.splitlines()] == [row["prediction"] for row in rows]
 
 
 def test_paddle_inference_evaluates_and_predicts_as_the_dynamic_graph(trained, tmp_path, xnli_dir):

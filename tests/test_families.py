@@ -28,7 +28,7 @@ from ernie_m_xnli.models.loading import label_order, load_classifier
 from ernie_m_xnli.models.tokenizer_files import load_tokenizer, num_token_ids, pair_has_token_types
 from ernie_m_xnli.training.optimization import layerwise_lr_ratio
 from ernie_m_xnli.training.plain_state import load_weights_file
-from utils import LABELS, InputError
+from utils import LABELS, InputError, cpu_info_field
 
 from conftest import (
     FAMILY_FIXTURES,
@@ -258,12 +258,28 @@ def test_a_hugging_face_run_trains_caches_its_conversion_and_leaves_the_source_u
     assert len(rows) == 3 and all(row.split("\t")[2] in LABELS for row in rows[1:])
 
 
+@pytest.mark.parametrize(
+    "precision",
+    [
+        pytest.param({}, id="float32"),
+        pytest.param(
+            {"use_amp": "true", "amp_dtype": "bfloat16"},
+            id="bfloat16",
+            marks=pytest.mark.skipif(
+                "avx512_bf16" not in cpu_info_field("flags").split(), reason="this CPU lacks avx512_bf16"
+            ),
+        ),
+    ],
+)
 @pytest.mark.parametrize("model_type", FAMILY_FIXTURES)
-def test_every_family_trains_and_resumes_to_identical_weights(tmp_path, xnli_dir, model_type):
+def test_every_family_trains_and_resumes_to_identical_weights(tmp_path, xnli_dir, model_type, precision):
     # (dropout on: the resumed run must also continue the random state of each family's dropout)
-    options = dict(max_seq_length=FIXTURE_SEQ_LENGTH, batch_size=8, max_steps=4, save_steps=2, cache_dir="")
+    options = dict(
+        max_seq_length=FIXTURE_SEQ_LENGTH, batch_size=8, max_steps=4, save_steps=2, cache_dir="", **precision
+    )
     straight = run_main(**cpu_run(fixture_dir(model_type), xnli_dir, tmp_path / "straight", **options))
     assert straight.returncode == 0, straight.stderr[-3000:]
+    assert f"computing in {precision.get('amp_dtype', 'float32')}" in straight.stderr
     resumed = run_main(
         **cpu_run(
             fixture_dir(model_type),

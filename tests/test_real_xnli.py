@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import re
 import zipfile
 from collections import Counter
 
@@ -9,7 +10,7 @@ import pytest
 
 from ernie_m_xnli.data.synthetic import build_tiny_ernie_m
 from ernie_m_xnli.data.xnli_files import read_eval_split, read_train_split, xnli_file_paths
-from utils import XNLI_LANGUAGES, available_cpu_cores, cpu_vendor
+from utils import XNLI_LANGUAGES, available_cpu_cores, cpu_info_field, cpu_vendor
 
 from conftest import (
     MKL_VARIABLE_OF_USER,
@@ -114,16 +115,29 @@ def benchmark_run(real_text_model_dir):
 
 def test_the_benchmark_compares_the_settings_on_real_lengths(benchmark_run):
     table, stdout = benchmark_run
-    peer = has_peer_packages(TRANSFORMERS_PYTHON)
+    peer, bf16 = has_peer_packages(TRANSFORMERS_PYTHON), "avx512_bf16" in cpu_info_field("flags").split()
     assert list(table) == [
         "project",
+        *(["project-bf16"] if bf16 else []),
         *(["transformers"] if peer else []),
+        *(["transformers-bf16"] if peer and bf16 else []),
         "upstream-style",
         "upstream-cpu-defaults",
         *(["project / transformers (same threads)"] if peer else []),
+        *(["project-bf16 / transformers-bf16 (bfloat16, same threads)"] if peer and bf16 else []),
+        *(["project-bf16 / transformers (bfloat16 against float32)"] if peer and bf16 else []),
+        *(["project-bf16 / project (bfloat16 against float32)"] if bf16 else []),
+        *(["transformers-bf16 / transformers (bfloat16 against float32)"] if peer and bf16 else []),
         "project / upstream-style (equal settings)",
         "upstream-style / upstream-cpu-defaults (machine settings)",
     ]
+    if bf16:  # the same packed batches, in bfloat16, against the bfloat16 peak
+        assert (
+            table["project-bf16"]["training computed/real tokens"] == table["project"]["training computed/real tokens"]
+        )
+        assert "bfloat16 matmul peak:" in stdout and "oneDNN" in stdout.split("bfloat16 matmul peak:")[1]
+    else:
+        assert "project-bf16: left out, this CPU" in stdout and "lacks avx512_bf16" in stdout
     upstream, project, cpu_defaults = table["upstream-style"], table["project"], table["upstream-cpu-defaults"]
     for padding in ("training computed/real tokens", "evaluation computed/real tokens"):
         assert 1 <= float(project[padding]) < float(upstream[padding])
@@ -152,7 +166,11 @@ def test_the_transformers_peer_runs_the_same_batches_on_the_same_threads(benchma
     assert 1 < float(peer["evaluation computed/real tokens"]) <= float(upstream["evaluation computed/real tokens"])
     assert float(peer["training examples/s"]) > 0 and float(peer["peak memory MB"]) > 0
     assert table["project / transformers (same threads)"]["training examples/s"].endswith("x")
-    assert "PyTorch" in stdout.split("matmul peak:")[1]
+    assert "PyTorch" in stdout.split("measured GFLOP/s:")[1]
+    if "transformers-bf16" in table:  # Trainer's --bf16: the same batches, autocast to bfloat16
+        bf16 = table["transformers-bf16"]
+        assert bf16["training computed/real tokens"] == peer["training computed/real tokens"]
+        assert re.search(r"PyTorch \S+ bfloat16 matmul \d", stdout.split("measured GFLOP/s:")[1])
 
 
 # Measured here: 40 steps reach 44.8% on the first 600 English dev pairs (35 s on 2 cores).

@@ -14,6 +14,7 @@ import paddle.nn.functional as F
 from ernie_m_xnli.data.batching import eval_batches, padded_inputs
 from ernie_m_xnli.data.encoding import average_window_logits
 from ernie_m_xnli.models.inference import create_predictor, predictor_logits, save_static_graph, static_forward
+from ernie_m_xnli.models.precision import Precision
 from ernie_m_xnli.setup import distributed
 from utils import LABELS, XNLI_LANGUAGES, average_accuracy, set_cpu_threads, threads_per_process
 
@@ -67,7 +68,7 @@ class Evaluator:
     batch_size: int
     pad_token_id: int
     sep_token_id: int
-    use_amp: bool = False
+    precision: Precision = Precision()
     progress_bar: Callable = iter
     backend: str = "dynamic"
     cpu_threads: int = 0  # of the process and of Paddle Inference; 0: the process's share of the cores
@@ -100,7 +101,7 @@ class Evaluator:
 
     @paddle.no_grad()
     def _dynamic_logits(self, inputs):
-        with paddle.amp.auto_cast(enable=self.use_amp):
+        with self.precision.evaluation_forward(self.classifier):
             logits = self.classifier(**{name: paddle.to_tensor(value) for name, value in inputs.items()})
         return logits.astype("float32").numpy()
 
@@ -113,7 +114,8 @@ class Evaluator:
             with tempfile.TemporaryDirectory(prefix="ernie-m-eval-") as directory:
                 self.traced_forward = self.traced_forward or static_forward(self.classifier)
                 save_static_graph(self.classifier, os.path.join(directory, "model"), self.traced_forward)
-                return create_predictor(os.path.join(directory, "model"), threads_per_process(self.cpu_threads))
+                path, threads = os.path.join(directory, "model"), threads_per_process(self.cpu_threads)
+                return create_predictor(path, threads, self.precision.cpu_bfloat16)
         except Exception as error:  # any failure of Paddle Inference: the dynamic graph still works
             logger.warning("--eval_backend inference cannot run here (%s); evaluating with the dynamic graph", error)
             self.backend = "dynamic"

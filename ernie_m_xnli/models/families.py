@@ -125,12 +125,15 @@ def ernie_m_sequence(ernie_m, input_ids, attention_mask, position_ids, token_typ
 
 
 def bert_sequence(encoder, input_ids, attention_mask, position_ids, token_type_ids):
-    """BERT's and XLM-R's encoders take every input by name."""
+    """BERT's and XLM-R's encoders take every input by name. Without `use_cache=False`, a config's
+    `use_cache: true` (multilingual-e5's) makes every attention layer concatenate an empty key-value
+    cache, whose zero-size tensors Paddle Inference's bfloat16 conversion fails on (dnnl::error)."""
     outputs = encoder(
         input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids,
         token_type_ids=token_type_ids,
+        use_cache=False,
         return_dict=False,
     )
     return outputs[0]

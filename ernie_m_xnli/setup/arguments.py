@@ -9,7 +9,7 @@ import os
 import sys
 
 from ernie_m_xnli.setup.recipes import RecipeError, apply_paper_recipe
-from utils import NUM_SPECIAL_TOKENS, XNLI_LANGUAGES, launched_world_size, str2bool
+from utils import AMP_DTYPES, NUM_SPECIAL_TOKENS, XNLI_LANGUAGES, launched_world_size, str2bool
 
 # The name errors start with, however the script is started (python -m ..., main() in a test).
 PROGRAM = "run_classifier.py"
@@ -239,6 +239,13 @@ def add_machine_arguments(group):
         "Default: inference with --device cpu, dynamic otherwise.",
     )
     add_boolean(group, "--use_amp", default=False, help="Mixed precision (true/false).")
+    add(
+        "--amp_dtype",
+        choices=AMP_DTYPES,
+        default=None,
+        help="The 16-bit type of --use_amp: float16 (with loss scaling; the default on a GPU) or bfloat16 (on a "
+        "GPU that has it, and on a CPU with AVX512-BF16 or AMX: the encoder's products through oneDNN).",
+    )
     add("--scale_loss", type=float, default=2**15, help="Initial loss scaling of mixed precision.")
     add(
         "--cpu_threads",
@@ -331,6 +338,10 @@ def find_invalid_argument(args):
             f"--device {args.device}: use --eval_backend dynamic",
         ),
         (args.scale_loss > 0, f"--scale_loss must be positive, got {args.scale_loss}"),
+        (
+            args.amp_dtype is None or args.use_amp,
+            f"--amp_dtype {args.amp_dtype} is the type of --use_amp: add --use_amp (or leave --amp_dtype out)",
+        ),
         (
             args.save_total_limit is None or args.save_total_limit >= 1,
             f"--save_total_limit must be at least 1, got {args.save_total_limit}",

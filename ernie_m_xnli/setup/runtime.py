@@ -25,14 +25,14 @@ logger = logging.getLogger(__name__)
 
 def set_up(args):
     """Device, process group, log, CPU threads and seeds of a run."""
-    set_up_device(args.device, args.use_amp)
+    set_up_device(args.device)
     configure_logging()
     if args.device == "cpu":
-        configure_cpu(args.cpu_threads, args.flush_denormals, args.mkl_fast_path_on_amd, args.use_amp)
+        configure_cpu(args.cpu_threads, args.flush_denormals, args.mkl_fast_path_on_amd)
     set_seed(args.seed, distributed.rank())
 
 
-def set_up_device(device, use_amp):
+def set_up_device(device):
     """Select the device and, under `paddle.distributed.launch`, join the process group."""
     if device == "gpu" and not paddle.is_compiled_with_cuda():
         raise InputError(
@@ -44,8 +44,6 @@ def set_up_device(device, use_amp):
     if device == "gpu" and paddle.device.cuda.device_count() == 0:
         raise InputError("--device gpu: no GPU is visible (check CUDA_VISIBLE_DEVICES and the driver)")
     paddle.set_device(device)
-    if use_amp and device != "cpu" and not paddle.amp.is_float16_supported():
-        raise InputError(f"--use_amp: this {device} has no float16 support; run without --use_amp")
     distributed.join()
 
 
@@ -61,9 +59,9 @@ def configure_logging():
     logging.getLogger("run_classifier").info("command: %s", " ".join(sys.argv))
 
 
-def configure_cpu(cpu_threads, flush_denormal_numbers, mkl_fast_path_on_amd, use_amp):
+def configure_cpu(cpu_threads, flush_denormal_numbers, mkl_fast_path_on_amd):
     """Paddle runs one CPU thread per process unless told otherwise, and its MKL runs slowly on AMD
-    CPUs unless told otherwise; AMP does not apply on CPU."""
+    CPUs unless told otherwise."""
     num_threads = threads_per_process(cpu_threads)
     # Before the thread pools start and MKL's first call: their threads and dispatch inherit the settings.
     flushed = flush_denormal_numbers and flush_denormals()
@@ -77,8 +75,6 @@ def configure_cpu(cpu_threads, flush_denormal_numbers, mkl_fast_path_on_amd, use
     )
     if flush_denormal_numbers and not flushed:
         logger.warning("--flush_denormals: not supported on this platform (only Linux on x86-64 or aarch64)")
-    if use_amp:
-        logger.warning("--use_amp has no effect on cpu: Paddle computes in float32 there")
 
 
 def progress_bar(disabled, iterable=None, **options):

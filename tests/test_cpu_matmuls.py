@@ -7,7 +7,7 @@ import paddle
 import paddle.nn.functional as F
 from paddlenlp.transformers import ErnieMConfig, ErnieMForSequenceClassification
 
-from ernie_m_xnli.models.cpu_linear import bias_gradients_by_matmul
+from ernie_m_xnli.models.cpu_matmuls import bias_gradients_by_matmul
 
 
 def gradients(model, input_ids, labels, context):

@@ -1,0 +1,211 @@
+"""bfloat16 matrix products on the CPU through the oneDNN library inside the Paddle wheel.
+
+Paddle 3.3.1's dynamic graph has no CPU bfloat16 matmul (`paddle.matmul` on bfloat16 tensors raises
+"The kernel with key (CPU, Undefined(AnyLayout), bfloat16) of kernel matmul is not registered", and
+`paddle.amp.auto_cast(dtype="bfloat16")` leaves CPU matmuls in float32). The wheel carries oneDNN
+(`paddle/libs/libdnnl.so.3`) but not its headers (`dnnl.hpp` there includes `oneapi/dnnl/...`, which
+the wheel lacks), so a custom operator cannot be compiled against it; its C API is called here
+through ctypes instead: nothing is built, and a machine without a compiler runs it too.
+
+oneDNN's f32 matmul with the bf16 "fpmath mode" computes in float32 on a CPU with AVX512-BF16 but no
+AMX (measured on an AMD EPYC: brg_matmul:avx512_core, float32's results), so the inputs are cast to
+bfloat16 first and the matmul is bf16 x bf16 -> f32 (brg_matmul:avx512_core_bf16, or its AMX kernel),
+float32 accumulation, as PyTorch's CPU autocast computes.
+"""
+
+import ctypes
+import functools
+import math
+import os
+from collections import OrderedDict
+
+import paddle
+
+# The oneDNN 3.x C API's values used here (oneapi/dnnl/dnnl_common_types.h, dnnl_types.h).
+_CPU_ENGINE = 1
+_IN_ORDER_STREAM = 1
+_DATA_TYPES = {paddle.bfloat16: 2, paddle.float32: 3}
+_MAX_DIMS = 12
+_ARG_SRC, _ARG_DST, _ARG_WEIGHTS = 1, 17, 33
+_QUERY_IMPLEMENTATION_NAME = 8
+_Dims = ctypes.c_int64 * _MAX_DIMS
+
+
+class _ExecutionArgument(ctypes.Structure):
+    _fields_ = [("argument", ctypes.c_int), ("memory", ctypes.c_void_p)]
+
+
+class OneDnnError(RuntimeError):
+    pass
+
+
+def library_path():
+    return os.path.join(os.path.dirname(paddle.__file__), "libs", "libdnnl.so.3")
+
+
+@functools.cache
+def library():
+    """The Paddle wheel's oneDNN: an OSError where the wheel has none (not an x86-64 wheel), a
+    OneDnnError where its major version is not the one whose C API values this module holds."""
+    lib = ctypes.CDLL(library_path())
+    lib.dnnl_version.restype = ctypes.POINTER(ctypes.c_int * 3)
+    major = lib.dnnl_version().contents[0]
+    if major != 3:
+        raise OneDnnError(f"{library_path()} is oneDNN {major}.x; this suite calls oneDNN 3.x's C API")
+    return lib
+
+
+def version():
+    return ".".join(str(number) for number in library().dnnl_version().contents)
+
+
+def _check(status, call):
+    if status != 0:
+        raise OneDnnError(f"oneDNN {call} failed with status {status}")
+
+
+def _handle(create, *arguments):
+    handle = ctypes.c_void_p()
+    _check(getattr(library(), create)(ctypes.byref(handle), *arguments), create)
+    return handle
+
+
+@functools.cache
+def _engine_and_stream():
+    engine = _handle("dnnl_engine_create", _CPU_ENGINE, ctypes.c_size_t(0))
+    return engine, _handle("dnnl_stream_create", engine, ctypes.c_uint(_IN_ORDER_STREAM))
+
+
+def _memory_descriptor(dims, strides, dtype):
+    return _handle("dnnl_memory_desc_create_with_strides", len(dims), _Dims(*dims), dtype, _Dims(*strides))
+
+
+def _matrix_strides(batch, rows, columns, transposed):
+    """The strides of a [batch, rows, columns] view of a dense array, which is [batch, columns, rows]
+    where `transposed`."""
+    return (rows * columns, 1, rows) if transposed else (rows * columns, columns, 1)
+
+
+class Primitive:
+    """A oneDNN primitive for one shape, whose arguments are memories over the data of Paddle tensors
+    given at each call, in the order of `arguments` (oneDNN's argument ids)."""
+
+    def __init__(self, create_descriptor, descriptors, arguments):
+        lib = library()
+        engine, _ = _engine_and_stream()
+        try:
+            primitive_descriptor = _handle(create_descriptor[0], *create_descriptor[1:])
+            name = ctypes.c_char_p()
+            query = lib.dnnl_primitive_desc_query(
+                primitive_descriptor, _QUERY_IMPLEMENTATION_NAME, 0, ctypes.byref(name)
+            )
+            _check(query, "dnnl_primitive_desc_query")
+            self.implementation = name.value.decode()
+            self.primitive = _handle("dnnl_primitive_create", primitive_descriptor)
+            lib.dnnl_primitive_desc_destroy(primitive_descriptor)
+            self.memories = [_handle("dnnl_memory_create", descriptor, engine, None) for descriptor in descriptors]
+        finally:
+            for descriptor in descriptors:
+                lib.dnnl_memory_desc_destroy(descriptor)
+        self.arguments = (_ExecutionArgument * len(arguments))(
+            *(_ExecutionArgument(argument, memory) for argument, memory in zip(arguments, self.memories))
+        )
+
+    def __call__(self, *tensors):
+        lib = library()
+        _, stream = _engine_and_stream()
+        for memory, tensor in zip(self.memories, tensors):
+            _check(lib.dnnl_memory_set_data_handle(memory, ctypes.c_void_p(tensor.data_ptr())), "set_data_handle")
+        _check(lib.dnnl_primitive_execute(self.primitive, stream, len(self.memories), self.arguments), "execute")
+        _check(lib.dnnl_stream_wait(stream), "dnnl_stream_wait")
+
+    def destroy(self):
+        lib = library()
+        for memory in self.memories:
+            lib.dnnl_memory_destroy(memory)
+        lib.dnnl_primitive_destroy(self.primitive)
+
+
+def matmul_primitive(batch, m, k, n, transpose_a, transpose_b):
+    """oneDNN's [batch, m, k] x [batch, k, n] -> [batch, m, n] product, bf16 x bf16 -> f32, each
+    input read as transposed where asked (a dense array of [batch, k, m] or [batch, n, k])."""
+    engine, _ = _engine_and_stream()
+    bf16, f32 = _DATA_TYPES[paddle.bfloat16], _DATA_TYPES[paddle.float32]
+    descriptors = (
+        _memory_descriptor((batch, m, k), _matrix_strides(batch, m, k, transpose_a), bf16),
+        _memory_descriptor((batch, k, n), _matrix_strides(batch, k, n, transpose_b), bf16),
+        _memory_descriptor((batch, m, n), (m * n, n, 1), f32),
+    )
+    create = ("dnnl_matmul_primitive_desc_create", engine, descriptors[0], descriptors[1], None, descriptors[2], None)
+    return Primitive(create, descriptors, (_ARG_SRC, _ARG_WEIGHTS, _ARG_DST))
+
+
+def conversion_primitive(size):
+    """oneDNN's float32 -> bfloat16 conversion of `size` numbers (rounded to nearest even; on all
+    threads, where Paddle's cast runs on one)."""
+    engine, _ = _engine_and_stream()
+    descriptors = tuple(
+        _memory_descriptor((size,), (1,), _DATA_TYPES[dtype]) for dtype in (paddle.float32, paddle.bfloat16)
+    )
+    create = ("dnnl_reorder_primitive_desc_create", descriptors[0], engine, descriptors[1], engine, None)
+    return Primitive(create, descriptors, (_ARG_SRC, _ARG_DST))
+
+
+class PrimitiveCache:
+    """The primitives of the shapes seen last (a packed batch's token count varies from step to step;
+    each new shape costs oneDNN a kernel to generate)."""
+
+    def __init__(self, capacity=512):
+        self.capacity, self.primitives = capacity, OrderedDict()
+
+    def get(self, make, *shape):
+        key = (make, *shape)
+        primitive = self.primitives.pop(key, None) or make(*shape)
+        self.primitives[key] = primitive
+        if len(self.primitives) > self.capacity:
+            self.primitives.popitem(last=False)[1].destroy()
+        return primitive
+
+
+_primitives = PrimitiveCache()
+
+
+def to_bfloat16(tensor):
+    """A dense bfloat16 copy of a float32 tensor (rounded to nearest even); bfloat16 tensors as they are."""
+    if tensor.dtype == paddle.bfloat16:
+        return tensor if tensor.is_contiguous() else tensor.contiguous()
+    tensor = tensor if tensor.is_contiguous() else tensor.contiguous()
+    converted = paddle.empty(tensor.shape, dtype=paddle.bfloat16)
+    if tensor.size:
+        _primitives.get(conversion_primitive, tensor.size)(tensor, converted)
+    return converted
+
+
+def bfloat16_matmul(a, b, transpose_a=False, transpose_b=False):
+    """a @ b in float32 with bfloat16 inputs: a [..., m, k] (or [..., k, m] with `transpose_a`) and b
+    [..., k, n] (or [..., n, k]) of the same leading dimensions, or b a matrix; float32 or bfloat16 inputs."""
+    a, b = to_bfloat16(a), to_bfloat16(b)
+    if b.ndim == 2 and a.ndim > 2 and not transpose_a:
+        leading = a.shape[:-1]
+        return bfloat16_matmul(a.reshape([-1, a.shape[-1]]), b, False, transpose_b).reshape([*leading, -1])
+    if a.shape[:-2] != b.shape[:-2]:
+        raise ValueError(f"bfloat16_matmul: leading dimensions differ: {a.shape} and {b.shape}")
+    m, k = (a.shape[-1], a.shape[-2]) if transpose_a else (a.shape[-2], a.shape[-1])
+    n = b.shape[-2] if transpose_b else b.shape[-1]
+    if (b.shape[-1] if transpose_b else b.shape[-2]) != k:
+        raise ValueError(f"bfloat16_matmul: shapes {a.shape} and {b.shape} do not multiply")
+    leading = a.shape[:-2]
+    out = paddle.empty([*leading, m, n], dtype=paddle.float32)
+    if out.size:
+        _primitives.get(matmul_primitive, math.prod(leading), m, k, n, transpose_a, transpose_b)(a, b, out)
+    return out
+
+
+def implementation_name(transpose_a=False, transpose_b=False):
+    """The oneDNN kernel a bfloat16 product runs on this CPU, e.g. "brg_matmul:avx512_core_bf16"."""
+    return _primitives.get(matmul_primitive, 1, 64, 64, 64, transpose_a, transpose_b).implementation
+
+
+def set_threads(num_threads):
+    """oneDNN's threads (OpenMP's of the calling thread; Paddle sets only its own pool's)."""
+    ctypes.CDLL("libgomp.so.1").omp_set_num_threads(num_threads)

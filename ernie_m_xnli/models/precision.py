@@ -1,0 +1,97 @@
+"""What a run computes in: float32, or mixed precision (--use_amp) in --amp_dtype.
+
+On a GPU, mixed precision is Paddle's auto_cast (float16 with loss scaling, as the paper trained, or
+bfloat16 without). On a CPU it is bfloat16 only, where the CPU has AVX512-BF16 (or AMX, whose CPUs
+have it too): the encoder's products through oneDNN (models/cpu_matmuls.py) in training and in the
+dynamic graph, and Paddle Inference's oneDNN bfloat16 passes for a static graph.
+"""
+
+import logging
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import paddle
+
+from ernie_m_xnli.models import onednn
+from ernie_m_xnli.models.cpu_matmuls import bfloat16_matmuls, bias_gradients_by_matmul
+from utils import AMP_DTYPES, InputError, cpu_info_field
+
+FLOAT16, BFLOAT16 = AMP_DTYPES
+CPU_BFLOAT16_FLAG = "avx512_bf16"  # /proc/cpuinfo's name of the instructions oneDNN's bf16 kernels need
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Precision:
+    device: str = "cpu"
+    amp_dtype: str = None  # None: float32 throughout
+
+    def __str__(self):
+        return f"{self.amp_dtype} mixed precision" if self.amp_dtype else "float32"
+
+    @property
+    def scales_loss(self):
+        """float16's small range needs a scaled loss; bfloat16 has float32's."""
+        return self.amp_dtype == FLOAT16
+
+    @property
+    def cpu_bfloat16(self):
+        return self.device == "cpu" and self.amp_dtype == BFLOAT16
+
+    def training_forward(self, model):
+        """The context of training's forward pass of `model` (its backward follows what it records)."""
+        if self.device == "cpu":
+            return bfloat16_matmuls(model) if self.cpu_bfloat16 else bias_gradients_by_matmul(model)
+        return self._auto_cast()
+
+    def evaluation_forward(self, model):
+        """The context of a dynamic-graph forward pass without gradients."""
+        if self.device == "cpu":
+            return bfloat16_matmuls(model) if self.cpu_bfloat16 else nullcontext()
+        return self._auto_cast()
+
+    def _auto_cast(self):
+        return paddle.amp.auto_cast(enable=self.amp_dtype is not None, dtype=self.amp_dtype or FLOAT16)
+
+
+def run_precision(device, use_amp, amp_dtype):
+    """The Precision of a run's arguments (`amp_dtype` None: the device's default), refusing in one
+    line what the device cannot compute."""
+    if not use_amp:
+        precision = Precision(device)
+    elif device == "cpu":
+        precision = cpu_mixed_precision(amp_dtype)
+    else:
+        amp_dtype = amp_dtype or FLOAT16
+        supported = paddle.amp.is_float16_supported() if amp_dtype == FLOAT16 else paddle.amp.is_bfloat16_supported()
+        if not supported:
+            raise InputError(f"--use_amp --amp_dtype {amp_dtype}: this {device} has no {amp_dtype} support")
+        precision = Precision(device, amp_dtype)
+    logger.info("computing in %s", precision)
+    return precision
+
+
+def cpu_mixed_precision(amp_dtype, cpu_flags=None):
+    """bfloat16 where this CPU and Paddle's oneDNN compute it; float32, said in one line, where the
+    wheel has no oneDNN library (not an x86-64 wheel)."""
+    cpu_flags = cpu_info_field("flags").split() if cpu_flags is None else cpu_flags
+    has_bfloat16 = CPU_BFLOAT16_FLAG in cpu_flags
+    if amp_dtype != BFLOAT16 or not has_bfloat16:
+        given = "--use_amp" if amp_dtype is None else f"--use_amp --amp_dtype {amp_dtype}"
+        cpu = cpu_info_field("model name") or "this CPU"
+        verdict = (
+            f"pass --amp_dtype bfloat16 ({cpu} has {CPU_BFLOAT16_FLAG})"
+            if has_bfloat16
+            else f"it needs {CPU_BFLOAT16_FLAG}, which {cpu} lacks (/proc/cpuinfo's flags): run without --use_amp"
+        )
+        raise InputError(
+            f"{given} on cpu: mixed precision there is bfloat16 (Paddle has no float16 matrix products on a "
+            f"CPU); {verdict}"
+        )
+    try:
+        logger.info("bfloat16 products by oneDNN %s: %s", onednn.version(), onednn.implementation_name())
+    except (OSError, onednn.OneDnnError) as error:
+        logger.warning("--amp_dtype bfloat16: Paddle's oneDNN cannot be used here (%s); computing in float32", error)
+        return Precision("cpu")
+    return Precision("cpu", BFLOAT16)
