@@ -60,7 +60,7 @@ from benchmarks.common import (
     matmul_flops,
 )
 from ernie_m_xnli.setup.arguments import HelpFormatter, OneLineErrorParser
-from utils import cpu_info_field, str2bool, threads_per_process, use_mkl_fast_path_on_amd
+from utils import cpu_flags, has_bfloat16_instructions, str2bool, threads_per_process, use_mkl_fast_path_on_amd
 
 PEER_PACKAGES = ("torch", "transformers")
 
@@ -199,7 +199,7 @@ def settings_to_run(args, notes):
 
 
 def has_bfloat16(args):
-    return args.device == "cpu" and "avx512_bf16" in cpu_info_field("flags").split()
+    return args.device == "cpu" and has_bfloat16_instructions()
 
 
 def is_bfloat16(peak_name):
@@ -300,8 +300,8 @@ def format_table(rows, peaks, peak_names, num_threads, device):
 
 def cpu_units():
     """Whether the CPU has the bfloat16 units that decide its bfloat16 speed."""
-    flags = cpu_info_field("flags").split()
-    return f" (AMX: {'yes' if 'amx_bf16' in flags else 'no'}, AVX512-BF16: {'yes' if 'avx512_bf16' in flags else 'no'})"
+    amx, avx512_bf16 = "amx_bf16" in cpu_flags(), has_bfloat16_instructions()
+    return f" (AMX: {'yes' if amx else 'no'}, AVX512-BF16: {'yes' if avx512_bf16 else 'no'})"
 
 
 if __name__ == "__main__":

@@ -125,6 +125,16 @@ def cpu_info_field(name):
         return ""
 
 
+def cpu_flags():
+    """The first CPU's feature flags as /proc/cpuinfo names them ("avx512_bf16", "amx_bf16", ...)."""
+    return cpu_info_field("flags").split()
+
+
+def has_bfloat16_instructions():
+    """Whether the CPU has AVX512-BF16, which oneDNN's bfloat16 kernels need (every AMX CPU has it)."""
+    return "avx512_bf16" in cpu_flags()
+
+
 def cpu_vendor():
     """The CPU's vendor as Linux names it ("AuthenticAMD", "GenuineIntel"), or ""."""
     return cpu_info_field("vendor_id")
@@ -133,11 +143,11 @@ def cpu_vendor():
 def machine_description(gpu_name=None, **versions):
     """Where a run ran, for results.json: the CPU's model and its bfloat16 units, the GPU's name (or
     None), the given library versions and the suite's commit."""
-    flags = cpu_info_field("flags").split()
+    flags = cpu_flags()
     return {
         "cpu": cpu_info_field("model name") or platform.processor() or "unknown",
         "amx": "amx_bf16" in flags,
-        "avx512_bf16": "avx512_bf16" in flags,
+        "avx512_bf16": has_bfloat16_instructions(),
         "gpu": gpu_name,
         "versions": {**versions, "suite": suite_commit()},
     }

@@ -25,11 +25,11 @@ from ernie_m_xnli.models.inference import create_predictor, predictor_logits, sa
 from ernie_m_xnli.models.loading import load_classifier
 from ernie_m_xnli.models.precision import BFLOAT16, Precision, cpu_mixed_precision, run_precision
 from ernie_m_xnli.models.tokenizer_files import load_tokenizer, num_token_ids, pair_has_token_types
-from utils import InputError, cpu_info_field
+from utils import InputError, has_bfloat16_instructions
 
 from conftest import fixture_dir, run_main
 
-HAS_BFLOAT16 = "avx512_bf16" in cpu_info_field("flags").split()
+HAS_BFLOAT16 = has_bfloat16_instructions()
 needs_bfloat16 = pytest.mark.skipif(not HAS_BFLOAT16, reason="this CPU lacks avx512_bf16")
 BFLOAT16_UNIT = 2.0**-8  # the spacing of bfloat16 numbers in [1, 2)
 TENSOR_MODULE = sys.modules["paddle.tensor"]  # nn.MultiHeadAttention's `tensor` (paddle.tensor is a function)
@@ -177,11 +177,11 @@ def test_paddle_inference_in_bfloat16_stays_within_rounding_of_float32(tmp_path,
 
 def test_mixed_precision_on_a_cpu_is_bfloat16_and_needs_its_instructions():
     with pytest.raises(InputError, match=r"^--use_amp on cpu: mixed precision there is bfloat16 .* --amp_dtype bf"):
-        cpu_mixed_precision(None, cpu_flags=["avx512f", "avx512_bf16"])
+        cpu_mixed_precision(None, flags=["avx512f", "avx512_bf16"])
     with pytest.raises(InputError, match=r"^--use_amp --amp_dtype float16 on cpu: .*bfloat16"):
-        cpu_mixed_precision("float16", cpu_flags=["avx512_bf16"])
+        cpu_mixed_precision("float16", flags=["avx512_bf16"])
     with pytest.raises(InputError, match=r"it needs avx512_bf16, which .* lacks .*: run without --use_amp$"):
-        cpu_mixed_precision(BFLOAT16, cpu_flags=["avx2", "avx512f"])
+        cpu_mixed_precision(BFLOAT16, flags=["avx2", "avx512f"])
     assert run_precision("cpu", False, None) == Precision("cpu")
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from ernie_m_xnli.data.synthetic import write_xnli_corpus
 from ernie_m_xnli.setup.arguments import parse_args
-from utils import LABELS, XNLI_LANGUAGES, available_cpu_cores, cpu_info_field
+from utils import LABELS, XNLI_LANGUAGES, available_cpu_cores, has_bfloat16_instructions
 
 from conftest import REPO_ROOT, cpu_device_line, cpu_run, flags, last_line, png_size, read_results, run_main, run_script
 
@@ -441,7 +441,7 @@ def test_infer_static_labels_pairs_as_predict_file_does(trained, tmp_path, xnli_
     assert labels == [row["prediction"] for row in rows] and len(labels) == 15 * 24
 
 
-@pytest.mark.skipif("avx512_bf16" not in cpu_info_field("flags").split(), reason="this CPU lacks avx512_bf16")
+@pytest.mark.skipif(not has_bfloat16_instructions(), reason="this CPU lacks avx512_bf16")
 def test_bfloat16_predictions_of_run_classifier_and_infer_static_agree(trained, tmp_path, xnli_dir):
     checkpoint = read_results(trained[0])["checkpoint"]
     test_file = os.path.join(xnli_dir, "XNLI-1.0", "xnli.test.tsv")

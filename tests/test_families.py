@@ -28,7 +28,7 @@ from ernie_m_xnli.models.loading import label_order, load_classifier
 from ernie_m_xnli.models.tokenizer_files import load_tokenizer, num_token_ids, pair_has_token_types
 from ernie_m_xnli.training.optimization import layerwise_lr_ratio
 from ernie_m_xnli.training.plain_state import load_weights_file
-from utils import LABELS, InputError, cpu_info_field
+from utils import LABELS, InputError, has_bfloat16_instructions
 
 from conftest import (
     FAMILY_FIXTURES,
@@ -265,9 +265,7 @@ def test_a_hugging_face_run_trains_caches_its_conversion_and_leaves_the_source_u
         pytest.param(
             {"use_amp": "true", "amp_dtype": "bfloat16"},
             id="bfloat16",
-            marks=pytest.mark.skipif(
-                "avx512_bf16" not in cpu_info_field("flags").split(), reason="this CPU lacks avx512_bf16"
-            ),
+            marks=pytest.mark.skipif(not has_bfloat16_instructions(), reason="this CPU lacks avx512_bf16"),
         ),
     ],
 )

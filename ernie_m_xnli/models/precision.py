@@ -14,7 +14,7 @@ import paddle
 
 from ernie_m_xnli.models import onednn
 from ernie_m_xnli.models.cpu_matmuls import bfloat16_matmuls, bias_gradients_by_matmul
-from utils import AMP_DTYPES, InputError, cpu_info_field
+from utils import AMP_DTYPES, InputError, cpu_flags, cpu_info_field
 
 FLOAT16, BFLOAT16 = AMP_DTYPES
 CPU_BFLOAT16_FLAG = "avx512_bf16"  # /proc/cpuinfo's name of the instructions oneDNN's bf16 kernels need
@@ -72,11 +72,10 @@ def run_precision(device, use_amp, amp_dtype):
     return precision
 
 
-def cpu_mixed_precision(amp_dtype, cpu_flags=None):
+def cpu_mixed_precision(amp_dtype, flags=None):
     """bfloat16 where this CPU and Paddle's oneDNN compute it; float32, said in one line, where the
     wheel has no oneDNN library (not an x86-64 wheel)."""
-    cpu_flags = cpu_info_field("flags").split() if cpu_flags is None else cpu_flags
-    has_bfloat16 = CPU_BFLOAT16_FLAG in cpu_flags
+    has_bfloat16 = CPU_BFLOAT16_FLAG in (cpu_flags() if flags is None else flags)
     if amp_dtype != BFLOAT16 or not has_bfloat16:
         given = "--use_amp" if amp_dtype is None else f"--use_amp --amp_dtype {amp_dtype}"
         cpu = cpu_info_field("model name") or "this CPU"
