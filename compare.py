@@ -1,16 +1,19 @@
 r"""Compare models, settings or encoders on the same XNLI test pairs, as a paper prints it: per language,
-test accuracy mean ± std over seeds with a 95% bootstrap confidence interval, and each row's paired
-difference from the first row with a p-value.
+test accuracy mean ± std over seeds with a 95% confidence interval, and each row's difference from the
+first row with a p-value whose unit is the run.
 
     python compare.py --output_dir output/comparison \
-        e5=output/e5-clt-seed42,output/e5-clt-seed43 transformers=output/e5-hf-seed42,output/e5-hf-seed43
+        e5=output/e5-clt-seed42,output/e5-clt-seed43,output/e5-clt-seed44 \
+        transformers=output/e5-hf-seed42,output/e5-hf-seed43,output/e5-hf-seed44
 
 Each RUN is an output directory of run_classifier.py (or of benchmarks/hf_finetune_peer.py) holding
-results.json and test_predictions.tsv; the RUNs of one NAME are its seeds. The interval resamples the
-test pairs of each language with replacement (--resamples times, seeded); the p-value is a paired
-permutation test on the same pairs (each pair's difference keeps or flips its sign at random,
---permutations times), with the seeds of the two rows matched by --seed (all of each row's runs
-where they share none). Writes comparison.json, comparison.md and comparison.png to --output_dir.
+results.json and test_predictions.tsv; the RUNs of one NAME are its seeds. Seeds, not test pairs, are
+the experimental units: two runs of one model differ by a few points from the luck of training alone,
+and thousands of test pairs within a run do not tell that apart from a better model. So a row's
+interval counts the spread between its seeds and the sampling of the test pairs, and each p-value is a
+t-test over the runs (paired over the seeds both rows ran, Welch's where they share none). A row of one
+run has no run-to-run variance to count: its figures count the test pairs only, are marked † and
+say so. Writes comparison.json, comparison.md and comparison.png to --output_dir.
 """
 
 import argparse
@@ -22,7 +25,12 @@ import numpy as np
 
 from ernie_m_xnli.evaluation.predictions import TEST_PREDICTIONS_FILE, read_test_predictions
 from ernie_m_xnli.evaluation.reporting import COLUMNS, RESULTS_FILE, format_results_table
-from ernie_m_xnli.evaluation.significance import accuracies, bootstrap_intervals, paired_permutation_tests
+from ernie_m_xnli.evaluation.significance import (
+    TEST_PAIRS,
+    difference_estimates,
+    row_estimates,
+    run_accuracies,
+)
 from ernie_m_xnli.setup.arguments import OneLineErrorParser
 from utils import XNLI_LANGUAGES, InputError, write_json_atomically, written_then_renamed
 
@@ -36,14 +44,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("rows", nargs="+", metavar="NAME=RUN[,RUN...]", help="A row: its name and its runs (seeds).")
     parser.add_argument("--output_dir", required=True, help="Where comparison.{json,md,png} go.")
-    parser.add_argument("--resamples", type=int, default=1000, help="Bootstrap resamples of the test pairs.")
-    parser.add_argument("--permutations", type=int, default=10000, help="Sign flips of the paired test.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the resampling and the permutations.")
     args = parser.parse_args(argv)
-    if args.resamples < 1000:
-        parser.error(f"--resamples must be at least 1000, got {args.resamples}")
-    if args.permutations < 1000:
-        parser.error(f"--permutations must be at least 1000, got {args.permutations}")
     for row in args.rows:
         name, _, runs = row.partition("=")
         if not name or not runs or "" in runs.split(","):
@@ -56,7 +57,7 @@ def main(argv=None):
     try:
         rows = [read_row(*row.split("=", 1)) for row in args.rows]
         check_same_test_pairs(rows)
-        comparison = compare(rows, args.resamples, args.permutations, args.seed)
+        comparison = compare(rows)
     except InputError as error:
         print(f"compare.py: error: {error}", file=sys.stderr)
         sys.exit(2)
@@ -115,12 +116,9 @@ def check_same_test_pairs(rows):
                 )
 
 
-def correctness(runs):
-    """{language: [pairs]} fraction of the runs that classified each test pair correctly."""
-    return {
-        lang: np.mean([run["predictions"][lang][0] == run["predictions"][lang][1] for run in runs], axis=0)
-        for lang in XNLI_LANGUAGES
-    }
+def correctness(run):
+    """{language: [pairs]} 1 where the run classified a test pair correctly, else 0."""
+    return {lang: run["predictions"][lang][0] == run["predictions"][lang][1] for lang in XNLI_LANGUAGES}
 
 
 def matched_runs(row_a, row_b):
@@ -137,18 +135,14 @@ def matched_runs(row_a, row_b):
     return of_common_seeds(row_a, seeds_a), of_common_seeds(row_b, seeds_b), common
 
 
-def compare(rows, resamples, permutations, seed):
+def compare(rows):
     """The comparison.json content (accuracies in percent)."""
     summaries = []
     for row in rows:
-        per_run = [accuracies(correctness([run])) for run in row["runs"]]
-        intervals = bootstrap_intervals(correctness(row["runs"]), resamples, seed)
-        test = {
-            column: {
-                "mean": float(np.mean([acc[column] for acc in per_run])),
-                "std": float(np.std([acc[column] for acc in per_run], ddof=1)) if len(per_run) > 1 else None,
-                "ci95": intervals[column],
-            }
+        estimates = row_estimates([correctness(run) for run in row["runs"]])
+        per_run = [run_accuracies(correctness(run)) for run in row["runs"]]
+        seed_std = {
+            column: float(np.std([acc[column] for acc in per_run], ddof=1)) if len(per_run) > 1 else None
             for column in COLUMNS
         }
         summaries.append(
@@ -157,35 +151,65 @@ def compare(rows, resamples, permutations, seed):
                 "runs": [run["dir"] for run in row["runs"]],
                 "seeds": [run["results"]["args"].get("seed") for run in row["runs"]],
                 "model_type": row["runs"][0]["results"].get("model_type"),
-                "test": test,
+                "unit": estimates["avg"].unit,
+                "seed_std": seed_std,
+                "test": {
+                    column: {
+                        "mean": estimates[column].value,
+                        "std": seed_std[column],
+                        "standard_error": estimates[column].standard_error,
+                        "ci95": estimates[column].interval(),
+                    }
+                    for column in COLUMNS
+                },
             }
         )
     paired = []
     for row in rows[1:]:
         runs_a, runs_b, seeds = matched_runs(rows[0], row)
-        tests = paired_permutation_tests(correctness(runs_a), correctness(runs_b), permutations, seed)
+        estimates = difference_estimates(
+            [correctness(run) for run in runs_a], [correctness(run) for run in runs_b], paired=bool(seeds)
+        )
         for column in COLUMNS:
-            difference, p_value = tests[column]
+            estimate = estimates[column]
             paired.append(
                 {
                     "a": rows[0]["name"],
                     "b": row["name"],
                     "language": column,
-                    "difference": difference,
-                    "p_value": p_value,
+                    "difference": estimate.value,
+                    "p_value": estimate.p_value(),
+                    "unit": estimate.unit,
+                    "test": test_name(estimate, seeds),
+                    "standard_error": estimate.standard_error,
+                    "degrees_of_freedom": finite_or_none(estimate.degrees_of_freedom),
+                    "critical_ratio": estimate.critical_ratio(),
+                    "ci95": estimate.interval(),
                     "seeds": seeds,
                 }
             )
-    return {
-        "rows": summaries,
-        "paired": paired,
-        "method": {
-            "ci95": f"percentile bootstrap over each language's test pairs, {resamples} resamples, seed {seed}",
-            "p_value": f"two-sided paired permutation test (sign flips) on the same test pairs, {permutations} "
-            f"permutations, seed {seed}; seeds matched by --seed",
-        },
-        "machines": machine_notes(rows),
-    }
+    return {"rows": summaries, "paired": paired, "method": METHOD, "machines": machine_notes(rows)}
+
+
+METHOD = {
+    "unit": "run: the seeds are the experimental units, the test pairs are within them",
+    "ci95": "mean over seeds +- t quantile x standard error; the standard error adds the seeds' spread "
+    "(std^2 / seeds) and the test pairs' sampling variance of the seed-averaged correctness; degrees of freedom "
+    "by Welch-Satterthwaite from the seeds (a row of one run: the test pairs only, normal quantile)",
+    "p_value": "two-sided t-test of the difference from the first row: paired over the seeds both rows ran, "
+    "Welch's where they share none; the rows share the test pairs, so the seeds' spread is the whole "
+    "uncertainty of a difference; where a row has one run the run-to-run variance is unknown and the p-value counts the test pairs only (unit 'test pairs')",
+}
+
+
+def test_name(estimate, seeds):
+    if estimate.unit == TEST_PAIRS:
+        return "z-test over test pairs only (run-to-run variance unknown)"
+    return f"paired t-test over seeds {seeds}" if seeds else "Welch's t-test over the rows' seeds"
+
+
+def finite_or_none(number):
+    return float(number) if np.isfinite(number) else None
 
 
 def machine_notes(rows):
@@ -224,7 +248,8 @@ def describe(machine):
 
 def format_comparison(comparison):
     """comparison.md: one table of mean ±std per row, each later row's difference from the first
-    below it, marked * where p < 0.05; then the intervals, the method and the machine notes."""
+    below it, marked * where p < 0.05 over the runs (or † where only the test pairs are counted); then
+    the intervals, the method, what the seeds allow and the machine notes."""
     table_rows = {}
     for row in comparison["rows"]:
         table_rows[f"{row['name']} ({len(row['runs'])} run(s))"] = {
@@ -235,10 +260,12 @@ def format_comparison(comparison):
         differences = [p for p in comparison["paired"] if p["b"] == row["name"]]
         if differences and row is not comparison["rows"][0]:
             table_rows[f"{row['name']} - {differences[0]['a']}"] = {
-                p["language"]: f"{p['difference']:+.1f}{'*' if p['p_value'] < SIGNIFICANT else ''}" for p in differences
+                p["language"]: f"{p['difference']:+.1f}{significance_mark(p)}" for p in differences
             }
     intervals = {
-        f"{row['name']} 95% CI": {column: "{:.1f}-{:.1f}".format(*row["test"][column]["ci95"]) for column in COLUMNS}
+        f"{row['name']} 95% CI{' †' if row['unit'] == TEST_PAIRS else ''}": {
+            column: "{:.1f}-{:.1f}".format(*row["test"][column]["ci95"]) for column in COLUMNS
+        }
         for row in comparison["rows"]
     }
     lines = [
@@ -248,10 +275,40 @@ def format_comparison(comparison):
         "",
         format_results_table(intervals),
         "",
-        f"Intervals: {comparison['method']['ci95']}. p-values: {comparison['method']['p_value']}.",
+        f"Unit: {comparison['method']['unit']}. Intervals: {comparison['method']['ci95']}. "
+        f"p-values: {comparison['method']['p_value']}.",
     ]
+    lines += [f"\nNote: {note}." for note in what_the_seeds_allow(comparison)]
     lines += [f"\nNote: {note}." for note in comparison["machines"]]
     return "\n".join(lines) + "\n"
+
+
+def significance_mark(paired):
+    if paired["p_value"] >= SIGNIFICANT:
+        return ""
+    return "†" if paired["unit"] == TEST_PAIRS else "*"
+
+
+def what_the_seeds_allow(comparison):
+    """Sentences on the comparisons that count the test pairs only, and on how large a difference
+    the seeds let reach p < 0.05."""
+    notes = []
+    for row in comparison["rows"][1:]:
+        avg = next(p for p in comparison["paired"] if p["b"] == row["name"] and p["language"] == "avg")
+        if avg["unit"] == TEST_PAIRS:
+            notes.append(
+                f"† {row['name']} vs {avg['a']}: a row has one run, so the run-to-run variance is unknown; the "
+                "p-values and intervals count the test pairs only, and a difference of a few points may be the "
+                "luck of training: run more seeds"
+            )
+        else:
+            notes.append(
+                f"{row['name']} vs {avg['a']} ({avg['test']}): p < 0.05 needs a difference of "
+                f"{avg['critical_ratio']:.1f} standard errors; on the average that is "
+                f"{avg['critical_ratio'] * avg['standard_error']:.1f} points here. A difference without * is "
+                "no difference shown, not an equality"
+            )
+    return notes
 
 
 def plot_comparison(path, comparison):
@@ -274,7 +331,7 @@ def plot_comparison(path, comparison):
     axes.set_xticks(positions, COLUMNS)
     axes.set_ylim(0, 100)
     axes.set_ylabel("test accuracy (%)")
-    axes.set_title("XNLI test accuracy, mean over seeds, 95% bootstrap interval")
+    axes.set_title("XNLI test accuracy, mean over seeds, 95% interval (seeds and test pairs)")
     axes.legend(loc="lower left")
     figure.tight_layout()
     with written_then_renamed(path) as temporary:

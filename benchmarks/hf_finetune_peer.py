@@ -2,7 +2,10 @@
 of a run_classifier.py run, for README's real-model tables. It evaluates dev and test in all 15
 languages once training ends and writes, like run_classifier.py, results.json (the keys compare.py
 and aggregate.py read: accuracies in percent, model_name, model_type, environment, test_file, args)
-and test_predictions.tsv. Needs torch, transformers and accelerate (which Trainer requires), not Paddle:
+and test_predictions.tsv, with each training step's loss (train_loss_history). `--batch_order suite`
+trains on the batches run_classifier.py draws with the same --seed and --batch_size, in its order
+(benchmarks/fidelity.py's identical-batch runs). Needs torch, transformers and accelerate (which Trainer
+requires), not Paddle:
 
     ~/hf-venv/bin/python -m benchmarks.hf_finetune_peer --model_dir ~/models/multilingual-e5-small \
         --xnli_dir ../shared/xnli --output_dir output/e5-transformers-seed42 --max_steps 120 \
@@ -26,6 +29,7 @@ from transformers import (
     TrainingArguments,
 )
 
+from ernie_m_xnli.data.batching import ShardedBatchSampler
 from ernie_m_xnli.data.xnli_files import read_eval_split, read_train_split, xnli_file_paths
 from ernie_m_xnli.evaluation.predictions import TEST_PREDICTIONS_FILE, write_test_predictions
 from utils import LABELS, XNLI_LANGUAGES, file_digest, machine_description, write_json_atomically
@@ -49,7 +53,16 @@ def parse_args(argv=None):
     parser.add_argument("--eval_pairs_per_language", type=int, default=0, help="0: all pairs")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=2)
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--batch_order",
+        choices=("shuffled", "suite"),
+        default="shuffled",
+        help="shuffled: Trainer's own random order; suite: run_classifier.py's batches for the same seed",
+    )
+    args = parser.parse_args(argv)
+    if args.batch_order == "suite" and args.max_steps <= 0:
+        parser.error("--batch_order suite needs --max_steps")
+    return args
 
 
 class Pairs(torch.utils.data.Dataset):
@@ -67,6 +80,34 @@ class Pairs(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         return {**{name: values[index] for name, values in self.encoded.items()}, "labels": self.labels[index]}
+
+
+class LoggingTrainer(Trainer):
+    """Trainer that keeps every step's exact loss (its log rounds to 4 decimals), and with
+    `batch_order` trains on the examples in that order, cut into consecutive batches."""
+
+    def __init__(self, *args, batch_order=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batch_order, self.step_losses = batch_order, []
+
+    def _get_train_sampler(self):
+        return self.batch_order if self.batch_order is not None else super()._get_train_sampler()
+
+    def training_step(self, *args, **kwargs):
+        loss = super().training_step(*args, **kwargs)
+        self.step_losses.append({"step": len(self.step_losses) + 1, "loss": float(loss)})
+        return loss
+
+
+def suite_batch_order(num_pairs, batch_size, seed, num_steps):
+    """The training pair indices of run_classifier.py's first `num_steps` batches (one process, no
+    --group_by_length), epoch after epoch, flattened."""
+    sampler, order, epoch = ShardedBatchSampler(num_pairs, batch_size, seed=seed), [], 0
+    while len(order) < num_steps * batch_size:
+        sampler.set_epoch(epoch)
+        order += [index for batch in sampler for index in batch]
+        epoch += 1
+    return order[: num_steps * batch_size]
 
 
 def percent(accuracy_by_language):
@@ -98,6 +139,9 @@ def main(argv=None):
         label2id={label: index for index, label in enumerate(LABELS)},
     )
     train_pairs = [pair for pairs in read_train_split(paths["train"]).pairs_by_language.values() for pair in pairs]
+    batch_order = None
+    if args.batch_order == "suite":
+        batch_order = suite_batch_order(len(train_pairs), args.batch_size, args.seed, args.max_steps)
     training_args = TrainingArguments(
         output_dir=args.output_dir,
         num_train_epochs=args.num_train_epochs,
@@ -112,11 +156,14 @@ def main(argv=None):
         save_strategy="no",
         eval_strategy="no",
         logging_steps=50,
+        # The suite's batches are whole lists: the last one of an epoch wraps around as the suite's does.
+        dataloader_drop_last=False,
         report_to=[],
         use_cpu=True,
         dataloader_num_workers=0,
     )
-    trainer = Trainer(
+    trainer = LoggingTrainer(
+        batch_order=batch_order,
         model=model,
         args=training_args,
         train_dataset=Pairs(tokenizer, train_pairs, args.max_seq_length),
@@ -142,6 +189,7 @@ def main(argv=None):
         "train_examples_per_second": metrics["train_samples_per_second"],
         "dev_accuracy": dev_accuracy,
         "test_accuracy": test_accuracy,
+        "train_loss_history": trainer.step_losses,
         "args": vars(args),
     }
     write_json_atomically(os.path.join(args.output_dir, "results.json"), results)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from collections import Counter
 from typing import NamedTuple
 
 import pytest
@@ -172,3 +173,19 @@ def png_size(path):
         header = file.read(24)
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
     return struct.unpack(">II", header[16:24])
+
+
+def first_rows(source, target, rows_per_language, english_rows=None):
+    """Copy the header and the first rows of each language of an XNLI file (read by path, written to a
+    temporary folder: the data never enters the repository); `english_rows` of English where given."""
+    lines = open(source, encoding="utf-8", newline="").read().rstrip("\n").split("\n")  # not splitlines(): U+2028
+    language_column = lines[0].split("\t").index("language") if "language" in lines[0].split("\t") else None
+    kept, counts = [lines[0]], Counter()
+    for line in lines[1:]:
+        language = line.split("\t")[language_column] if language_column is not None else None
+        if counts[language] < (english_rows if language == "en" and english_rows else rows_per_language):
+            kept.append(line)
+            counts[language] += 1
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with open(target, "w", encoding="utf-8") as file:
+        file.write("\n".join(kept) + "\n")

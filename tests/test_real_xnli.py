@@ -17,6 +17,7 @@ from conftest import (
     TRANSFORMERS_PYTHON,
     XNLI_DIR,
     cpu_run,
+    first_rows,
     has_peer_packages,
     read_results,
     run_main,
@@ -52,22 +53,6 @@ def real_text_model_dir(tmp_path_factory):
     lines = [text for lang in XNLI_LANGUAGES for pair in dev[lang][:400] for text in pair[:2]]
     text_file.write_text("\n".join(lines), encoding="utf-8")
     return build_tiny_ernie_m(str(tmp_path_factory.mktemp("real-tiny")), str(text_file), vocab_size=3000)
-
-
-def first_rows(source, target, rows_per_language, english_rows=None):
-    """Copy the header and the first rows of each language of an XNLI file (read by path, written to a
-    temporary folder: the data never enters the repository); `english_rows` of English where given."""
-    lines = open(source, encoding="utf-8", newline="").read().rstrip("\n").split("\n")  # not splitlines(): U+2028
-    language_column = lines[0].split("\t").index("language") if "language" in lines[0].split("\t") else None
-    kept, counts = [lines[0]], Counter()
-    for line in lines[1:]:
-        language = line.split("\t")[language_column] if language_column is not None else None
-        if counts[language] < (english_rows if language == "en" and english_rows else rows_per_language):
-            kept.append(line)
-            counts[language] += 1
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    with open(target, "w", encoding="utf-8") as file:
-        file.write("\n".join(kept) + "\n")
 
 
 def test_real_text_of_every_language_trains_and_evaluates(tmp_path, real_text_model_dir):

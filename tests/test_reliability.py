@@ -69,7 +69,14 @@ def assert_same_run(resumed_dir, reference_dir):
     for name in reference:
         assert np.array_equal(resumed[name], reference[name]), name
     resumed_results, reference_results = read_results(resumed_dir), read_results(reference_dir)
-    for key in ("test_accuracy", "test_loss", "dev_history", "selected_steps", "test_accuracy_select_en"):
+    for key in (
+        "test_accuracy",
+        "test_loss",
+        "dev_history",
+        "train_loss_history",
+        "selected_steps",
+        "test_accuracy_select_en",
+    ):
         assert resumed_results[key] == reference_results[key], key
 
 

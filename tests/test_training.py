@@ -21,7 +21,7 @@ from ernie_m_xnli.training.trainer import Trainer
 from run_classifier import evaluate_selected_models
 from utils import XNLI_LANGUAGES
 
-from conftest import cpu_run, flags, run_main, run_script
+from conftest import cpu_run, flags, read_results, run_main, run_script
 
 # Dropout off, so that a step's result depends only on the examples it sees.
 EXACT = dict(
@@ -42,9 +42,10 @@ def assert_close_weights(actual_dir, expected_dir):
         np.testing.assert_allclose(actual[name], expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
-def logged_losses(log):
+def logged_losses(log, as_text=False):
     """The loss of every step, from a run with --logging_steps 1."""
-    return [float(loss) for loss in re.findall(r"INFO step \d+/\d+, epoch \d+, loss ([\d.]+)", log)]
+    losses = re.findall(r"INFO step \d+/\d+, epoch \d+, loss ([\d.]+)", log)
+    return losses if as_text else [float(loss) for loss in losses]
 
 
 @pytest.mark.parametrize("accumulation", [2, 4])
@@ -68,6 +69,10 @@ def test_accumulated_micro_batches_update_like_one_large_batch(tmp_path, tiny_mo
     # Adam's update hardly changes if every gradient is N times too large; the loss would show it.
     assert logged_losses(stderr) == pytest.approx(logged_losses(large_log), abs=2e-4)
     assert len(logged_losses(stderr)) == 6
+    # results.json keeps each log line's loss unrounded (benchmarks/fidelity.py compares them).
+    history = read_results(tmp_path / "micro")["train_loss_history"]
+    assert [entry["step"] for entry in history] == list(range(1, 7))
+    assert [f"{entry['loss']:.4f}" for entry in history] == logged_losses(stderr, as_text=True)
 
 
 def test_training_on_packed_batches_ends_where_padded_batches_do(tmp_path, tiny_model_dir, varied_xnli_dir):

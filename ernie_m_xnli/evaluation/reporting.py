@@ -176,6 +176,7 @@ def report_results(args, model_config, state, selected, timing, test_file):
             "test_loss": main.test.loss,
             **protocols,
             "dev_history": history,
+            "train_loss_history": state.loss_history,
             "paper": reference and {"model": reference[0], "accuracy": reference[1]},
             "recipe": args.resolved_recipe,
             "args": vars(args),

@@ -1,56 +1,117 @@
-"""Confidence intervals and paired tests over XNLI test pairs, from per-pair correctness.
+"""Intervals and tests whose unit is the run: XNLI accuracies of models trained with several seeds.
 
-A model's correctness on one language is a [pairs] array: the fraction of its runs (seeds) that
-classified each pair correctly. Its accuracy is that array's mean; the average over languages gives
-each language the same weight, as results.json's "avg" does.
+A run (one seed) gives one correctness array per language: 1 where it classified a test pair
+correctly. Two sources of chance move an accuracy: the training run (seed, batch order, the head's
+start; ±3 points between seeds at a few hundred steps) and the test pairs drawn for the test set.
+The pairs within one run are not independent evidence about a model: the run is the unit.
+
+- A row's mean accuracy: its standard error adds the spread between its runs (s^2 / n) and the
+  sampling variance of its seed-averaged correctness over the test pairs (var / pairs), so that its
+  interval covers the accuracy on other test pairs too; degrees of freedom by Welch-Satterthwaite.
+- The difference between two rows on the same test pairs: a t-test over the runs, paired over the
+  seeds both rows ran, Welch's where they share none. The test pairs are shared, so the runs'
+  spread (which holds each run's own per-pair luck) is the whole uncertainty; with 3 seeds a paired
+  difference must be 4.3 standard errors to reach p < 0.05, with 2 seeds 12.7.
+- With one run in a row the run-to-run variance is unknown: the estimate counts the test pairs only
+  and says so (`unit` "test pairs").
+
+Accuracies are in percent; "avg" weighs each language the same, as results.json's does.
 """
 
+from typing import NamedTuple
+
 import numpy as np
+from scipy import stats
 
 from utils import XNLI_LANGUAGES
 
+COLUMNS = (*XNLI_LANGUAGES, "avg")
+RUNS, TEST_PAIRS = "runs", "test pairs"
 
-def accuracies(correct_by_language):
-    """{language: %, "avg": %} of per-pair correctness."""
-    accuracy = {lang: 100 * float(np.mean(correct_by_language[lang])) for lang in XNLI_LANGUAGES}
+
+class Estimate(NamedTuple):
+    """A mean accuracy or difference (%), its standard error, degrees of freedom (inf: normal) and
+    what its uncertainty counts (RUNS, or TEST_PAIRS only)."""
+
+    value: float
+    standard_error: float
+    degrees_of_freedom: float
+    unit: str
+
+    def interval(self, level=0.95):
+        half_width = stats.t.ppf(0.5 + level / 2, self.degrees_of_freedom) * self.standard_error
+        return [self.value - half_width, self.value + half_width]
+
+    def p_value(self):
+        """Two-sided p-value of the hypothesis that the true value is 0."""
+        if self.standard_error == 0:
+            return 1.0 if self.value == 0 else 0.0
+        return float(2 * stats.t.sf(abs(self.value) / self.standard_error, self.degrees_of_freedom))
+
+    def critical_ratio(self, level=0.05):
+        """How many standard errors a value must be to reach p < `level`."""
+        return float(stats.t.ppf(1 - level / 2, self.degrees_of_freedom))
+
+
+def run_accuracies(run_correctness):
+    """{column: %} of one run's {language: correctness array}."""
+    accuracy = {lang: 100 * float(np.mean(run_correctness[lang])) for lang in XNLI_LANGUAGES}
     return {**accuracy, "avg": float(np.mean(list(accuracy.values())))}
 
 
-def bootstrap_intervals(correct_by_language, resamples, seed, level=0.95):
-    """{column: [low, high]} percentile intervals (%) of the accuracy under resampling the test pairs
-    with replacement, each language on its own (the average from the same resamples)."""
-    rng = np.random.default_rng(seed)
-    resampled = {}
-    for lang in XNLI_LANGUAGES:
-        correct = np.asarray(correct_by_language[lang], dtype=np.float64)
-        resampled[lang] = 100 * correct[rng.integers(0, len(correct), (resamples, len(correct)))].mean(1)
-    resampled["avg"] = np.mean([resampled[lang] for lang in XNLI_LANGUAGES], axis=0)
-    tail = 100 * (1 - level) / 2
-    return {
-        column: [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
-        for column, values in resampled.items()
+def pair_sampling_variances(per_pair_by_language):
+    """{column: variance (%^2)} of the mean of per-pair values under drawing other test pairs."""
+    variances = {
+        lang: 1e4 * float(np.var(values, ddof=1)) / len(values) if len(values) > 1 else 0.0
+        for lang, values in ((lang, np.asarray(per_pair_by_language[lang], np.float64)) for lang in XNLI_LANGUAGES)
     }
+    return {**variances, "avg": sum(variances.values()) / len(XNLI_LANGUAGES) ** 2}
 
 
-def paired_permutation_tests(correct_a, correct_b, permutations, seed):
-    """{column: (difference b - a in points, two-sided p-value)} of a paired permutation test on the
-    same test pairs: under the null hypothesis the two models are exchangeable on each pair, so each
-    pair's difference keeps or flips its sign at random. p = (1 + permuted differences at least as
-    large as the observed one) / (1 + permutations). Identical predictions give difference 0, p 1."""
-    rng = np.random.default_rng(seed)
-    differences, weights = [], []
-    results = {}
-    for lang in XNLI_LANGUAGES:
-        difference = 100 * (np.asarray(correct_b[lang], np.float64) - np.asarray(correct_a[lang], np.float64))
-        differences.append(difference)
-        weights.append(np.full(len(difference), 1 / len(difference)))
-    languages = [([lang], [index]) for index, lang in enumerate(XNLI_LANGUAGES)]
-    for columns, indices in [*languages, (["avg"], list(range(len(XNLI_LANGUAGES))))]:
-        values = np.concatenate([differences[i] * weights[i] for i in indices]) / len(indices)
-        observed = float(values.sum())
-        at_least = 0
-        for start in range(0, permutations, 1000):
-            signs = rng.choice(np.array([-1.0, 1.0]), size=(min(1000, permutations - start), len(values)))
-            at_least += int((np.abs(signs @ values) >= abs(observed) - 1e-9).sum())
-        results[columns[0]] = (observed, (1 + at_least) / (1 + permutations))
-    return results
+def seed_averaged(runs):
+    """{language: per-pair correctness averaged over `runs`}."""
+    return {lang: np.mean([np.asarray(run[lang], np.float64) for run in runs], axis=0) for lang in XNLI_LANGUAGES}
+
+
+def combined(value, run_parts, pair_variance):
+    """An Estimate from the runs' variance parts [(s^2 / n, n - 1)] and the test pairs' variance."""
+    run_variance = sum(part for part, _ in run_parts)
+    if not run_parts:
+        return Estimate(value, float(np.sqrt(pair_variance)), np.inf, TEST_PAIRS)
+    spread = sum(part**2 / dof for part, dof in run_parts)
+    dof = (run_variance + pair_variance) ** 2 / spread if spread > 0 else np.inf
+    return Estimate(value, float(np.sqrt(run_variance + pair_variance)), dof, RUNS)
+
+
+def row_estimates(runs):
+    """{column: Estimate of the row's mean accuracy} from its runs' {language: correctness}."""
+    accuracies = [run_accuracies(run) for run in runs]
+    pair_variance = pair_sampling_variances(seed_averaged(runs))
+    estimates = {}
+    for column in COLUMNS:
+        values = np.array([accuracy[column] for accuracy in accuracies])
+        parts = [(np.var(values, ddof=1) / len(values), len(values) - 1)] if len(values) > 1 else []
+        estimates[column] = combined(float(values.mean()), parts, pair_variance[column])
+    return estimates
+
+
+def difference_estimates(runs_a, runs_b, paired):
+    """{column: Estimate of row b's mean accuracy minus row a's}. `paired`: runs_a[i] and runs_b[i]
+    share a seed (a paired t-test over the seeds); otherwise the rows are independent (Welch)."""
+    accuracies_a = [run_accuracies(run) for run in runs_a]
+    accuracies_b = [run_accuracies(run) for run in runs_b]
+    averaged_a, averaged_b = seed_averaged(runs_a), seed_averaged(runs_b)
+    pair_variance = pair_sampling_variances({lang: averaged_b[lang] - averaged_a[lang] for lang in XNLI_LANGUAGES})
+    estimates = {}
+    for column in COLUMNS:
+        a = np.array([accuracy[column] for accuracy in accuracies_a])
+        b = np.array([accuracy[column] for accuracy in accuracies_b])
+        if paired and len(a) > 1:
+            parts = [(np.var(b - a, ddof=1) / len(a), len(a) - 1)]
+        elif not paired and len(a) > 1 and len(b) > 1:
+            parts = [(np.var(x, ddof=1) / len(x), len(x) - 1) for x in (a, b)]
+        else:
+            parts = []
+        # The rows ran on the same test pairs: the runs' spread is the whole uncertainty of their difference.
+        estimates[column] = combined(float(b.mean() - a.mean()), parts, 0.0 if parts else pair_variance[column])
+    return estimates

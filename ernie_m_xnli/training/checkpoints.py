@@ -92,13 +92,15 @@ class Selection:
 
 @dataclass
 class TrainingState:
-    """Where the run stands: its position in the data, its dev history and what it selected."""
+    """Where the run stands: its position in the data, its training loss and dev histories and what
+    it selected."""
 
     global_step: int = 0
     epoch: int = 0
     next_batch: int = 0
     best: dict = field(default_factory=lambda: {protocol: Selection() for protocol in SELECTION_PROTOCOLS})
     dev_history: list = field(default_factory=list)
+    loss_history: list = field(default_factory=list)  # {"step", "loss"}: the mean loss of each log line
 
     def record_dev(self, dev_result, output_dir):
         """Add a dev evaluation of the current step; returns the protocols under which it is the best

@@ -93,11 +93,11 @@ def open_visualdl(wanted, logdir):
 
 
 class TrainingProgress:
-    """The progress bar, a log line every `logging_steps` steps (upstream's fields), and the same
-    numbers as VisualDL scalars."""
+    """The progress bar, a log line every `logging_steps` steps (upstream's fields), the same
+    numbers as VisualDL scalars, and each line's mean loss in `loss_history` (TrainingState's)."""
 
-    def __init__(self, progress_bar, writer, logging_steps, num_training_steps, examples_per_step):
-        self.progress_bar, self.writer = progress_bar, writer
+    def __init__(self, progress_bar, writer, logging_steps, num_training_steps, examples_per_step, loss_history):
+        self.progress_bar, self.writer, self.loss_history = progress_bar, writer, loss_history
         self.logging_steps, self.num_training_steps = logging_steps, num_training_steps
         self.examples_per_step = examples_per_step
         self.loss_sum, self.steps_since_log, self.started = 0.0, 0, time.time()
@@ -127,6 +127,7 @@ class TrainingProgress:
             self.steps_since_log * self.examples_per_step / elapsed,
             f", {skipped_so_far} steps skipped so far (non-finite gradients)" if skipped_so_far else "",
         )
+        self.loss_history.append({"step": step, "loss": mean_loss})
         self.writer.add_scalar("train/loss", mean_loss, step)
         self.writer.add_scalar("train/lr", learning_rate, step)
         if loss_scale is not None:

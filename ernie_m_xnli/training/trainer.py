@@ -238,7 +238,14 @@ class Trainer:
         )
         visualdl_dir = os.path.join(self.args.output_dir, "visualdl")
         writer = open_visualdl(self.args.visualdl, visualdl_dir) if distributed.is_main() else NoWriter()
-        return TrainingProgress(bar, writer, self.args.logging_steps, self.num_training_steps, self.examples_per_step)
+        return TrainingProgress(
+            bar,
+            writer,
+            self.args.logging_steps,
+            self.num_training_steps,
+            self.examples_per_step,
+            self.state.loss_history,
+        )
 
 
 def batches_from(sampler, collate, epoch, start_batch):

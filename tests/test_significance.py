@@ -1,0 +1,138 @@
+"""compare.py's statistics count the runs: on synthetic runs whose truth is known, a model compared
+with itself is flagged about 5% of the time under seed noise, a real gap is flagged with 3 seeds,
+and a row of one run says that its figures count the test pairs only."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ernie_m_xnli.evaluation.predictions import write_test_predictions
+from ernie_m_xnli.evaluation.significance import TEST_PAIRS, difference_estimates, row_estimates, run_accuracies
+from utils import XNLI_LANGUAGES
+
+from conftest import run_script
+
+PAIRS_PER_LANGUAGE = 200
+SEED_STD = 0.03  # the luck of training: ±3 points between seeds, as 120 steps of multilingual-e5 show
+
+
+def pair_difficulties(rng):
+    """{language: [pairs]} each test pair's chance of being classified correctly by a typical run."""
+    return {lang: rng.beta(2.5, 2.5, PAIRS_PER_LANGUAGE) for lang in XNLI_LANGUAGES}
+
+
+def synthetic_run(rng, difficulties, skill=0.0, seed_std=SEED_STD):
+    """{language: correctness} of one training run: the model's skill plus this run's luck moves
+    every pair's chance; the pairs are drawn given those chances."""
+    luck = skill + rng.normal(0, seed_std)
+    return {
+        lang: rng.random(PAIRS_PER_LANGUAGE) < np.clip(chances + luck, 0, 1) for lang, chances in difficulties.items()
+    }
+
+
+def rejection_rate(rng, comparisons, skill_b, seed_std, paired):
+    difficulties = pair_difficulties(rng)
+    rejected = 0
+    for _ in range(comparisons):
+        runs_a = [synthetic_run(rng, difficulties, 0.0, seed_std) for _ in range(3)]
+        runs_b = [synthetic_run(rng, difficulties, skill_b, seed_std) for _ in range(3)]
+        rejected += difference_estimates(runs_a, runs_b, paired)["avg"].p_value() < 0.05
+    return rejected / comparisons
+
+
+@pytest.mark.parametrize("paired", [True, False], ids=["matched-seeds", "unmatched-seeds"])
+def test_a_model_compared_with_itself_is_flagged_about_5_percent_of_the_time(paired):
+    # 3 seeds a row, seeds 3 points apart: the pair-level test flagged most of these comparisons.
+    rate = rejection_rate(np.random.default_rng(7), 400, 0.0, SEED_STD, paired)
+    assert 0.015 <= rate <= 0.08, rate
+
+
+def test_a_real_10_point_gap_with_agreeing_seeds_is_flagged_with_3_seeds():
+    rng = np.random.default_rng(8)
+    assert rejection_rate(rng, 50, 0.10, 0.005, paired=True) == 1.0
+    assert rejection_rate(rng, 50, 0.10, 0.005, paired=False) == 1.0
+
+
+def test_the_interval_of_a_rows_mean_holds_the_true_accuracy_about_95_percent_of_the_time():
+    rng = np.random.default_rng(9)
+    difficulties = pair_difficulties(rng)
+    truth = 100 * np.mean([np.mean(np.clip(d, 0, 1)) for d in difficulties.values()])
+    held = 0
+    for _ in range(300):
+        low, high = row_estimates([synthetic_run(rng, difficulties) for _ in range(3)])["avg"].interval()
+        held += low <= truth <= high
+    assert 0.9 <= held / 300 <= 0.995
+
+
+def write_run(directory, seed, run, gold_rng):
+    """A run directory as run_classifier.py leaves one: results.json and test_predictions.tsv."""
+    directory.mkdir(parents=True)
+    gold = {lang: np.random.default_rng(0).integers(0, 3, PAIRS_PER_LANGUAGE) for lang in XNLI_LANGUAGES}
+    wrong_by = {lang: gold_rng.integers(1, 3, PAIRS_PER_LANGUAGE) for lang in XNLI_LANGUAGES}
+    predicted = {lang: np.where(run[lang], gold[lang], (gold[lang] + wrong_by[lang]) % 3) for lang in XNLI_LANGUAGES}
+    logits = {lang: np.eye(3)[predicted[lang]] for lang in XNLI_LANGUAGES}
+    write_test_predictions(directory / "test_predictions.tsv", logits, gold)
+    results = {"args": {"seed": seed}, "model_type": "bert", "test_accuracy": run_accuracies(run)}
+    (directory / "results.json").write_text(json.dumps(results))
+    return directory
+
+
+def synthetic_rows(tmp_path, skill_b, seed_std, seeds_b=(42, 43, 44), seeds_a=(42, 43, 44), rng_seed=3):
+    rng = np.random.default_rng(rng_seed)
+    difficulties = pair_difficulties(rng)
+    rows = []
+    for name, skill, seeds in (("a", 0.0, seeds_a), ("b", skill_b, seeds_b)):
+        runs = [
+            write_run(tmp_path / f"{name}-{seed}", seed, synthetic_run(rng, difficulties, skill, seed_std), rng)
+            for seed in seeds
+        ]
+        rows.append(f"{name}={','.join(map(str, runs))}")
+    return rows
+
+
+def compare(tmp_path, rows):
+    result = run_script(*rows, "--output_dir", tmp_path / "out", script="compare.py")
+    assert result.returncode == 0, result.stderr
+    comparison = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    return comparison, (tmp_path / "out" / "comparison.md").read_text()
+
+
+def test_seed_noise_between_runs_of_one_model_is_no_difference_shown(tmp_path):
+    comparison, markdown = compare(tmp_path, synthetic_rows(tmp_path, 0.0, SEED_STD))
+    avg = next(p for p in comparison["paired"] if p["language"] == "avg")
+    assert avg["unit"] == "runs" and avg["p_value"] >= 0.05 and avg["test"] == "paired t-test over seeds [42, 43, 44]"
+    assert avg["degrees_of_freedom"] == pytest.approx(2, abs=0.5)
+    assert f"{avg['difference']:+.1f} |" in markdown and "no difference shown" in markdown
+    for row in comparison["rows"]:
+        cell = row["test"]["avg"]
+        assert row["seed_std"]["avg"] == cell["std"] > 1
+        # The interval is wider than the test pairs alone (about ±0.9 points here) would make it.
+        assert cell["ci95"][1] - cell["ci95"][0] > 4 * cell["std"] / np.sqrt(3)
+    assert set(comparison["method"]) >= {"unit", "ci95", "p_value"}
+
+
+def test_a_real_gap_is_flagged_over_the_seeds(tmp_path):
+    comparison, markdown = compare(tmp_path, synthetic_rows(tmp_path, 0.10, 0.005, seeds_b=(1, 2, 3)))
+    avg = next(p for p in comparison["paired"] if p["language"] == "avg")
+    assert avg["test"] == "Welch's t-test over the rows' seeds" and avg["seeds"] == []
+    assert avg["difference"] == pytest.approx(10, abs=1.5) and avg["p_value"] < 0.01
+    assert f"{avg['difference']:+.1f}*" in markdown
+
+
+def test_a_row_of_one_run_counts_the_test_pairs_only_and_says_so(tmp_path):
+    comparison, markdown = compare(tmp_path, synthetic_rows(tmp_path, 0.10, 0.005, seeds_b=(42,)))
+    assert comparison["rows"][1]["unit"] == TEST_PAIRS and comparison["rows"][1]["seed_std"]["avg"] is None
+    for paired in comparison["paired"]:
+        assert paired["unit"] == TEST_PAIRS and paired["degrees_of_freedom"] is None
+    avg = next(p for p in comparison["paired"] if p["language"] == "avg")
+    assert avg["p_value"] < 0.05 and f"{avg['difference']:+.1f}†" in markdown
+    assert "run-to-run variance is unknown" in markdown and f"{avg['difference']:+.1f}*" not in markdown
+
+
+def test_two_seeds_say_how_large_a_difference_must_be(tmp_path):
+    comparison, markdown = compare(tmp_path, synthetic_rows(tmp_path, 0.0, SEED_STD, (42, 43), (42, 43)))
+    avg = next(p for p in comparison["paired"] if p["language"] == "avg")
+    assert avg["degrees_of_freedom"] == pytest.approx(1, abs=0.2)
+    assert avg["critical_ratio"] > 8  # t with 1 degree of freedom: 12.7
+    assert f"p < 0.05 needs a difference of {avg['critical_ratio']:.1f} standard errors" in markdown
