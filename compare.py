@@ -198,7 +198,8 @@ METHOD = {
     "by Welch-Satterthwaite from the seeds (a row of one run: the test pairs only, normal quantile)",
     "p_value": "two-sided t-test of the difference from the first row: paired over the seeds both rows ran, "
     "Welch's where they share none; the rows share the test pairs, so the seeds' spread is the whole "
-    "uncertainty of a difference; where a row has one run the run-to-run variance is unknown and the p-value counts the test pairs only (unit 'test pairs')",
+    "uncertainty of a difference; where a row has one run the run-to-run variance is unknown and the p-value "
+    "counts the test pairs only (unit 'test pairs')",
 }
 
 

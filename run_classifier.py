@@ -48,7 +48,7 @@ from ernie_m_xnli.evaluation.reporting import SelectedResult, format_evaluation,
 from ernie_m_xnli.models.hf_checkpoints import check_export_dir, export_hf_checkpoint  # noqa: E402
 from ernie_m_xnli.models.hub import local_model_source  # noqa: E402
 from ernie_m_xnli.models.inference import export_inference_model  # noqa: E402
-from ernie_m_xnli.models.loading import load_classifier, model_name  # noqa: E402
+from ernie_m_xnli.models.loading import RunModel, load_classifier, model_name  # noqa: E402
 from ernie_m_xnli.models.precision import run_precision  # noqa: E402
 from ernie_m_xnli.models.tokenizer_files import load_tokenizer, num_token_ids, pair_has_token_types  # noqa: E402
 from ernie_m_xnli.setup import distributed  # noqa: E402
@@ -79,16 +79,16 @@ def main(argv=None):
             logger.info(describe_recipe(args.resolved_recipe))
         with removed_on_bad_input(args.output_dir), one_run_in(args.output_dir), logging_redirect_tqdm():
             resume_dir = find_resume_checkpoint(args)  # each directory is checked against its manifest once
-            tokenizer, classifier = load_model(args, resume_dir)
+            model = load_model(args, resume_dir, precision)
             if args.export_model_dir:  # before any training: its result must be exportable
-                classifier.family.check_static_graph("--export_model_dir")
+                model.classifier.family.check_static_graph("--export_model_dir")
             if args.export_hf_dir:
                 check_export_dir(args.export_hf_dir)
             evaluator = Evaluator(
-                classifier,
+                model.classifier,
                 args.eval_batch_size,
-                tokenizer.pad_token_id,
-                tokenizer.sep_token_id,
+                model.tokenizer.pad_token_id,
+                model.tokenizer.sep_token_id,
                 precision,
                 partial(progress_bar, args.disable_tqdm, desc="evaluating", unit="language"),
                 args.eval_backend,
@@ -96,16 +96,16 @@ def main(argv=None):
             )
             prepare_output_dir(args)
             if args.predict_file:
-                predict(args, tokenizer, evaluator)
+                predict(args, model.tokenizer, evaluator)
             else:
-                train_and_evaluate(args, classifier, tokenizer, evaluator, resume_dir)
+                train_and_evaluate(args, model, evaluator, resume_dir)
         if distributed.is_main():
-            export(args, classifier, tokenizer)
+            export(args, model)
 
 
-def load_model(args, resume_dir):
-    """(tokenizer, families.Classifier) of the checkpoint to resume, or of the model and tokenizer the
-    arguments name (a hub id downloaded first)."""
+def load_model(args, resume_dir, precision):
+    """The RunModel of the checkpoint to resume, or of the model and tokenizer the arguments name (a
+    hub id downloaded first), computing in `precision`."""
     model_dir = resume_dir or check_intact(
         local_model_source(args.model_name_or_path, args.cache_dir), "--model_name_or_path"
     )
@@ -124,24 +124,24 @@ def load_model(args, resume_dir):
         pair_has_token_types(tokenizer),
         name=model_name(args.model_name_or_path),
     )
-    return tokenizer, classifier
+    return RunModel(classifier, tokenizer, precision)
 
 
-def train_and_evaluate(args, classifier, tokenizer, evaluator, resume_dir):
+def train_and_evaluate(args, model, evaluator, resume_dir):
     """Train (unless --eval_only), select on dev, evaluate the selected models on test, report."""
-    features = prepare_features(args, tokenizer)
+    features = prepare_features(args, model.tokenizer)
     started = time.time()
     examples_per_second = None
     if args.eval_only:
         state, selected = TrainingState(), evaluate_model(args, evaluator, features)
     else:
-        trainer = Trainer(args, classifier, tokenizer, features, evaluator, resume_dir, evaluator.precision)
+        trainer = Trainer(args, model, features, evaluator, resume_dir)
         state = trainer.train()
         examples_per_second = trainer.tokens.examples_per_second * distributed.world_size()
         selected = evaluate_selected_models(trainer, evaluator, features.test)
     if distributed.is_main():
         timing = {"runtime_seconds": time.time() - started, "train_examples_per_second": examples_per_second}
-        report_results(args, classifier.model.config, state, selected, timing, features.test_file)
+        report_results(args, model.classifier.model.config, state, selected, timing, features.test_file)
 
 
 def evaluate_model(args, evaluator, features):
@@ -174,12 +174,12 @@ def evaluate_selected_models(trainer, evaluator, test_features):
     }
 
 
-def export(args, classifier, tokenizer):
+def export(args, model):
     """The (selected) model for Paddle Inference and in transformers' layout, as asked."""
     if args.export_model_dir:
-        export_inference_model(classifier, tokenizer, args.export_model_dir)
+        export_inference_model(model.classifier, model.tokenizer, args.export_model_dir)
     if args.export_hf_dir:
-        export_hf_checkpoint(classifier.model, classifier.family, tokenizer, args.export_hf_dir)
+        export_hf_checkpoint(model.classifier.model, model.classifier.family, model.tokenizer, args.export_hf_dir)
 
 
 def predict(args, tokenizer, evaluator):

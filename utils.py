@@ -135,6 +135,40 @@ def has_bfloat16_instructions():
     return "avx512_bf16" in cpu_flags()
 
 
+# The instruction sets that decide what a CPU run computes in and how fast: /proc/cpuinfo's flag, the usual name.
+INSTRUCTION_SETS = (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX"))
+
+
+def cpu_instruction_sets(flags=None):
+    """The usual names of INSTRUCTION_SETS this CPU has (`flags`: /proc/cpuinfo's, by default)."""
+    flags = cpu_flags() if flags is None else flags
+    return [name for flag, name in INSTRUCTION_SETS if flag in flags]
+
+
+def describe_cpu(flags=None):
+    """The CPU's model and instruction sets, as every reported figure names them: "AMD EPYC (AVX2, AVX-512)"."""
+    sets = cpu_instruction_sets(flags)
+    return f"{cpu_info_field('model name') or platform.processor() or 'this CPU'} ({', '.join(sets) or 'no AVX2'})"
+
+
+def cpu_mixed_precision_refusal(amp_dtype, flags=None):
+    """Why `--use_amp [--amp_dtype amp_dtype]` cannot run on this CPU, in one line; None where it can
+    (bfloat16 on a CPU with AVX512-BF16). Paddle-free, so that it answers before Paddle is imported."""
+    given = "--use_amp" if amp_dtype is None else f"--use_amp --amp_dtype {amp_dtype}"
+    flags = cpu_flags() if flags is None else flags
+    if "avx512_bf16" not in flags:
+        return (
+            f"{given} on cpu: {describe_cpu(flags)} has neither AVX512-BF16 nor AMX, the instructions of bfloat16 "
+            "products, so float32 is the only precision a CPU run computes in here: run without --use_amp"
+        )
+    if amp_dtype != AMP_DTYPES[1]:
+        return (
+            f"{given} on cpu: mixed precision on a CPU is bfloat16 (Paddle has no float16 matrix products on a "
+            f"CPU), which {describe_cpu(flags)} computes: pass --amp_dtype bfloat16"
+        )
+    return None
+
+
 def cpu_vendor():
     """The CPU's vendor as Linux names it ("AuthenticAMD", "GenuineIntel"), or ""."""
     return cpu_info_field("vendor_id")

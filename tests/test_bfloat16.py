@@ -27,7 +27,7 @@ from ernie_m_xnli.models.precision import BFLOAT16, Precision, cpu_mixed_precisi
 from ernie_m_xnli.models.tokenizer_files import load_tokenizer, num_token_ids, pair_has_token_types
 from utils import InputError, has_bfloat16_instructions
 
-from conftest import fixture_dir, run_main
+from conftest import fixture_dir, last_line, run_main
 
 HAS_BFLOAT16 = has_bfloat16_instructions()
 needs_bfloat16 = pytest.mark.skipif(not HAS_BFLOAT16, reason="this CPU lacks avx512_bf16")
@@ -176,12 +176,17 @@ def test_paddle_inference_in_bfloat16_stays_within_rounding_of_float32(tmp_path,
 
 
 def test_mixed_precision_on_a_cpu_is_bfloat16_and_needs_its_instructions():
-    with pytest.raises(InputError, match=r"^--use_amp on cpu: mixed precision there is bfloat16 .* --amp_dtype bf"):
+    with pytest.raises(InputError, match=r"^--use_amp on cpu: mixed precision on a CPU is bfloat16 .*\(AVX-512, "):
         cpu_mixed_precision(None, flags=["avx512f", "avx512_bf16"])
-    with pytest.raises(InputError, match=r"^--use_amp --amp_dtype float16 on cpu: .*bfloat16"):
+    with pytest.raises(InputError, match=r"^--use_amp --amp_dtype float16 on cpu: .*: pass --amp_dtype bfloat16$"):
         cpu_mixed_precision("float16", flags=["avx512_bf16"])
-    with pytest.raises(InputError, match=r"it needs avx512_bf16, which .* lacks .*: run without --use_amp$"):
-        cpu_mixed_precision(BFLOAT16, flags=["avx2", "avx512f"])
+    # The user asked for bfloat16: the answer names what this CPU has and that float32 is all there is.
+    with pytest.raises(
+        InputError,
+        match=r"^--use_amp --amp_dtype bfloat16 on cpu: .* \(AVX2\) has neither AVX512-BF16 nor AMX, .* so float32 "
+        r"is the only precision a CPU run computes in here: run without --use_amp$",
+    ):
+        cpu_mixed_precision(BFLOAT16, flags=["avx2", "fma"])
     assert run_precision("cpu", False, None) == Precision("cpu")
 
 
@@ -197,7 +202,8 @@ def test_the_command_line_refuses_what_a_cpu_cannot_compute(tmp_path, tiny_model
         task_type="cross-lingual-transfer", model_name_or_path=tiny_model_dir, data_dir=xnli_dir, device="cpu"
     )
     alone = run_main("--use_amp", output_dir=tmp_path / "alone", **common)
-    assert alone.returncode == 2 and "--use_amp on cpu: mixed precision there is bfloat16" in alone.stderr
+    expected = "--use_amp on cpu: mixed precision on a CPU is bfloat16" if HAS_BFLOAT16 else "has neither AVX512-BF16"
+    assert alone.returncode == 2 and expected in last_line(alone.stderr)
     dtype_only = run_main(output_dir=tmp_path / "dtype", amp_dtype="bfloat16", **common)
     assert dtype_only.returncode == 2
     assert "--amp_dtype bfloat16 is the type of --use_amp: add --use_amp" in dtype_only.stderr

@@ -528,7 +528,15 @@ def test_the_run_books_commands_use_no_download_and_name_the_selected_model():
     assert "--device cpu" in smoke and "ernie-m-base" not in smoke
 
 
-@pytest.mark.parametrize("arguments", [["--help"], ["--task_type", "zero-shot"], [*REQUIRED, "--use_amp", "Ture"]])
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["--help"],
+        ["--task_type", "zero-shot"],
+        [*REQUIRED, "--use_amp", "Ture"],
+        [*REQUIRED, "--device", "cpu", "--use_amp", "--amp_dtype", "float16"],  # no CPU computes it
+    ],
+)
 def test_help_and_argument_errors_answer_before_paddle_is_imported(arguments):
     result = run_script(*arguments, launcher=["-X", "importtime"])
     assert result.returncode == (0 if arguments == ["--help"] else 2)

@@ -13,7 +13,8 @@ from ernie_m_xnli.data.splits import XnliFeatures
 from ernie_m_xnli.data.xnli_files import read_train_split, xnli_file_paths
 from ernie_m_xnli.evaluation.evaluator import EvaluationResult
 from ernie_m_xnli.evaluation.reporting import SelectedResult
-from ernie_m_xnli.models.loading import load_classifier
+from ernie_m_xnli.models.loading import RunModel, load_classifier
+from ernie_m_xnli.models.precision import Precision
 from ernie_m_xnli.setup.arguments import parse_args
 from ernie_m_xnli.training.checkpoints import Selection, TrainingState
 from ernie_m_xnli.training.plain_state import load_weights_file
@@ -126,7 +127,7 @@ def test_clipping_scales_every_gradient_by_one_global_norm(tmp_path, tiny_model_
     pairs = read_train_split(xnli_file_paths(xnli_dir, ["en"])["train"]).pairs_by_language["en"][:32]
     features = XnliFeatures(encode_pairs(tokenizer, pairs, 64, 0), None, None, None)
     classifier = load_classifier(tiny_model_dir, args.dropout, len(tokenizer), args.max_seq_length)
-    trainer = Trainer(args, classifier, tokenizer, features, evaluator=None)
+    trainer = Trainer(args, RunModel(classifier, tokenizer, Precision("cpu")), features, evaluator=None)
     model = classifier.model
     (micro_batch,) = trainer.micro_batches(next(iter(trainer.sampler)))
     inputs = {name: paddle.to_tensor(value) for name, value in micro_batch.inputs.items()}

@@ -3,16 +3,27 @@
 import logging
 import os
 import re
+from typing import NamedTuple
 
 from paddlenlp.utils.log import logger as paddlenlp_logger
 
 from ernie_m_xnli.models.families import Classifier, family_of, family_of_name
 from ernie_m_xnli.models.hf_checkpoints import is_hf_layout, paddle_checkpoint, read_config
+from ernie_m_xnli.models.precision import Precision
 from utils import LABELS, InputError
 
 WEIGHT_FILES = ("model_state.pdparams", "model.safetensors")
 
 logger = logging.getLogger(__name__)
+
+
+class RunModel(NamedTuple):
+    """The model a run trains and evaluates: the family's classifier, its tokenizer, and what it
+    computes in."""
+
+    classifier: Classifier
+    tokenizer: object
+    precision: Precision
 
 
 class NewWeights(logging.Filter):

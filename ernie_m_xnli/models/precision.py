@@ -14,10 +14,9 @@ import paddle
 
 from ernie_m_xnli.models import onednn
 from ernie_m_xnli.models.cpu_matmuls import bfloat16_matmuls, bias_gradients_by_matmul
-from utils import AMP_DTYPES, InputError, cpu_flags, cpu_info_field
+from utils import AMP_DTYPES, InputError, cpu_mixed_precision_refusal
 
 FLOAT16, BFLOAT16 = AMP_DTYPES
-CPU_BFLOAT16_FLAG = "avx512_bf16"  # /proc/cpuinfo's name of the instructions oneDNN's bf16 kernels need
 
 logger = logging.getLogger(__name__)
 
@@ -75,19 +74,9 @@ def run_precision(device, use_amp, amp_dtype):
 def cpu_mixed_precision(amp_dtype, flags=None):
     """bfloat16 where this CPU and Paddle's oneDNN compute it; float32, said in one line, where the
     wheel has no oneDNN library (not an x86-64 wheel)."""
-    has_bfloat16 = CPU_BFLOAT16_FLAG in (cpu_flags() if flags is None else flags)
-    if amp_dtype != BFLOAT16 or not has_bfloat16:
-        given = "--use_amp" if amp_dtype is None else f"--use_amp --amp_dtype {amp_dtype}"
-        cpu = cpu_info_field("model name") or "this CPU"
-        verdict = (
-            f"pass --amp_dtype bfloat16 ({cpu} has {CPU_BFLOAT16_FLAG})"
-            if has_bfloat16
-            else f"it needs {CPU_BFLOAT16_FLAG}, which {cpu} lacks (/proc/cpuinfo's flags): run without --use_amp"
-        )
-        raise InputError(
-            f"{given} on cpu: mixed precision there is bfloat16 (Paddle has no float16 matrix products on a "
-            f"CPU); {verdict}"
-        )
+    refusal = cpu_mixed_precision_refusal(amp_dtype, flags)
+    if refusal:
+        raise InputError(refusal)
     try:
         logger.info("bfloat16 products by oneDNN %s: %s", onednn.version(), onednn.implementation_name())
     except (OSError, onednn.OneDnnError) as error:

@@ -9,7 +9,14 @@ import os
 import sys
 
 from ernie_m_xnli.setup.recipes import RecipeError, apply_paper_recipe
-from utils import AMP_DTYPES, NUM_SPECIAL_TOKENS, XNLI_LANGUAGES, launched_world_size, str2bool
+from utils import (
+    AMP_DTYPES,
+    NUM_SPECIAL_TOKENS,
+    XNLI_LANGUAGES,
+    cpu_mixed_precision_refusal,
+    launched_world_size,
+    str2bool,
+)
 
 # The name errors start with, however the script is started (python -m ..., main() in a test).
 PROGRAM = "run_classifier.py"
@@ -76,6 +83,8 @@ def parse_args(argv=None, description=None):
     if args.eval_backend is None:
         args.eval_backend = "inference" if args.device == "cpu" else "dynamic"
     problem = find_invalid_argument(args)
+    if not problem and args.device == "cpu" and args.use_amp:
+        problem = cpu_mixed_precision_refusal(args.amp_dtype)
     if problem:
         parser.error(problem)
     return args

@@ -13,7 +13,6 @@ import paddle.nn.functional as F
 
 from ernie_m_xnli.data.batching import ShardedBatchSampler, collate_micro_batches, padded_inputs
 from ernie_m_xnli.data.packing import packed_inputs
-from ernie_m_xnli.models.precision import Precision
 from ernie_m_xnli.setup import distributed
 from ernie_m_xnli.setup.runtime import progress_bar
 from ernie_m_xnli.training.checkpoints import (
@@ -44,8 +43,9 @@ logger = logging.getLogger(__name__)
 
 
 class Trainer:
-    """Fine-tunes a models.families.Classifier on `features.train`, selecting on `features.dev` with
-    `evaluator`; `self.model` is the family's model inside it, which is optimized, saved and restored.
+    """Fine-tunes a models.loading.RunModel on `features.train`, selecting on `features.dev` with
+    `evaluator`; `self.model` is the family's model inside its classifier, which is optimized, saved
+    and restored.
 
     It owns the optimizer, the learning-rate schedule, the loss scaler and the TrainingState, and
     continues a run exactly from `resume_dir`. `args` are run_classifier's parsed arguments: the
@@ -55,10 +55,10 @@ class Trainer:
     examples; steps, warmup, logging, evaluation and saving all count these updates.
     """
 
-    def __init__(self, args, classifier, tokenizer, features, evaluator, resume_dir=None, precision=None):
+    def __init__(self, args, run_model, features, evaluator, resume_dir=None):
+        classifier, tokenizer = run_model.classifier, run_model.tokenizer
         model = classifier.model
-        self.args, self.model, self.tokenizer = args, model, tokenizer
-        self.precision = precision or Precision(args.device)
+        self.args, self.model, self.tokenizer, self.precision = args, model, tokenizer, run_model.precision
         self.features, self.evaluator = features, evaluator
         # Each rank draws its whole share of a step at once and cuts it into consecutive
         # micro-batches: the step sees the examples one big batch would, in the same order.
