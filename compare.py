@@ -11,9 +11,10 @@ results.json and test_predictions.tsv; the RUNs of one NAME are its seeds. Seeds
 the experimental units: two runs of one model differ by a few points from the luck of training alone,
 and thousands of test pairs within a run do not tell that apart from a better model. So a row's
 interval counts the spread between its seeds and the sampling of the test pairs, and each p-value is a
-t-test over the runs (paired over the seeds both rows ran, Welch's where they share none). A row of one
-run has no run-to-run variance to count: its figures count the test pairs only, are marked † and
-say so. Writes comparison.json, comparison.md and comparison.png to --output_dir.
+t-test over the runs: paired over the seeds both rows ran where one harness trained both, Welch's
+otherwise (another harness's seed 42 draws other batches and another start). A row of one run has no
+run-to-run variance to count: its figures count the test pairs only, are marked † and say so.
+Writes comparison.json, comparison.md and comparison.png to --output_dir.
 """
 
 import argparse
@@ -121,11 +122,20 @@ def correctness(run):
     return {lang: run["predictions"][lang][0] == run["predictions"][lang][1] for lang in XNLI_LANGUAGES}
 
 
+def harness(run):
+    """Which program trained a run: "transformers" (benchmarks/hf_finetune_peer.py) or "suite"."""
+    versions = (run["results"].get("environment") or {}).get("versions", {})
+    return "transformers" if "transformers" in versions else "suite"
+
+
 def matched_runs(row_a, row_b):
-    """The runs of each row with the seeds both have (all of each row's runs where they share none)."""
+    """The runs of each row with the seeds both have, where one seed draws the same batches in both
+    (rows of one harness); all of each row's runs otherwise (no seed in common, or two harnesses,
+    whose seed numbers draw unrelated batches and starts)."""
     seeds_a = [run["results"]["args"].get("seed") for run in row_a["runs"]]
     seeds_b = [run["results"]["args"].get("seed") for run in row_b["runs"]]
-    common = [seed for seed in seeds_a if seed in seeds_b]
+    harnesses = {harness(run) for run in row_a["runs"] + row_b["runs"]}
+    common = [seed for seed in seeds_a if seed in seeds_b] if len(harnesses) == 1 else []
     if not common:
         return row_a["runs"], row_b["runs"], []
 
@@ -196,10 +206,10 @@ METHOD = {
     "ci95": "mean over seeds +- t quantile x standard error; the standard error adds the seeds' spread "
     "(std^2 / seeds) and the test pairs' sampling variance of the seed-averaged correctness; degrees of freedom "
     "by Welch-Satterthwaite from the seeds (a row of one run: the test pairs only, normal quantile)",
-    "p_value": "two-sided t-test of the difference from the first row: paired over the seeds both rows ran, "
-    "Welch's where they share none; the rows share the test pairs, so the seeds' spread is the whole "
-    "uncertainty of a difference; where a row has one run the run-to-run variance is unknown and the p-value "
-    "counts the test pairs only (unit 'test pairs')",
+    "p_value": "two-sided t-test of the difference from the first row: paired over the seeds both rows ran "
+    "where they come from one harness (one seed, the same batches), Welch's otherwise; the rows share the test "
+    "pairs, so the seeds' spread is the whole uncertainty of a difference; where a row has one run the "
+    "run-to-run variance is unknown and the p-value counts the test pairs only (unit 'test pairs')",
 }
 
 

@@ -26,6 +26,8 @@ NUM_SPECIAL_TOKENS = 4
 
 # The 16-bit types of mixed precision (--amp_dtype).
 AMP_DTYPES = ("float16", "bfloat16")
+# Seconds a rank waits for the others at a collective: 30 minutes, as PyTorch's process groups do.
+DEFAULT_COLLECTIVE_TIMEOUT = 1800.0
 
 
 class InputError(Exception):

@@ -189,3 +189,18 @@ def first_rows(source, target, rows_per_language, english_rows=None):
     os.makedirs(os.path.dirname(target), exist_ok=True)
     with open(target, "w", encoding="utf-8") as file:
         file.write("\n".join(kept) + "\n")
+
+
+def rank_pids(launcher_pid):
+    """{rank: pid} of the workers paddle.distributed.launch started."""
+    pids = {}
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            environment = open(f"/proc/{name}/environ", "rb").read().split(b"\0")
+            parent = int(open(f"/proc/{name}/status").read().split("PPid:")[1].split()[0])
+        except OSError:
+            continue
+        rank = [entry.split(b"=", 1)[1] for entry in environment if entry.startswith(b"PADDLE_TRAINER_ID=")]
+        if parent == launcher_pid and rank:
+            pids[int(rank[0])] = int(name)
+    return pids

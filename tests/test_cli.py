@@ -13,7 +13,7 @@ from ernie_m_xnli.data.synthetic import write_xnli_corpus
 from ernie_m_xnli.setup.arguments import parse_args
 from utils import LABELS, XNLI_LANGUAGES, available_cpu_cores, has_bfloat16_instructions
 
-from conftest import REPO_ROOT, cpu_device_line, cpu_run, flags, last_line, png_size, read_results, run_main, run_script
+from conftest import cpu_device_line, cpu_run, flags, last_line, png_size, read_results, run_main, run_script
 
 REQUIRED = ["--task_type", "cross-lingual-transfer", "--model_name_or_path", "ernie-m-base", "--output_dir", "out"]
 
@@ -508,15 +508,6 @@ def test_help_lists_every_argument_with_its_default(capsys):
         assert argument in help_text
     assert "(default: 256)" in help_text and "(default: 0.8)" in help_text
     assert "(default: None)" not in help_text and "Default: --save_steps." in help_text
-
-
-def test_help_and_readme_list_the_same_flags(capsys):
-    with pytest.raises(SystemExit):
-        parse_args(["--help"])
-    in_help = set(re.findall(r"^\s+(--\w+)", capsys.readouterr().out, re.M)) - {"--help"}
-    readme = open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8").read()
-    table = readme[readme.index("### Arguments") : readme.index("### Output")]
-    assert set(re.findall(r"^\| `(--\w+)`", table, re.M)) == in_help
 
 
 def test_the_run_books_commands_use_no_download_and_name_the_selected_model():

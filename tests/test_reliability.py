@@ -27,7 +27,7 @@ from ernie_m_xnli.training.checkpoints import (
 )
 from ernie_m_xnli.training.plain_state import load_weights_file
 
-from conftest import REPO_ROOT, cpu_run, flags, last_line, read_results, run_main, run_script
+from conftest import REPO_ROOT, cpu_run, flags, last_line, rank_pids, read_results, run_main, run_script
 
 LAUNCH_TWO = ["-m", "paddle.distributed.launch", "--nproc_per_node", "2"]
 
@@ -73,7 +73,6 @@ def assert_same_run(resumed_dir, reference_dir):
         "test_accuracy",
         "test_loss",
         "dev_history",
-        "train_loss_history",
         "selected_steps",
         "test_accuracy_select_en",
     ):
@@ -129,6 +128,9 @@ def test_a_run_killed_with_sigkill_resumes_to_identical_weights_and_results(
         training_args(tiny_model_dir, varied_xnli_dir, killed_dir, **setting), output_path, launcher("logs")
     )
     wait_for("step 100/160", tmp_path / "logs" / "workerlog.0" if processes == 2 else output_path, process)
+    # The launcher starts each worker in a session of its own: kill -9 every process of the run.
+    for worker in rank_pids(process.pid).values():
+        os.kill(worker, signal.SIGKILL)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     checkpoint_steps = [step for step, _ in list_checkpoints(killed_dir)]
@@ -138,6 +140,9 @@ def test_a_run_killed_with_sigkill_resumes_to_identical_weights_and_results(
     resumed = run_script(*arguments, launcher=launcher("resumed-logs"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_run(killed_dir, reference_run(processes, use_amp, accumulation))
+    # Logged every step in both: the history kept in the checkpoint, then the resumed steps' losses.
+    reference = read_results(reference_run(processes, use_amp, accumulation))["train_loss_history"]
+    assert read_results(killed_dir)["train_loss_history"] == reference and len(reference) == 160
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

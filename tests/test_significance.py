@@ -65,8 +65,9 @@ def test_the_interval_of_a_rows_mean_holds_the_true_accuracy_about_95_percent_of
     assert 0.9 <= held / 300 <= 0.995
 
 
-def write_run(directory, seed, run, gold_rng):
-    """A run directory as run_classifier.py leaves one: results.json and test_predictions.tsv."""
+def write_run(directory, seed, run, gold_rng, versions=None):
+    """A run directory as run_classifier.py (or, with transformers in `versions`, its transformers peer)
+    leaves one: results.json and test_predictions.tsv."""
     directory.mkdir(parents=True)
     gold = {lang: np.random.default_rng(0).integers(0, 3, PAIRS_PER_LANGUAGE) for lang in XNLI_LANGUAGES}
     wrong_by = {lang: gold_rng.integers(1, 3, PAIRS_PER_LANGUAGE) for lang in XNLI_LANGUAGES}
@@ -74,17 +75,22 @@ def write_run(directory, seed, run, gold_rng):
     logits = {lang: np.eye(3)[predicted[lang]] for lang in XNLI_LANGUAGES}
     write_test_predictions(directory / "test_predictions.tsv", logits, gold)
     results = {"args": {"seed": seed}, "model_type": "bert", "test_accuracy": run_accuracies(run)}
+    results["environment"] = {"cpu": "AMD EPYC", "versions": versions or {"paddle": "3.3.1", "suite": "abc"}}
     (directory / "results.json").write_text(json.dumps(results))
     return directory
 
 
-def synthetic_rows(tmp_path, skill_b, seed_std, seeds_b=(42, 43, 44), seeds_a=(42, 43, 44), rng_seed=3):
+def synthetic_rows(
+    tmp_path, skill_b, seed_std, seeds_b=(42, 43, 44), seeds_a=(42, 43, 44), rng_seed=3, versions_b=None
+):
     rng = np.random.default_rng(rng_seed)
     difficulties = pair_difficulties(rng)
     rows = []
-    for name, skill, seeds in (("a", 0.0, seeds_a), ("b", skill_b, seeds_b)):
+    for name, skill, seeds, versions in (("a", 0.0, seeds_a, None), ("b", skill_b, seeds_b, versions_b)):
         runs = [
-            write_run(tmp_path / f"{name}-{seed}", seed, synthetic_run(rng, difficulties, skill, seed_std), rng)
+            write_run(
+                tmp_path / f"{name}-{seed}", seed, synthetic_run(rng, difficulties, skill, seed_std), rng, versions
+            )
             for seed in seeds
         ]
         rows.append(f"{name}={','.join(map(str, runs))}")
@@ -136,3 +142,11 @@ def test_two_seeds_say_how_large_a_difference_must_be(tmp_path):
     assert avg["degrees_of_freedom"] == pytest.approx(1, abs=0.2)
     assert avg["critical_ratio"] > 8  # t with 1 degree of freedom: 12.7
     assert f"p < 0.05 needs a difference of {avg['critical_ratio']:.1f} standard errors" in markdown
+
+
+def test_the_seeds_of_two_harnesses_are_not_paired(tmp_path):
+    # transformers' seed 42 draws other batches and another start than the suite's: nothing pairs them.
+    transformers = {"torch": "2.14.1", "transformers": "4.46.3"}
+    comparison, _ = compare(tmp_path, synthetic_rows(tmp_path, 0.0, SEED_STD, versions_b=transformers))
+    avg = next(p for p in comparison["paired"] if p["language"] == "avg")
+    assert avg["test"] == "Welch's t-test over the rows' seeds" and avg["seeds"] == []

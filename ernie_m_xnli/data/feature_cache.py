@@ -99,7 +99,7 @@ def load_or_tokenize(cache_path, tokenize):
         if split is None:
             split = CachedSplit(*tokenize(available_cpu_cores()), "tokenized")
             write_entry(cache_path, split)
-    distributed.barrier()
+    distributed.barrier(what="the tokenized cache (rank 0 tokenizes, the others wait for it)")
     return split or read_entry(cache_path) or CachedSplit(*tokenize(cpu_cores_per_process()), "tokenized")
 
 

@@ -130,7 +130,7 @@ class Evaluator:
 
         logits = average_window_logits(window_logits, features.example_ids, features.num_examples)
         logits[np.arange(features.num_examples) % world_size != rank] = 0
-        return distributed.sum_over_ranks(logits)
+        return distributed.sum_over_ranks(logits, what="an evaluation (summing the ranks' logits)")
 
     def evaluate(self, features_by_language):
         """The EvaluationResult of the 15 XNLI languages."""

@@ -9,9 +9,10 @@ The pairs within one run are not independent evidence about a model: the run is 
   sampling variance of its seed-averaged correctness over the test pairs (var / pairs), so that its
   interval covers the accuracy on other test pairs too; degrees of freedom by Welch-Satterthwaite.
 - The difference between two rows on the same test pairs: a t-test over the runs, paired over the
-  seeds both rows ran, Welch's where they share none. The test pairs are shared, so the runs'
-  spread (which holds each run's own per-pair luck) is the whole uncertainty; with 3 seeds a paired
-  difference must be 4.3 standard errors to reach p < 0.05, with 2 seeds 12.7.
+  seeds both rows ran where one seed draws the same batches in both, Welch's otherwise. The test
+  pairs are shared, so the runs' spread (which holds each run's own per-pair luck) is the whole
+  uncertainty; with 3 seeds a paired difference must be 4.3 standard errors to reach p < 0.05,
+  with 2 seeds 12.7.
 - With one run in a row the run-to-run variance is unknown: the estimate counts the test pairs only
   and says so (`unit` "test pairs").
 

@@ -11,6 +11,7 @@ import sys
 from ernie_m_xnli.setup.recipes import RecipeError, apply_paper_recipe
 from utils import (
     AMP_DTYPES,
+    DEFAULT_COLLECTIVE_TIMEOUT,
     NUM_SPECIAL_TOKENS,
     XNLI_LANGUAGES,
     cpu_mixed_precision_refusal,
@@ -53,8 +54,8 @@ class OneLineErrorParser(argparse.ArgumentParser):
         return f" (did you mean {' or '.join(nearest)}?)" if nearest else ""
 
 
-def parse_args(argv=None, description=None):
-    """The checked arguments of `argv` (default: sys.argv); `description` heads --help."""
+def build_parser(description=None):
+    """run_classifier.py's parser; `description` heads --help."""
     # No abbreviated flags: the recipe must know exactly which arguments were given.
     parser = OneLineErrorParser(
         prog=PROGRAM, description=description, formatter_class=HelpFormatter, allow_abbrev=False
@@ -65,6 +66,12 @@ def parse_args(argv=None, description=None):
     add_checkpoint_arguments(parser.add_argument_group("evaluation, checkpoints and resuming"))
     add_machine_arguments(parser.add_argument_group("device"))
     add_reporting_arguments(parser.add_argument_group("logs"))
+    return parser
+
+
+def parse_args(argv=None, description=None):
+    """The checked arguments of `argv` (default: sys.argv); `description` heads --help."""
+    parser = build_parser(description)
     args = parser.parse_args(argv)
     problem = find_invalid_model(args) or find_invalid_argument(args)
     if problem:
@@ -263,6 +270,13 @@ def add_machine_arguments(group):
         help="Threads of each process's CPU kernels with --device cpu; 0: the available cores, shared by the "
         "processes on this machine.",
     )
+    add(
+        "--collective_timeout",
+        type=float,
+        default=DEFAULT_COLLECTIVE_TIMEOUT,
+        help="Seconds a process of a multi-process run waits for the others at a collective (an evaluation's sum, "
+        "a checkpoint, a step's end) before every process stops in one line naming the slow one.",
+    )
     add_boolean(
         group,
         "--flush_denormals",
@@ -341,6 +355,7 @@ def find_invalid_argument(args):
             "--train_languages goes with --task_type translate-train-all (cross-lingual-transfer trains on en)",
         ),
         (args.cpu_threads >= 0, f"--cpu_threads must be non-negative, got {args.cpu_threads}"),
+        (args.collective_timeout > 0, f"--collective_timeout must be positive, got {args.collective_timeout}"),
         (
             args.eval_backend != "inference" or args.device == "cpu",
             f"--eval_backend inference runs on the CPU only (oneDNN), so it goes with --device cpu, not "
@@ -390,3 +405,50 @@ def find_invalid_model(args):
     if not os.path.isfile(os.path.join(path, "config.json")):
         return f"--model_name_or_path {path}: no config.json (expected a directory saved with save_pretrained)"
     return None
+
+
+def arguments_markdown():
+    """docs/arguments.md: every argument of run_classifier.py by group, its default and its help, as
+    --help gives them (tests/test_docs.py fails when the file is stale)."""
+    parser = build_parser()
+    lines = [
+        "# Arguments of run_classifier.py",
+        "",
+        "Generated from the parser by `python -m ernie_m_xnli.setup.arguments > docs/arguments.md`; "
+        "`python run_classifier.py --help` says the same.",
+    ]
+    for group in parser._action_groups:
+        actions = [action for action in group._group_actions if action.option_strings and action.dest != "help"]
+        if not actions:
+            continue
+        lines += [
+            "",
+            f"## {group.title[0].upper()}{group.title[1:]}",
+            "",
+            "| argument | default | meaning |",
+            "| --- | --- | --- |",
+        ]
+        for action in actions:
+            default = documented_default(action)
+            if action.choices:
+                default += f" (one of {', '.join(f'`{choice}`' for choice in action.choices)})"
+            meaning = " ".join(action.help.split()).replace("|", "\\|")
+            lines.append(f"| `{action.option_strings[0]}` | {default} | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+def documented_default(action):
+    """An argument's default as docs/arguments.md shows it, the same on every machine."""
+    if action.dest == "cache_dir":
+        return "`~/.cache/ernie_m_xnli` (`$XDG_CACHE_HOME/ernie_m_xnli` where that is set)"
+    if action.required:
+        return "required"
+    if action.default is None:
+        return "none"
+    if isinstance(action.default, bool):
+        return "off" if action.nargs == 0 else f"`{str(action.default).lower()}`"
+    return f"`{action.default}`"
+
+
+if __name__ == "__main__":
+    print(arguments_markdown(), end="")

@@ -25,15 +25,16 @@ logger = logging.getLogger(__name__)
 
 def set_up(args):
     """Device, process group, log, CPU threads and seeds of a run."""
-    set_up_device(args.device)
+    set_up_device(args.device, args.collective_timeout)
     configure_logging()
     if args.device == "cpu":
         configure_cpu(args.cpu_threads, args.flush_denormals, args.mkl_fast_path_on_amd)
     set_seed(args.seed, distributed.rank())
 
 
-def set_up_device(device):
-    """Select the device and, under `paddle.distributed.launch`, join the process group."""
+def set_up_device(device, collective_timeout):
+    """Select the device and, under `paddle.distributed.launch`, join the process group, whose ranks
+    wait up to `collective_timeout` seconds for each other at a collective."""
     if device == "gpu" and not paddle.is_compiled_with_cuda():
         raise InputError(
             "--device gpu: this PaddlePaddle build has no CUDA support (install paddlepaddle-gpu, see README) "
@@ -44,7 +45,7 @@ def set_up_device(device):
     if device == "gpu" and paddle.device.cuda.device_count() == 0:
         raise InputError("--device gpu: no GPU is visible (check CUDA_VISIBLE_DEVICES and the driver)")
     paddle.set_device(device)
-    distributed.join()
+    distributed.join(collective_timeout)
 
 
 def configure_logging():

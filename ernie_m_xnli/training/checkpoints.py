@@ -313,7 +313,7 @@ def load_weights(model, checkpoint_dir):
     that no shared file system is needed across machines."""
     if distributed.is_main():
         model.set_state_dict(load_weights_file(checkpoint_dir))
-    distributed.broadcast_parameters(model)
+    distributed.broadcast_parameters(model, what=f"loading {checkpoint_dir}")
 
 
 def check_intact(directory, argument):

@@ -88,4 +88,4 @@ def prepare_output_dir(args):
     if training and args.overwrite_output_dir and not args.resume_from_checkpoint and distributed.is_main():
         for _, path in list_checkpoints(args.output_dir):
             shutil.rmtree(path)
-    distributed.barrier()
+    distributed.barrier(what="preparing --output_dir")

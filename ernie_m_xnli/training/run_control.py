@@ -43,6 +43,17 @@ class NonFiniteGuard:
         self.max_skipped_in_a_row, self.last_good_checkpoint = max_skipped_in_a_row, last_good_checkpoint
         self.skipped, self.skipped_in_a_row = 0, 0
 
+    @contextmanager
+    def naming_the_last_checkpoint(self):
+        """A rank that timed out waiting for the others says where to continue from."""
+        try:
+            yield
+        except distributed.RankTimeout as error:
+            raise distributed.RankTimeout(
+                f"{error}; last checkpoint: {self.last_good_checkpoint or 'none yet'}, from which the same command "
+                "with --resume_from_checkpoint latest continues"
+            ) from None
+
     def check(self, step, loss, skipped):
         self.skipped += skipped
         self.skipped_in_a_row = self.skipped_in_a_row + 1 if skipped else 0
@@ -62,7 +73,7 @@ def errors_as_exit_codes(debug):
     fails; the message is one line on stderr, with the traceback only with --debug."""
     try:
         yield
-    except (InputError, TrainingStopped, TrainingFailed, DiskFull) as error:
+    except (InputError, TrainingStopped, TrainingFailed, DiskFull, distributed.RankTimeout) as error:
         if debug:
             traceback.print_exc()
         # A stop is what was asked for, not a failure.

@@ -93,7 +93,9 @@ class Trainer:
         )
         self.guard = NonFiniteGuard(last_good_checkpoint=resume_dir)
         self.weights_step = self.state.global_step  # the step whose weights the model holds
-        # DataParallel all-reduces gradients in backward; `model` stays the plain layer that is saved and evaluated.
+        # DataParallel broadcasts the weights now and all-reduces gradients in backward; `model` stays the
+        # plain layer that is saved and evaluated.
+        distributed.all_ranks_reach("the start of training")
         self.parallel_model = paddle.DataParallel(classifier) if distributed.world_size() > 1 else classifier
 
     @property
@@ -117,7 +119,7 @@ class Trainer:
         progress = self.open_progress()
         self.model.train()
         state = self.state
-        with StopRequest() as stop_request:
+        with StopRequest() as stop_request, self.guard.naming_the_last_checkpoint():
             for epoch, batch_index, micro_batches in self.remaining_batches():
                 started = time.perf_counter()
                 loss = self.training_step(micro_batches)
@@ -203,12 +205,12 @@ class Trainer:
         if distributed.is_main():
             write_model(best_model_path(self.args.output_dir, self.state.global_step), self.model, self.tokenizer)
             prune_best_models(self.args.output_dir, self.state)
-        distributed.barrier()
+        distributed.barrier(what=f"saving best-{self.state.global_step}")
 
     def save(self):
         """Save `checkpoint-<step>` from rank 0, with every rank's random state; returns its path."""
         directory = checkpoint_path(self.args.output_dir, self.state.global_step)
-        rng_states = distributed.gather(capture_rng_state())
+        rng_states = distributed.gather(capture_rng_state(), what=f"saving checkpoint-{self.state.global_step}")
         if distributed.is_main():
             with atomic_directory(directory) as partial_dir:
                 save_model(partial_dir, self.model, self.tokenizer)
@@ -218,7 +220,7 @@ class Trainer:
                 prune_checkpoints(self.args.output_dir, self.args.save_total_limit)
                 prune_best_models(self.args.output_dir, self.state)
             logger.info("saved %s", directory)
-        distributed.barrier()
+        distributed.barrier(what=f"saving checkpoint-{self.state.global_step}")
         self.guard.last_good_checkpoint = directory
         return directory
 
