@@ -31,6 +31,7 @@ import sys
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)  # run as a script, from anywhere
 
+from benchmarks.fine_tuning_settings import add_fine_tuning_settings  # noqa: E402
 from ernie_m_xnli.evaluation.predictions import TEST_PREDICTIONS_FILE, read_test_predictions  # noqa: E402
 from ernie_m_xnli.setup.arguments import OneLineErrorParser  # noqa: E402
 from utils import XNLI_LANGUAGES, write_json_atomically  # noqa: E402
@@ -56,15 +57,7 @@ def parse_args(argv=None):
     source.add_argument("--reference", help=f"transformers' side as recorded by an earlier run ({REFERENCE_FILE}).")
     parser.add_argument("--output_dir", default="output/fidelity", help="Where both runs and fidelity.json go.")
     parser.add_argument("--steps", type=int, default=30, help="Training steps of each harness.")
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--learning_rate", type=float, default=5e-5)
-    parser.add_argument("--warmup_proportion", type=float, default=0.1)
-    parser.add_argument("--weight_decay", type=float, default=0.01)
-    parser.add_argument("--max_grad_norm", type=float, default=1.0)
-    parser.add_argument("--max_seq_length", type=int, default=128)
-    parser.add_argument("--eval_pairs_per_language", type=int, default=100, help="Test pairs per language compared.")
-    parser.add_argument("--seed", type=int, default=42, help="The classifier's start and the batch order.")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads of each harness.")
+    add_fine_tuning_settings(parser, eval_pairs_per_language=100)
     parser.add_argument("--dropout", choices=("off", "on"), default="off")
     parser.add_argument("--tolerance", type=float, default=2e-3, help="Largest loss difference allowed at any step.")
     parser.add_argument(

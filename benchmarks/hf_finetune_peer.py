@@ -29,6 +29,7 @@ from transformers import (
     TrainingArguments,
 )
 
+from benchmarks.fine_tuning_settings import add_fine_tuning_settings
 from ernie_m_xnli.data.batching import ShardedBatchSampler
 from ernie_m_xnli.data.xnli_files import read_eval_split, read_train_split, xnli_file_paths
 from ernie_m_xnli.evaluation.predictions import TEST_PREDICTIONS_FILE, write_test_predictions
@@ -43,16 +44,8 @@ def parse_args(argv=None):
     parser.add_argument("--train_languages", nargs="+", default=["en"], choices=XNLI_LANGUAGES)
     parser.add_argument("--num_train_epochs", type=float, default=2)
     parser.add_argument("--max_steps", type=int, default=-1, help="> 0 overrides --num_train_epochs")
-    parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--eval_batch_size", type=int, default=64)
-    parser.add_argument("--learning_rate", type=float, default=5e-5)
-    parser.add_argument("--weight_decay", type=float, default=0.01)
-    parser.add_argument("--warmup_proportion", type=float, default=0.1)
-    parser.add_argument("--max_seq_length", type=int, default=128)
-    parser.add_argument("--max_grad_norm", type=float, default=1.0)
-    parser.add_argument("--eval_pairs_per_language", type=int, default=0, help="0: all pairs")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--threads", type=int, default=2)
+    add_fine_tuning_settings(parser, eval_pairs_per_language=0)
     parser.add_argument(
         "--batch_order",
         choices=("shuffled", "suite"),

@@ -77,7 +77,11 @@ def flags_of(script):
     if script == "run_classifier.py":
         return {flag for action in build_parser()._actions for flag in action.option_strings}
     path = script.replace(".", "/") + ".py" if not script.endswith(".py") else script
-    return set(re.findall(r'add_argument\(\s*"(--\w+)"', read(path))) | {"--help"}
+    sources = [read(path)]  # and the benchmarks' shared argument groups it imports
+    sources += [
+        read(f"benchmarks/{name}.py") for name in re.findall(r"^from benchmarks\.(\w+) import", sources[0], re.M)
+    ]
+    return {flag for source in sources for flag in re.findall(r'add_argument\(\s*"(--\w+)"', source)} | {"--help"}
 
 
 @pytest.mark.parametrize("page", PAGES)

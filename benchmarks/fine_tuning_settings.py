@@ -1,0 +1,21 @@
+"""The fine-tuning settings that transformers' peer (hf_finetune_peer.py) and the fidelity check
+(fidelity.py) both take, with the same names, meanings and defaults as run_classifier.py's README
+runs. No Paddle and no torch: each side imports it."""
+
+
+def add_fine_tuning_settings(parser, eval_pairs_per_language):
+    """Add the shared flags to `parser`; `eval_pairs_per_language` is its default (0: all pairs)."""
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--learning_rate", type=float, default=5e-5)
+    parser.add_argument("--warmup_proportion", type=float, default=0.1)
+    parser.add_argument("--weight_decay", type=float, default=0.01)
+    parser.add_argument("--max_grad_norm", type=float, default=1.0)
+    parser.add_argument("--max_seq_length", type=int, default=128)
+    parser.add_argument(
+        "--eval_pairs_per_language",
+        type=int,
+        default=eval_pairs_per_language,
+        help="Evaluate dev and test on the first this many pairs of each language; 0: all of them.",
+    )
+    parser.add_argument("--seed", type=int, default=42, help="The classifier's start and the batch order.")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads of each process.")
