@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from benchmarks.fidelity import fidelity_report, format_report, parse_args, run_outcome
 from ernie_m_xnli.data.xnli_files import xnli_file_paths
 
 from conftest import TRANSFORMERS_PYTHON, XNLI_DIR, first_rows, fixture_dir, has_peer_packages, last_line, run_script
@@ -44,10 +45,17 @@ def read_report(output_dir):
     return json.loads(open(os.path.join(output_dir, "fidelity.json"), encoding="utf-8").read())
 
 
-def test_the_suite_trains_as_recorded_transformers_did(tmp_path):
-    result = fidelity(tiny_xnli(tmp_path / "xnli"), tmp_path / "out", "--reference", REFERENCE)
+@pytest.fixture(scope="module")
+def recorded_check(tmp_path_factory):
+    """(CompletedProcess, output_dir) of fidelity.py against the recorded reference."""
+    tmp_path = tmp_path_factory.mktemp("fidelity")
+    return fidelity(tiny_xnli(tmp_path / "xnli"), tmp_path / "out", "--reference", REFERENCE), tmp_path / "out"
+
+
+def test_the_suite_trains_as_recorded_transformers_did(recorded_check):
+    result, output_dir = recorded_check
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
-    report = read_report(tmp_path / "out")
+    report = read_report(output_dir)
     assert [entry["step"] for entry in report["losses"]] == list(range(1, 21))
     # Float rounding only: measured 3e-6 against transformers on this machine kind.
     assert report["max_loss_difference"] < 1e-4
@@ -58,16 +66,26 @@ def test_the_suite_trains_as_recorded_transformers_did(tmp_path):
     assert max(losses) - min(losses) > 0.05
 
 
-def test_a_reference_that_parts_from_the_suite_fails(tmp_path):
+def test_a_reference_that_parts_from_the_suite_fails(recorded_check):
+    _, output_dir = recorded_check
     reference = json.loads(open(REFERENCE, encoding="utf-8").read())
     reference["train_loss_history"][9]["loss"] += 0.01  # step 10
-    changed = tmp_path / "changed.json"
-    changed.write_text(json.dumps(reference))
-    result = fidelity(tiny_xnli(tmp_path / "xnli"), tmp_path / "out", "--reference", changed)
-    assert result.returncode == 1
-    report = read_report(tmp_path / "out")
+    args = checked_args(output_dir, "--reference", REFERENCE)
+    report = fidelity_report(args, run_outcome(output_dir / "suite"), reference)
     assert report["passed"] is False and report["max_loss_difference"] == pytest.approx(0.01, abs=1e-4)
-    assert last_line(result.stdout).startswith("FAIL")
+    assert last_line(format_report(report)).startswith("FAIL")
+    reference["train_loss_history"][9]["loss"] -= 0.01
+    reference["test_predictions"]["en"] = [(label + 1) % 3 for label in reference["test_predictions"]["en"]]
+    report = fidelity_report(args, run_outcome(output_dir / "suite"), reference)
+    assert report["identical_test_predictions"] == pytest.approx(14 / 15) and report["passed"] is False
+
+
+def checked_args(output_dir, *source):
+    """fidelity.py's parsed arguments of the recorded check."""
+    arguments = ["--model_dir", fixture_dir("bert"), "--xnli_dir", str(output_dir), "--output_dir", str(output_dir)]
+    for name, value in SETTINGS.items():
+        arguments += [f"--{name}", str(value)]
+    return parse_args([*arguments, *source])
 
 
 def test_a_reference_that_is_not_one_or_of_other_settings_is_refused_in_one_line(tmp_path):
