@@ -1,12 +1,15 @@
 """The training step: gradient accumulation, clipping, and selection under both protocols."""
 
+import json
 import os
 import re
+import shutil
 
 import numpy as np
 import paddle
 import paddle.nn.functional as F
 import pytest
+from safetensors.numpy import load_file
 
 from ernie_m_xnli.data.encoding import encode_pairs
 from ernie_m_xnli.data.splits import XnliFeatures
@@ -22,7 +25,7 @@ from ernie_m_xnli.training.trainer import Trainer
 from run_classifier import evaluate_selected_models
 from utils import XNLI_LANGUAGES
 
-from conftest import cpu_run, flags, read_results, run_main, run_script
+from conftest import cpu_run, fixture_dir, flags, read_results, run_main, run_script
 
 # Dropout off, so that a step's result depends only on the examples it sees.
 EXACT = dict(
@@ -209,3 +212,20 @@ def test_test_is_evaluated_once_per_distinct_selected_model_and_select_on_last(s
     results = evaluate_selected_models(trainer, evaluator, test_features=None)
     assert evaluator.calls == 1 and trainer.restored == [3]
     assert results["avg"].test is results["en"].test
+
+
+def test_the_config_s_padding_token_keeps_its_embedding_as_in_transformers(tmp_path, xnli_dir):
+    """transformers never moves the embedding of config.json's pad_token_id (nn.Embedding's padding_idx),
+    even where a config names a real token: multilingual-e5's says 0, its <s>. Here [CLS] (id 2), in
+    every input: its row stays, the rows of the other tokens train."""
+    model_dir = tmp_path / "bert"
+    shutil.copytree(fixture_dir("bert"), model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({**config, "pad_token_id": 2}))
+    run = {**EXACT, "max_steps": 3, "max_seq_length": 64}
+    result = run_main(*flags(**cpu_run(model_dir, xnli_dir, tmp_path / "run", **run)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    name = "bert.embeddings.word_embeddings.weight"
+    before, after = load_file(model_dir / "model.safetensors")[name], final_weights(tmp_path / "run", 3)[name]
+    assert np.array_equal(after[2], before[2])  # [CLS]
+    assert not np.array_equal(after[3], before[3])  # [SEP], in every input too

@@ -85,6 +85,10 @@ class Family:
         match = re.search(r"\.encoder\.layers?\.(\d+)\.", parameter_name)
         return int(match.group(1)) if match else None
 
+    def word_embeddings(self, model):
+        """The encoder's table of token embeddings (every family names it alike in PaddleNLP)."""
+        return getattr(model, self.encoder).embeddings.word_embeddings
+
     def is_embedding(self, parameter_name):
         return any(part in parameter_name for part in self.embedding_parts)
 

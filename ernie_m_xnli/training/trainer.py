@@ -87,6 +87,7 @@ class Trainer:
         self.optimizer = create_optimizer(
             model, classifier.family, self.lr_scheduler, args.layerwise_decay, args.weight_decay, args.adam_epsilon
         )
+        self.padding_row = classifier.family.word_embeddings(model).weight, getattr(model.config, "pad_token_id", None)
         self.scaler = paddle.amp.GradScaler(enable=self.precision.scales_loss, init_loss_scaling=args.scale_loss)
         self.state = (
             load_training_checkpoint(resume_dir, model, self.optimizer, self.scaler) if resume_dir else TrainingState()
@@ -161,6 +162,7 @@ class Trainer:
                 self.scaler.scale(loss).backward()
             batch_loss += loss.detach()
             self.tokens.add(micro_batch)
+        self.keep_padding_row()
         self.clip_gradients()
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -173,6 +175,16 @@ class Trainer:
         if last_micro_batch or distributed.world_size() == 1:
             return contextlib.nullcontext()
         return self.parallel_model.no_sync()
+
+    @paddle.no_grad()
+    def keep_padding_row(self):
+        """Leave the token embedding of the config's pad_token_id as it is, as transformers does (its
+        nn.Embedding's padding_idx) and PaddleNLP's embeddings do not: the same training for a config
+        whose padding id is its padding (which no loss reaches), and transformers' training for one that
+        names a real token (multilingual-e5's says 0, its <s>, whose embedding transformers never moves)."""
+        weight, row = self.padding_row
+        if row is not None and weight.grad is not None:
+            weight.grad[row] = 0
 
     def clip_gradients(self):
         """Clip the global norm of the (unscaled) gradients to --max_grad_norm. Paddle's `grad_clip`
