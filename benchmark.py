@@ -39,7 +39,6 @@ PyTorch's.
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -60,7 +59,15 @@ from benchmarks.common import (
     matmul_flops,
 )
 from ernie_m_xnli.setup.arguments import HelpFormatter, OneLineErrorParser
-from utils import cpu_flags, has_bfloat16_instructions, str2bool, threads_per_process, use_mkl_fast_path_on_amd
+from utils import (
+    CPU_MATMUL_CHOICES,
+    PRODUCT_MEASUREMENT_TOKENS,
+    describe_cpu,
+    has_bfloat16_instructions,
+    str2bool,
+    threads_per_process,
+    use_mkl_fast_path_on_amd,
+)
 
 PEER_PACKAGES = ("torch", "transformers")
 
@@ -88,6 +95,13 @@ def parse_args(argv=None):
         type=str2bool,
         default=True,
         help=f"MKL's AVX2 path on an AMD CPU in {UPSTREAM} and {PROJECT} (true/false), as run_classifier.py's default.",
+    )
+    parser.add_argument(
+        "--cpu_matmul",
+        choices=CPU_MATMUL_CHOICES,
+        default="auto",
+        help=f"The float32 products of {PROJECT} on a CPU, as run_classifier.py's --cpu_matmul: auto measures MKL "
+        "and oneDNN on the model's shapes (anew in --work_dir) and takes the faster.",
     )
     parser.add_argument(
         "--transformers_python",
@@ -164,6 +178,7 @@ def main(argv=None):
         row["train_mfu"] = 6 * row["non_embedding_parameters"] * row["train_computed_tokens_per_s"] / peak
         row["eval_mfu"] = 2 * row["non_embedding_parameters"] * row["eval_computed_tokens_per_s"] / peak
     print(f"command: python benchmark.py {' '.join(sys.argv[1:])}")
+    print(f"CPU: {describe_cpu()}" if args.device == "cpu" else f"device: {args.device}")
     print(format_table(rows, peaks, peak_names, num_threads, args.device))
     for note in notes:
         print(note)
@@ -187,7 +202,7 @@ def settings_to_run(args, notes):
     if not has_bfloat16(args):
         for setting in set(settings) & set(BFLOAT16_SETTINGS):
             settings.remove(setting)
-            notes.append(f"{setting}: left out, this CPU ({cpu_model()}) lacks avx512_bf16")
+            notes.append(f"{setting}: left out, this CPU ({describe_cpu()}) lacks avx512_bf16")
     missing = missing_packages(args.transformers_python)
     for setting in set(settings) & set(PEER_SETTINGS) if missing else ():
         settings.remove(setting)
@@ -235,6 +250,7 @@ def numpy_matmul_flops():
 
 COLUMNS = [
     ("CPU threads", "cpu_threads", "{}"),
+    ("matrix products by", "products", "{}"),
     ("denormals", "denormals", "{}"),
     ("MKL_DEBUG_CPU_TYPE", "mkl_cpu_type", "{}"),
     ("training examples/s", "train_examples_per_s", "{:.2f}"),
@@ -260,16 +276,6 @@ def ratio_row(name, faster, slower):
     return f"| {name} | " + " | ".join(ratios.get(key, "") for _, key, _ in COLUMNS) + " |"
 
 
-def cpu_model():
-    """The CPU's name as /proc/cpuinfo gives it (the same code runs at very different speeds on
-    Intel and AMD CPUs)."""
-    try:
-        with open("/proc/cpuinfo") as file:
-            return next(line.split(":", 1)[1].strip() for line in file if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "an unknown CPU"
-
-
 def format_table(rows, peaks, peak_names, num_threads, device):
     by_setting = {row["setting"]: row for row in rows}
     lines = ["| setting | " + " | ".join(name for name, _, _ in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
@@ -288,20 +294,21 @@ def format_table(rows, peaks, peak_names, num_threads, device):
     for faster, slower, what in comparisons:
         if faster in by_setting and slower in by_setting:
             lines.append(ratio_row(f"{faster} / {slower} ({what})", by_setting[faster], by_setting[slower]))
-    where = f", {num_threads} threads on {cpu_model()}{cpu_units()}" if device == "cpu" else ""
+    where = f", {num_threads} threads on {describe_cpu()}" if device == "cpu" else ""
     measured = ", ".join(f"{name} {flops / 1e9:.1f}" for name, flops in sorted(peaks.items(), key=lambda kv: -kv[1]))
     lines.append("")
     for dtype, name in peak_names.items():
         if name:
             lines.append(f"{dtype} matmul peak: {peaks[name] / 1e9:.1f} GFLOP/s ({name}, 2048x2048{where})")
     lines.append(f"measured GFLOP/s: {measured}; MFU of a bfloat16 row is against the bfloat16 peak")
+    encoder = {name: flops for row in rows for name, flops in row.get("encoder_products", {}).items()}
+    if encoder:
+        rates = ", ".join(f"{name} {flops / 1e9:.1f}" for name, flops in sorted(encoder.items(), key=lambda kv: -kv[1]))
+        lines.append(
+            f"the model's Linear products (forward and both gradients, {PRODUCT_MEASUREMENT_TOKENS} tokens{where}), "
+            f"GFLOP/s: {rates}"
+        )
     return "\n".join(lines)
-
-
-def cpu_units():
-    """Whether the CPU has the bfloat16 units that decide its bfloat16 speed."""
-    amx, avx512_bf16 = "amx_bf16" in cpu_flags(), has_bfloat16_instructions()
-    return f" (AMX: {'yes' if amx else 'no'}, AVX512-BF16: {'yes' if avx512_bf16 else 'no'})"
 
 
 if __name__ == "__main__":

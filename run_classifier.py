@@ -49,7 +49,7 @@ from ernie_m_xnli.models.hf_checkpoints import check_export_dir, export_hf_check
 from ernie_m_xnli.models.hub import local_model_source  # noqa: E402
 from ernie_m_xnli.models.inference import export_inference_model  # noqa: E402
 from ernie_m_xnli.models.loading import RunModel, load_classifier, model_name  # noqa: E402
-from ernie_m_xnli.models.precision import run_precision  # noqa: E402
+from ernie_m_xnli.models.precision import run_precision, with_float32_products  # noqa: E402
 from ernie_m_xnli.models.tokenizer_files import load_tokenizer, num_token_ids, pair_has_token_types  # noqa: E402
 from ernie_m_xnli.setup import distributed  # noqa: E402
 from ernie_m_xnli.setup.recipes import describe_recipe  # noqa: E402
@@ -63,7 +63,7 @@ from ernie_m_xnli.training.checkpoints import (  # noqa: E402
 from ernie_m_xnli.training.output_dir import one_run_in, prepare_output_dir, removed_on_bad_input  # noqa: E402
 from ernie_m_xnli.training.run_control import errors_as_exit_codes  # noqa: E402
 from ernie_m_xnli.training.trainer import Trainer  # noqa: E402
-from utils import cpu_cores_per_process  # noqa: E402
+from utils import cpu_cores_per_process, threads_per_process  # noqa: E402
 
 PREDICTIONS_FILE = "predictions.tsv"
 
@@ -89,7 +89,7 @@ def main(argv=None):
                 args.eval_batch_size,
                 model.tokenizer.pad_token_id,
                 model.tokenizer.sep_token_id,
-                precision,
+                model.precision,
                 partial(progress_bar, args.disable_tqdm, desc="evaluating", unit="language"),
                 args.eval_backend,
                 args.cpu_threads,
@@ -124,6 +124,8 @@ def load_model(args, resume_dir, precision):
         pair_has_token_types(tokenizer),
         name=model_name(args.model_name_or_path),
     )
+    threads = threads_per_process(args.cpu_threads)
+    precision = with_float32_products(precision, classifier, args.cpu_matmul, threads, args.cache_dir)
     return RunModel(classifier, tokenizer, precision)
 
 

@@ -26,6 +26,11 @@ NUM_SPECIAL_TOKENS = 4
 
 # The 16-bit types of mixed precision (--amp_dtype).
 AMP_DTYPES = ("float16", "bfloat16")
+# The libraries a CPU run's float32 products can come from (models/matmul_path.py); auto measures them.
+CPU_MATMUL_CHOICES = ("auto", "mkl", "onednn")
+# The rows of the products that measure a library (a packed batch of 16 x 64 tokens): the suite's
+# --cpu_matmul auto and the benchmark's encoder-shape rates of either framework.
+PRODUCT_MEASUREMENT_TOKENS = 1024
 # Seconds a rank waits for the others at a collective: 30 minutes, as PyTorch's process groups do.
 DEFAULT_COLLECTIVE_TIMEOUT = 1800.0
 

@@ -37,7 +37,8 @@ from ernie_m_xnli.data.xnli_files import read_eval_split, read_train_split, xnli
 from ernie_m_xnli.models import onednn
 from ernie_m_xnli.models.families import ERNIE_M, Classifier
 from ernie_m_xnli.models.inference import create_predictor, predictor_logits, save_static_graph
-from ernie_m_xnli.models.precision import BFLOAT16, Precision
+from ernie_m_xnli.models.matmul_path import describe_path, linear_shapes, onednn_products, paddle_products, product_rate
+from ernie_m_xnli.models.precision import BFLOAT16, Precision, with_float32_products
 from ernie_m_xnli.training.optimization import create_optimizer, linear_schedule
 from utils import (
     MKL_CPU_TYPE_VARIABLE,
@@ -122,6 +123,8 @@ def measure(args):
         model = ErnieMForSequenceClassification(config)
     project = args.setting in (PROJECT, PROJECT_BF16)
     precision = Precision(args.device, BFLOAT16 if args.setting == PROJECT_BF16 else None)
+    if project:  # measured anew in the work folder unless --cpu_matmul names the library
+        precision = with_float32_products(precision, model, args.cpu_matmul, num_threads, args.work_dir)
     train = measure_training(args, model, tokenizer, precision if project else None)
     if project:
         evaluate = measure_project_evaluation(args, model, tokenizer, num_threads, precision)
@@ -132,13 +135,51 @@ def measure(args):
         "cpu_threads": num_threads,
         "denormals": "flushed" if flushed else "kept",
         "mkl_cpu_type": os.environ.get(MKL_CPU_TYPE_VARIABLE, "unset"),
+        "products": products_used(args, precision if project else None),
         **train,
         **evaluate,
         "non_embedding_parameters": sum(p.size for name, p in model.named_parameters() if "embeddings" not in name),
         "peak_memory_mb": paddle.device.cuda.max_memory_allocated() / 2**20
         if args.device == "gpu"
         else process_peak_memory_mb(),
+        "encoder_products": encoder_product_rates(model, args.setting == PROJECT_BF16) if project else {},
     }
+
+
+def products_used(args, project_precision):
+    """Which library computed the setting's matrix products in training and in evaluation."""
+    if args.device != "cpu":
+        return "Paddle's"
+    if project_precision is None:
+        return "Paddle's MKL"
+    if project_precision.cpu_bfloat16:
+        kernel = onednn.implementation_name()
+        return f"training: oneDNN {onednn.version()} bfloat16 ({kernel}); evaluation: Paddle Inference bfloat16"
+    return f"training: {describe_path(project_precision.float32_matmul)}; evaluation: Paddle Inference (oneDNN)"
+
+
+def encoder_product_rates(model, bfloat16):
+    """{library: FLOP/s} of the model's Linear layers' three training products (forward and both
+    gradients) on 1,024 tokens, on a CPU: MKL's and oneDNN's in float32 and, with `bfloat16`, oneDNN's
+    on inputs converted at each call (as training converts them)."""
+    if paddle.get_device() != "cpu":
+        return {}
+    shapes = linear_shapes(model)
+    rates = {
+        "Paddle (MKL) float32": product_rate(paddle_products, shapes),
+        f"oneDNN {onednn.version()} float32": product_rate(onednn_products, shapes),
+    }
+    if bfloat16:
+        rates[f"oneDNN {onednn.version()} bfloat16"] = product_rate(bfloat16_products, shapes)
+    return rates
+
+
+def bfloat16_products(x, weight, gradient):
+    return (
+        onednn.bfloat16_matmul(x, weight),
+        onednn.bfloat16_matmul(gradient, weight, False, True),
+        onednn.bfloat16_matmul(x, gradient, True, False),
+    )
 
 
 def print_profile(run_batch, batch):

@@ -13,7 +13,10 @@ Needs torch and transformers (4.46 still has ErnieM), not Paddle.
 
 import json
 import os
+import time
+from collections import Counter
 from contextlib import nullcontext
+from functools import partial
 
 import numpy as np
 import torch
@@ -31,7 +34,7 @@ from benchmarks.common import (
     process_peak_memory_mb,
     training_row,
 )
-from utils import XNLI_LANGUAGES, threads_per_process
+from utils import PRODUCT_MEASUREMENT_TOKENS, XNLI_LANGUAGES, threads_per_process
 
 # Trainer's defaults (TrainingArguments).
 TRAINER_EVAL_BATCH_SIZE = 8
@@ -124,9 +127,52 @@ def measure(args):
         "cpu_threads": num_threads,
         "denormals": "kept",
         "mkl_cpu_type": "n/a",
+        "products": f"PyTorch {torch.__version__}: {'oneDNN bfloat16 (autocast)' if bfloat16 else blas() + ' float32'}",
         **train,
         **evaluate,
         "non_embedding_parameters": sum(p.numel() for name, p in model.named_parameters() if "embeddings" not in name),
         "peak_memory_mb": process_peak_memory_mb(),
         "matmul_peaks": peaks,
+        "encoder_products": encoder_product_rates(model, bfloat16),
     }
+
+
+def blas():
+    """The BLAS of PyTorch's float32 products on a CPU (MKL in its x86 wheels)."""
+    return "MKL" if torch.backends.mkl.is_available() else "its BLAS"
+
+
+def encoder_product_rates(model, bfloat16):
+    """{library: FLOP/s} of the model's Linear layers' three training products (forward and both
+    gradients) on 1,024 tokens: PyTorch's in float32 and, with `bfloat16`, under CPU autocast."""
+    linears = [layer for layer in model.modules() if isinstance(layer, torch.nn.Linear)]
+    shapes = Counter((layer.in_features, layer.out_features) for layer in linears)
+    rates = {f"PyTorch {torch.__version__} float32": product_rate(shapes, nullcontext)}
+    if bfloat16:
+        rates[f"PyTorch {torch.__version__} bfloat16 (autocast)"] = product_rate(
+            shapes, lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+        )
+    return rates
+
+
+def product_rate(shapes, context, tokens=PRODUCT_MEASUREMENT_TOKENS, repeats=2):
+    """The suite's matmul_path.product_rate, in PyTorch (this process imports no Paddle)."""
+    seconds = flops = 0.0
+    for (inputs, outputs), count in shapes.items():
+        operands = torch.randn(tokens, inputs), torch.randn(outputs, inputs), torch.randn(tokens, outputs)
+        products = partial(linear_products, context, *operands)
+        products()
+        seconds += count * min(timed(products) for _ in range(repeats))
+        flops += count * 3 * 2 * tokens * inputs * outputs
+    return flops / seconds
+
+
+def linear_products(context, x, weight, gradient):
+    with context():
+        return torch.nn.functional.linear(x, weight), gradient @ weight, gradient.t() @ x
+
+
+def timed(function):
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started

@@ -20,7 +20,8 @@ from ernie_m_xnli.data.batching import padded_inputs
 from ernie_m_xnli.data.encoding import encode_pairs
 from ernie_m_xnli.data.xnli_files import Pair
 from ernie_m_xnli.models import onednn
-from ernie_m_xnli.models.cpu_matmuls import bfloat16_matmuls
+from ernie_m_xnli.models.cpu_matmuls import BFLOAT16 as BFLOAT16_PRODUCTS
+from ernie_m_xnli.models.cpu_matmuls import onednn_matmuls
 from ernie_m_xnli.models.inference import create_predictor, predictor_logits, save_static_graph
 from ernie_m_xnli.models.loading import load_classifier
 from ernie_m_xnli.models.precision import BFLOAT16, Precision, cpu_mixed_precision, run_precision
@@ -116,7 +117,7 @@ def test_a_bfloat16_training_step_stays_within_bfloat16_rounding_of_float32():
     rng = np.random.RandomState(0)
     input_ids, labels = rng.randint(5, 300, size=(6, 17)), rng.randint(0, 3, size=6)
     loss32, gradients32 = loss_and_gradients(model, input_ids, labels, contextlib.nullcontext())
-    loss16, gradients16 = loss_and_gradients(model, input_ids, labels, bfloat16_matmuls(model))
+    loss16, gradients16 = loss_and_gradients(model, input_ids, labels, onednn_matmuls(model, BFLOAT16_PRODUCTS))
 
     assert abs(loss16 - loss32) / loss32 < BFLOAT16_UNIT
     errors = {}
@@ -138,7 +139,7 @@ def test_the_attention_products_compute_in_bfloat16_inside_the_context_and_in_fl
     q, k = (paddle.to_tensor(rng.standard_normal((2, 3, 7, 8)).astype(np.float32)) for _ in range(2))
     q.stop_gradient = k.stop_gradient = False
     exact = rounded_to_bfloat16(q.numpy()) @ rounded_to_bfloat16(k.numpy()).swapaxes(-1, -2)
-    with bfloat16_matmuls(tiny_ernie_m()):
+    with onednn_matmuls(tiny_ernie_m(), BFLOAT16_PRODUCTS):
         products = [paddle.matmul(q, k, transpose_y=True), TENSOR_MODULE.matmul(q, k, False, True)]
         products.append(
             paddle.bmm(q.reshape([6, 7, 8]), k.reshape([6, 7, 8]).transpose([0, 2, 1])).reshape([2, 3, 7, 7])

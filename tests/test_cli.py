@@ -541,3 +541,34 @@ def test_length_grouped_batches_train_too(tmp_path, tiny_model_dir, xnli_dir):
     result = run_main(**cpu_run(tiny_model_dir, xnli_dir, tmp_path, **training))
     assert result.returncode == 0, result.stderr
     assert read_results(tmp_path)["test_accuracy"]["avg"] >= 75
+
+
+FLOAT32_PRODUCTS_LINE = r"float32 products by (Paddle's MKL|oneDNN [\d.]+ \(\S+\)) \((.*)\)"
+
+
+def test_cpu_matmul_auto_measures_the_two_libraries_once_and_says_which_computes(tmp_path, tiny_model_dir, xnli_dir):
+    cache_dir = tmp_path / "cache"
+    lines = []
+    for run in ("first", "second"):
+        options = dict(cpu_matmul="auto", cache_dir=cache_dir, max_steps=2, save_steps=2)
+        result = run_main(**cpu_run(tiny_model_dir, xnli_dir, tmp_path / run, **options))
+        assert result.returncode == 0, result.stderr[-3000:]
+        lines.append(re.search(FLOAT32_PRODUCTS_LINE, result.stderr))
+    rates = r"mkl [\d.]+ GFLOP/s, onednn [\d.]+ GFLOP/s"
+    assert re.fullmatch(f"measured now: {rates}", lines[0][2])
+    assert re.fullmatch(f"measured on this CPU before: {rates}; kept in {cache_dir}/cpu_matmul_paths.json", lines[1][2])
+    assert lines[0][1] == lines[1][1]
+
+
+def test_cpu_matmul_names_the_library_it_was_given_and_both_train_alike(tmp_path, tiny_model_dir, xnli_dir):
+    histories = {}
+    for library, named in (("mkl", "Paddle's MKL"), ("onednn", "oneDNN ")):
+        output_dir = tmp_path / library
+        result = run_main(
+            **cpu_run(tiny_model_dir, xnli_dir, output_dir, cpu_matmul=library, max_steps=6, logging_steps=1)
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        line = re.search(FLOAT32_PRODUCTS_LINE, result.stderr)
+        assert line[1].startswith(named) and line[2] == f"--cpu_matmul {library}"
+        histories[library] = [line["loss"] for line in read_results(output_dir)["train_loss_history"]]
+    np.testing.assert_allclose(histories["onednn"], histories["mkl"], rtol=1e-5)

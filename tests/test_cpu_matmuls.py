@@ -1,13 +1,23 @@
-"""Linear layers with matrix-product bias gradients: Paddle's gradients up to float rounding."""
+"""The CPU's float32 products: Linear layers with matrix-product bias gradients and oneDNN's products
+(--cpu_matmul onednn) give Paddle's gradients up to float rounding; --cpu_matmul auto measures the two
+libraries once and keeps the answer."""
 
 import contextlib
+import json
+import sys
 
 import numpy as np
 import paddle
 import paddle.nn.functional as F
+import pytest
 from paddlenlp.transformers import ErnieMConfig, ErnieMForSequenceClassification
 
-from ernie_m_xnli.models.cpu_matmuls import bias_gradients_by_matmul
+from ernie_m_xnli.models import matmul_path, onednn
+from ernie_m_xnli.models.cpu_matmuls import ONEDNN_FLOAT32, bias_gradients_by_matmul, onednn_matmuls
+from ernie_m_xnli.models.matmul_path import AUTO, CACHE_FILE, MKL, ONEDNN, float32_matmul_path
+from utils import describe_cpu
+
+TENSOR_MODULE = sys.modules["paddle.tensor"]
 
 
 def gradients(model, input_ids, labels, context):
@@ -18,13 +28,16 @@ def gradients(model, input_ids, labels, context):
     return {name: parameter.grad.numpy().copy() for name, parameter in model.named_parameters()}
 
 
-def test_every_gradient_equals_paddles_linear_and_the_layers_are_restored():
+def tiny_model_and_batch():
     paddle.seed(0)
     shape = dict(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_labels=3)
     config = ErnieMConfig(**shape, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    model = ErnieMForSequenceClassification(config)
     rng = np.random.RandomState(0)
-    input_ids, labels = rng.randint(5, 300, size=(6, 17)), rng.randint(0, 3, size=6)
+    return ErnieMForSequenceClassification(config), rng.randint(5, 300, size=(6, 17)), rng.randint(0, 3, size=6)
+
+
+def test_every_gradient_equals_paddles_linear_and_the_layers_are_restored():
+    model, input_ids, labels = tiny_model_and_batch()
     paddles = gradients(model, input_ids, labels, contextlib.nullcontext())
     matmuls = gradients(model, input_ids, labels, bias_gradients_by_matmul(model))
     assert paddles.keys() == matmuls.keys() and any(name.endswith("linear1.bias") for name in matmuls)
@@ -32,3 +45,69 @@ def test_every_gradient_equals_paddles_linear_and_the_layers_are_restored():
         np.testing.assert_allclose(matmuls[name], paddles[name], rtol=1e-5, atol=1e-7, err_msg=name)
     linears = [layer for layer in model.sublayers() if isinstance(layer, paddle.nn.Linear)]
     assert linears and all("forward" not in vars(layer) for layer in linears)
+
+
+def test_onednns_float32_products_give_paddles_gradients_within_float_rounding():
+    model, input_ids, labels = tiny_model_and_batch()
+    paddles_own = (paddle.matmul, TENSOR_MODULE.matmul, paddle.bmm)
+    paddles = gradients(model, input_ids, labels, contextlib.nullcontext())
+    onednns = gradients(model, input_ids, labels, onednn_matmuls(model, ONEDNN_FLOAT32))
+    for name in paddles:
+        np.testing.assert_allclose(onednns[name], paddles[name], rtol=1e-4, atol=1e-7, err_msg=name)
+    assert any(not np.array_equal(onednns[name], paddles[name]) for name in paddles)  # computed apart
+    assert (paddle.matmul, TENSOR_MODULE.matmul, paddle.bmm) == paddles_own  # put back
+    with onednn_matmuls(model, ONEDNN_FLOAT32):  # the attention products' too
+        assert paddle.matmul is not paddles_own[0] and paddle.bmm is not paddles_own[2]
+
+
+@pytest.mark.parametrize("transpose_a", [False, True])
+@pytest.mark.parametrize("transpose_b", [False, True])
+def test_a_float32_product_by_onednn_is_float32s(transpose_a, transpose_b):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((2, 3, 40, 24) if transpose_a else (2, 3, 24, 40)).astype(np.float32)
+    b = rng.standard_normal((2, 3, 16, 40) if transpose_b else (2, 3, 40, 16)).astype(np.float32)
+    product = onednn.float32_matmul(paddle.to_tensor(a), paddle.to_tensor(b), transpose_a, transpose_b).numpy()
+    exact = (a.swapaxes(-1, -2) if transpose_a else a).astype(np.float64) @ (b.swapaxes(-1, -2) if transpose_b else b)
+    assert product.dtype == np.float32 and product.shape == (2, 3, 24, 16)
+    assert np.abs(product - exact).max() / np.abs(exact).max() < 1e-6
+
+
+def test_auto_measures_both_libraries_on_the_models_shapes_once_and_keeps_the_faster(tmp_path, caplog):
+    caplog.set_level("INFO", logger="ernie_m_xnli")
+    model = tiny_model_and_batch()[0]  # hidden 32, 2 layers
+    paddle.seed(5)
+    chosen = float32_matmul_path(AUTO, model, 2, str(tmp_path))
+    drawn_after = paddle.rand([4]).numpy()
+    ((key, measured),) = json.loads((tmp_path / CACHE_FILE).read_text()).items()
+    layers = "1 x 32x3, 9 x 32x32, 2 x 32x128, 2 x 128x32"  # head; q, k, v, out of 2 layers and the pooler; FFN
+    assert key == f"{describe_cpu()}, 2 thread(s), paddle {paddle.__version__}, Linear layers {layers}"
+    rates = measured["gflops"]
+    assert chosen == measured["path"] == (ONEDNN if rates[ONEDNN] >= 1.05 * rates[MKL] else MKL)
+    assert "measured now: mkl " in caplog.text
+    paddle.seed(5)
+    assert np.array_equal(paddle.rand([4]).numpy(), drawn_after)  # the run's seeded draws stay as they were
+
+    caplog.clear()
+    assert float32_matmul_path(AUTO, model, 2, str(tmp_path)) == chosen
+    assert f"measured on this CPU before: mkl {rates[MKL]} GFLOP/s" in caplog.text
+
+
+def test_a_kept_answer_is_followed_and_an_argument_overrides_it(tmp_path, monkeypatch):
+    def measured_as(path):
+        return {"path": path, "gflops": {MKL: 1.0, ONEDNN: 1.0}}
+
+    monkeypatch.setattr(matmul_path, "product_rate", lambda *arguments: pytest.fail("measured although kept"))
+    model = paddle.nn.Sequential(paddle.nn.Linear(4, 6), paddle.nn.Linear(6, 4), paddle.nn.Linear(4, 6))
+    key = f"{describe_cpu()}, 3 thread(s), paddle {paddle.__version__}, Linear layers 2 x 4x6, 1 x 6x4"
+    for kept in (MKL, ONEDNN):
+        (tmp_path / CACHE_FILE).write_text(json.dumps({key: measured_as(kept)}))
+        assert float32_matmul_path(AUTO, model, 3, str(tmp_path)) == kept
+        overridden = ONEDNN if kept == MKL else MKL
+        assert float32_matmul_path(overridden, model, 3, str(tmp_path)) == overridden
+
+
+def test_a_damaged_answer_is_measured_again(tmp_path):
+    (tmp_path / CACHE_FILE).write_text("{not json")
+    chosen = float32_matmul_path(AUTO, paddle.nn.Sequential(paddle.nn.Linear(4, 6)), 2, str(tmp_path))
+    assert chosen in (MKL, ONEDNN)
+    assert [entry["path"] for entry in json.loads((tmp_path / CACHE_FILE).read_text()).values()] == [chosen]

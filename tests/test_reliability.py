@@ -32,9 +32,9 @@ from conftest import REPO_ROOT, cpu_run, flags, last_line, rank_pids, read_resul
 LAUNCH_TWO = ["-m", "paddle.distributed.launch", "--nproc_per_node", "2"]
 
 
-# A run of 160 steps, dev every 40 and a checkpoint every 80, slow enough to interrupt on cue.
+# A run of 80 steps, dev every 20 and a checkpoint every 40, slow enough to interrupt on cue.
 INTERRUPTIBLE_RUN = dict(
-    learning_rate="1e-2", layerwise_decay="1.0", batch_size=8, max_steps=160, eval_steps=40, save_steps=80
+    learning_rate="1e-2", layerwise_decay="1.0", batch_size=8, max_steps=80, eval_steps=20, save_steps=40
 )
 
 
@@ -59,7 +59,7 @@ def wait_for(text, log_path, process, timeout=120):
     raise AssertionError(f"no {text!r} in {log_path} within {timeout} s")
 
 
-def final_weights(output_dir, step=160):
+def final_weights(output_dir, step=80):
     return load_weights_file(os.path.join(output_dir, f"checkpoint-{step}"))
 
 
@@ -127,14 +127,14 @@ def test_a_run_killed_with_sigkill_resumes_to_identical_weights_and_results(
     process = start(
         training_args(tiny_model_dir, varied_xnli_dir, killed_dir, **setting), output_path, launcher("logs")
     )
-    wait_for("step 100/160", tmp_path / "logs" / "workerlog.0" if processes == 2 else output_path, process)
+    wait_for("step 50/80", tmp_path / "logs" / "workerlog.0" if processes == 2 else output_path, process)
     # The launcher starts each worker in a session of its own: kill -9 every process of the run.
     for worker in rank_pids(process.pid).values():
         os.kill(worker, signal.SIGKILL)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     checkpoint_steps = [step for step, _ in list_checkpoints(killed_dir)]
-    assert 80 in checkpoint_steps and 160 not in checkpoint_steps
+    assert 40 in checkpoint_steps and 80 not in checkpoint_steps
 
     arguments = training_args(tiny_model_dir, varied_xnli_dir, killed_dir, **setting, resume_from_checkpoint="latest")
     resumed = run_script(*arguments, launcher=launcher("resumed-logs"))
@@ -142,7 +142,7 @@ def test_a_run_killed_with_sigkill_resumes_to_identical_weights_and_results(
     assert_same_run(killed_dir, reference_run(processes, use_amp, accumulation))
     # Logged every step in both: the history kept in the checkpoint, then the resumed steps' losses.
     reference = read_results(reference_run(processes, use_amp, accumulation))["train_loss_history"]
-    assert read_results(killed_dir)["train_loss_history"] == reference and len(reference) == 160
+    assert read_results(killed_dir)["train_loss_history"] == reference and len(reference) == 80
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -151,12 +151,12 @@ def test_a_stop_signal_saves_a_checkpoint_and_says_how_to_resume(
 ):
     output_dir, output_path = tmp_path / "run", tmp_path / "run.out"
     process = start(training_args(tiny_model_dir, varied_xnli_dir, output_dir), output_path)
-    wait_for("step 90/160", output_path, process)
+    wait_for("step 45/80", output_path, process)
     process.send_signal(signum)
     assert process.wait(timeout=60) == 128 + signum
     message = last_line(open(output_path).read())
     step = int(message.split("after step ")[1].split(";")[0])
-    assert 90 <= step < 160 and step % 80
+    assert 45 <= step < 80 and step % 40
     assert message == (
         f"run_classifier.py: stopped by {signal.Signals(signum).name} after step {step}; "
         f"saved {output_dir}/checkpoint-{step}. Continue with the same command and "
@@ -167,15 +167,15 @@ def test_a_stop_signal_saves_a_checkpoint_and_says_how_to_resume(
     if signum == signal.SIGTERM:  # the same checkpoint either way: resume one of them
         resumed = run_script(
             *training_args(
-                tiny_model_dir, varied_xnli_dir, output_dir, resume_from_checkpoint="latest", logging_steps=80
+                tiny_model_dir, varied_xnli_dir, output_dir, resume_from_checkpoint="latest", logging_steps=40
             )
         )
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert_same_run(output_dir, reference_run(1))
         # The first line after the resume averages the steps run since it, as the reference's lines show them.
         reference_losses = logged_losses((reference_run(1).parent / "run.log").read_text())
-        expected = np.mean([reference_losses[later] for later in range(step + 1, 161)])
-        assert logged_losses(resumed.stderr)[160] == pytest.approx(expected, abs=2e-4)
+        expected = np.mean([reference_losses[later] for later in range(step + 1, 81)])
+        assert logged_losses(resumed.stderr)[80] == pytest.approx(expected, abs=2e-4)
 
 
 def logged_losses(log):

@@ -1,5 +1,6 @@
 """CPU execution: the cores each process uses, denormal numbers flushed to zero, MKL's path on AMD CPUs."""
 
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -90,3 +91,13 @@ np.savez(sys.argv[1], logits=logits.numpy(), gradient=gradient.numpy())
             outputs[variable] = np.load(path)
     np.testing.assert_allclose(outputs["5"]["logits"], outputs[""]["logits"], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(outputs["5"]["gradient"], outputs[""]["gradient"], rtol=1e-3, atol=1e-5)
+
+
+def test_paddlenlp_loads_without_the_sub_packages_the_suite_never_uses():
+    """paddlenlp's __init__ imports every sub-package (1.4 s of each start): the suite's scripts skip it."""
+    code = (
+        "import sys, run_classifier; from paddlenlp.transformers import ErnieMModel; import paddlenlp; "
+        "print(paddlenlp.__version__, 'paddlenlp.taskflow' in sys.modules, 'sklearn' in sys.modules)"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert loaded.stdout.split() == [importlib.metadata.version("paddlenlp"), "False", "False"]

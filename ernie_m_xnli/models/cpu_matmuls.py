@@ -1,5 +1,6 @@
 """The encoder's matrix products on a CPU: Linear layers whose bias gradient is a matrix product and,
-under bfloat16 mixed precision, Linear layers and attention products computed by oneDNN in bfloat16.
+where oneDNN computes the products (in bfloat16 under mixed precision, in float32 where
+models/matmul_path.py chose it), Linear layers and attention products computed by oneDNN.
 
 Paddle's CPU kernels sum a [tokens, features] gradient over its rows in one thread: 38 ms for the
 2048 x 3072 gradient of an ernie-m-base feed-forward layer on 2 cores of this project's AMD EPYC,
@@ -35,6 +36,7 @@ def _float32_matmul(a, b, transpose_a=False, transpose_b=False):
 # How a precision multiplies: `operand` is what a product keeps of an input for the backward pass.
 Products = namedtuple("Products", "operand matmul")
 FLOAT32 = Products(lambda tensor: tensor, _float32_matmul)
+ONEDNN_FLOAT32 = Products(lambda tensor: tensor, onednn.float32_matmul)
 BFLOAT16 = Products(onednn.to_bfloat16, onednn.bfloat16_matmul)
 
 
@@ -60,20 +62,21 @@ class CpuLinear(PyLayer):
         return x_gradient, weight_gradient, bias_gradient
 
 
-class BFloat16Matmul(PyLayer):
-    """paddle.matmul's product (either input read as transposed) with bfloat16 inputs, float32 results."""
+class OneDnnMatmul(PyLayer):
+    """paddle.matmul's product (either input read as transposed) by oneDNN with the inputs of
+    `products` (bfloat16 or float32), float32 results."""
 
     @staticmethod
-    def forward(ctx, a, b, transpose_a, transpose_b):
-        a, b = onednn.to_bfloat16(a), onednn.to_bfloat16(b)
+    def forward(ctx, a, b, transpose_a, transpose_b, products):
+        a, b = products.operand(a), products.operand(b)
         ctx.save_for_backward(a, b)
-        ctx.transposes = transpose_a, transpose_b
-        return onednn.bfloat16_matmul(a, b, transpose_a, transpose_b)
+        ctx.transposes, ctx.products = (transpose_a, transpose_b), products
+        return products.matmul(a, b, transpose_a, transpose_b)
 
     @staticmethod
     def backward(ctx, output_gradient):
         a, b = ctx.saved_tensor()
-        matmul, gradient = onednn.bfloat16_matmul, onednn.to_bfloat16(output_gradient)
+        matmul, gradient = ctx.products.matmul, ctx.products.operand(output_gradient)
         # c = op(a) op(b): the gradients of a and b from d(c) by the four transposition cases.
         return {
             (False, False): lambda: (matmul(gradient, b, False, True), matmul(a, gradient, True, False)),
@@ -87,15 +90,15 @@ def _linear_forward(layer, products, x):
     return CpuLinear.apply(x, layer.weight, layer.bias, products)
 
 
-def _bfloat16_matmul_where_float32(x, y, transpose_x=False, transpose_y=False, name=None):
-    """paddle.matmul, in bfloat16 for two float32 inputs of the same leading dimensions (attention's)."""
-    if x.dtype == y.dtype == paddle.float32 and x.ndim >= 2 and x.shape[:-2] == y.shape[:-2]:
-        return BFloat16Matmul.apply(x, y, transpose_x, transpose_y)
-    return _paddle_matmul(x, y, transpose_x, transpose_y, name)
+def _onednn_matmul_where_float32(products):
+    """paddle.matmul, by oneDNN for two float32 inputs of the same leading dimensions (attention's)."""
 
+    def matmul(x, y, transpose_x=False, transpose_y=False, name=None):
+        if x.dtype == y.dtype == paddle.float32 and x.ndim >= 2 and x.shape[:-2] == y.shape[:-2]:
+            return OneDnnMatmul.apply(x, y, transpose_x, transpose_y, products)
+        return _paddle_matmul(x, y, transpose_x, transpose_y, name)
 
-def _bfloat16_bmm_where_float32(x, y, name=None):
-    return _bfloat16_matmul_where_float32(x, y)
+    return matmul
 
 
 @contextmanager
@@ -118,15 +121,17 @@ def bias_gradients_by_matmul(model):
 
 
 @contextmanager
-def bfloat16_matmuls(model):
+def onednn_matmuls(model, products):
     """Inside it, `model`'s Linear layers (those with a bias) and its attention products (paddle.matmul,
-    the paddle.tensor module's matmul, paddle.bmm on float32 inputs) compute in bfloat16, for training
-    and evaluation on a CPU. The PyLayers recorded do their backward wherever it is called."""
-    with _linears_computed_with(model, BFLOAT16):
+    the paddle.tensor module's matmul, paddle.bmm on float32 inputs) are computed by oneDNN with the
+    inputs of `products` (BFLOAT16 or ONEDNN_FLOAT32), for training and evaluation on a CPU. The
+    PyLayers recorded do their backward wherever it is called."""
+    with _linears_computed_with(model, products):
         replaced = [(paddle, "matmul"), (_TENSOR_MODULE, "matmul"), (paddle, "bmm")]
         originals = [getattr(module, name) for module, name in replaced]
-        paddle.matmul = _TENSOR_MODULE.matmul = _bfloat16_matmul_where_float32
-        paddle.bmm = _bfloat16_bmm_where_float32
+        matmul = _onednn_matmul_where_float32(products)
+        paddle.matmul = _TENSOR_MODULE.matmul = matmul
+        paddle.bmm = lambda x, y, name=None: matmul(x, y)
         try:
             yield
         finally:

@@ -126,14 +126,15 @@ class Primitive:
         lib.dnnl_primitive_destroy(self.primitive)
 
 
-def matmul_primitive(batch, m, k, n, transpose_a, transpose_b):
-    """oneDNN's [batch, m, k] x [batch, k, n] -> [batch, m, n] product, bf16 x bf16 -> f32, each
-    input read as transposed where asked (a dense array of [batch, k, m] or [batch, n, k])."""
+def matmul_primitive(batch, m, k, n, transpose_a, transpose_b, input_dtype):
+    """oneDNN's [batch, m, k] x [batch, k, n] -> [batch, m, n] product of `input_dtype` inputs
+    (bfloat16 or float32) into float32, each input read as transposed where asked (a dense array of
+    [batch, k, m] or [batch, n, k])."""
     engine, _ = _engine_and_stream()
-    bf16, f32 = _DATA_TYPES[paddle.bfloat16], _DATA_TYPES[paddle.float32]
+    inputs, f32 = _DATA_TYPES[input_dtype], _DATA_TYPES[paddle.float32]
     descriptors = (
-        _memory_descriptor((batch, m, k), _matrix_strides(batch, m, k, transpose_a), bf16),
-        _memory_descriptor((batch, k, n), _matrix_strides(batch, k, n, transpose_b), bf16),
+        _memory_descriptor((batch, m, k), _matrix_strides(batch, m, k, transpose_a), inputs),
+        _memory_descriptor((batch, k, n), _matrix_strides(batch, k, n, transpose_b), inputs),
         _memory_descriptor((batch, m, n), (m * n, n, 1), f32),
     )
     create = ("dnnl_matmul_primitive_desc_create", engine, descriptors[0], descriptors[1], None, descriptors[2], None)
@@ -173,8 +174,8 @@ _primitives = PrimitiveCache()
 def to_bfloat16(tensor):
     """A dense bfloat16 copy of a float32 tensor (rounded to nearest even); bfloat16 tensors as they are."""
     if tensor.dtype == paddle.bfloat16:
-        return tensor if tensor.is_contiguous() else tensor.contiguous()
-    tensor = tensor if tensor.is_contiguous() else tensor.contiguous()
+        return _contiguous(tensor)
+    tensor = _contiguous(tensor)
     converted = paddle.empty(tensor.shape, dtype=paddle.bfloat16)
     if tensor.size:
         _primitives.get(conversion_primitive, tensor.size)(tensor, converted)
@@ -184,26 +185,40 @@ def to_bfloat16(tensor):
 def bfloat16_matmul(a, b, transpose_a=False, transpose_b=False):
     """a @ b in float32 with bfloat16 inputs: a [..., m, k] (or [..., k, m] with `transpose_a`) and b
     [..., k, n] (or [..., n, k]) of the same leading dimensions, or b a matrix; float32 or bfloat16 inputs."""
-    a, b = to_bfloat16(a), to_bfloat16(b)
+    return _matmul(to_bfloat16(a), to_bfloat16(b), transpose_a, transpose_b)
+
+
+def float32_matmul(a, b, transpose_a=False, transpose_b=False):
+    """bfloat16_matmul's product of float32 inputs in float32: oneDNN's kernels, where Paddle's
+    dynamic graph calls MKL's."""
+    return _matmul(_contiguous(a), _contiguous(b), transpose_a, transpose_b)
+
+
+def _contiguous(tensor):
+    return tensor if tensor.is_contiguous() else tensor.contiguous()
+
+
+def _matmul(a, b, transpose_a, transpose_b):
     if b.ndim == 2 and a.ndim > 2 and not transpose_a:
         leading = a.shape[:-1]
-        return bfloat16_matmul(a.reshape([-1, a.shape[-1]]), b, False, transpose_b).reshape([*leading, -1])
+        return _matmul(a.reshape([-1, a.shape[-1]]), b, False, transpose_b).reshape([*leading, -1])
     if a.shape[:-2] != b.shape[:-2]:
-        raise ValueError(f"bfloat16_matmul: leading dimensions differ: {a.shape} and {b.shape}")
+        raise ValueError(f"oneDNN matmul: leading dimensions differ: {a.shape} and {b.shape}")
     m, k = (a.shape[-1], a.shape[-2]) if transpose_a else (a.shape[-2], a.shape[-1])
     n = b.shape[-2] if transpose_b else b.shape[-1]
     if (b.shape[-1] if transpose_b else b.shape[-2]) != k:
-        raise ValueError(f"bfloat16_matmul: shapes {a.shape} and {b.shape} do not multiply")
+        raise ValueError(f"oneDNN matmul: shapes {a.shape} and {b.shape} do not multiply")
     leading = a.shape[:-2]
     out = paddle.empty([*leading, m, n], dtype=paddle.float32)
     if out.size:
-        _primitives.get(matmul_primitive, math.prod(leading), m, k, n, transpose_a, transpose_b)(a, b, out)
+        shape = (math.prod(leading), m, k, n, transpose_a, transpose_b, a.dtype)
+        _primitives.get(matmul_primitive, *shape)(a, b, out)
     return out
 
 
-def implementation_name(transpose_a=False, transpose_b=False):
-    """The oneDNN kernel a bfloat16 product runs on this CPU, e.g. "brg_matmul:avx512_core_bf16"."""
-    return _primitives.get(matmul_primitive, 1, 64, 64, 64, transpose_a, transpose_b).implementation
+def implementation_name(transpose_a=False, transpose_b=False, input_dtype=paddle.bfloat16):
+    """The oneDNN kernel a product of `input_dtype` inputs runs on this CPU, e.g. "brg_matmul:avx512_core_bf16"."""
+    return _primitives.get(matmul_primitive, 1, 64, 64, 64, transpose_a, transpose_b, input_dtype).implementation
 
 
 def set_threads(num_threads):

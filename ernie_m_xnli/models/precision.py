@@ -3,17 +3,21 @@
 On a GPU, mixed precision is Paddle's auto_cast (float16 with loss scaling, as the paper trained, or
 bfloat16 without). On a CPU it is bfloat16 only, where the CPU has AVX512-BF16 (or AMX, whose CPUs
 have it too): the encoder's products through oneDNN (models/cpu_matmuls.py) in training and in the
-dynamic graph, and Paddle Inference's oneDNN bfloat16 passes for a static graph.
+dynamic graph, and Paddle Inference's oneDNN bfloat16 passes for a static graph. A CPU's float32
+products are MKL's or oneDNN's, whichever models/matmul_path.py found faster (Paddle Inference's
+are oneDNN's either way).
 """
 
 import logging
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import paddle
 
 from ernie_m_xnli.models import onednn
-from ernie_m_xnli.models.cpu_matmuls import bfloat16_matmuls, bias_gradients_by_matmul
+from ernie_m_xnli.models.cpu_matmuls import BFLOAT16 as BFLOAT16_PRODUCTS
+from ernie_m_xnli.models.cpu_matmuls import ONEDNN_FLOAT32, bias_gradients_by_matmul, onednn_matmuls
+from ernie_m_xnli.models.matmul_path import MKL, ONEDNN, float32_matmul_path
 from utils import AMP_DTYPES, InputError, cpu_mixed_precision_refusal
 
 FLOAT16, BFLOAT16 = AMP_DTYPES
@@ -25,6 +29,7 @@ logger = logging.getLogger(__name__)
 class Precision:
     device: str = "cpu"
     amp_dtype: str = None  # None: float32 throughout
+    float32_matmul: str = MKL  # on a CPU in float32: MKL (Paddle's own) or ONEDNN
 
     def __str__(self):
         return f"{self.amp_dtype} mixed precision" if self.amp_dtype else "float32"
@@ -41,14 +46,21 @@ class Precision:
     def training_forward(self, model):
         """The context of training's forward pass of `model` (its backward follows what it records)."""
         if self.device == "cpu":
-            return bfloat16_matmuls(model) if self.cpu_bfloat16 else bias_gradients_by_matmul(model)
+            return self._onednn_products(model) or bias_gradients_by_matmul(model)
         return self._auto_cast()
 
     def evaluation_forward(self, model):
         """The context of a dynamic-graph forward pass without gradients."""
         if self.device == "cpu":
-            return bfloat16_matmuls(model) if self.cpu_bfloat16 else nullcontext()
+            return self._onednn_products(model) or nullcontext()
         return self._auto_cast()
+
+    def _onednn_products(self, model):
+        if self.cpu_bfloat16:
+            return onednn_matmuls(model, BFLOAT16_PRODUCTS)
+        if self.float32_matmul == ONEDNN:
+            return onednn_matmuls(model, ONEDNN_FLOAT32)
+        return None
 
     def _auto_cast(self):
         return paddle.amp.auto_cast(enable=self.amp_dtype is not None, dtype=self.amp_dtype or FLOAT16)
@@ -69,6 +81,14 @@ def run_precision(device, use_amp, amp_dtype):
         precision = Precision(device, amp_dtype)
     logger.info("computing in %s", precision)
     return precision
+
+
+def with_float32_products(precision, model, cpu_matmul, num_threads, cache_dir):
+    """`precision`, whose float32 products on a CPU are by the library --cpu_matmul names or, for
+    auto, by the one measured faster on `model`'s shapes on `num_threads` (kept in `cache_dir`)."""
+    if precision.device != "cpu" or precision.amp_dtype:
+        return precision
+    return replace(precision, float32_matmul=float32_matmul_path(cpu_matmul, model, num_threads, cache_dir))
 
 
 def cpu_mixed_precision(amp_dtype, flags=None):

@@ -11,6 +11,7 @@ import sys
 from ernie_m_xnli.setup.recipes import RecipeError, apply_paper_recipe
 from utils import (
     AMP_DTYPES,
+    CPU_MATMUL_CHOICES,
     DEFAULT_COLLECTIVE_TIMEOUT,
     NUM_SPECIAL_TOKENS,
     XNLI_LANGUAGES,
@@ -269,6 +270,14 @@ def add_machine_arguments(group):
         default=0,
         help="Threads of each process's CPU kernels with --device cpu; 0: the available cores, shared by the "
         "processes on this machine.",
+    )
+    add(
+        "--cpu_matmul",
+        choices=CPU_MATMUL_CHOICES,
+        default="auto",
+        help="The library of float32 matrix products with --device cpu: Paddle's MKL, the oneDNN inside the Paddle "
+        "wheel (AVX-512 where MKL's fastest path on an AMD CPU is AVX2), or auto: the faster of the two on the "
+        "encoder's shapes, measured once per CPU model and thread count and kept in --cache_dir.",
     )
     add(
         "--collective_timeout",

@@ -1,0 +1,157 @@
+"""Which library computes a CPU run's float32 matrix products: Paddle's MKL or the wheel's oneDNN.
+
+Paddle's dynamic graph multiplies with MKL, whose fastest path on an AMD CPU is its AVX2 one
+(MKL_DEBUG_CPU_TYPE=5), where oneDNN's kernels use AVX-512 where the CPU has it. On a 2-core AMD EPYC
+of family 26 (AVX-512 at full width) oneDNN computed ernie-m-base's float32 products (2,048 tokens x
+768 x 768 or 3,072, forward and both backward products) at 295-460 GFLOP/s, MKL at 175-240; on a
+tiny model's products oneDNN's fixed cost per call loses. Intel's MKL takes AVX-512 itself, and a CPU
+with AVX2 only leaves both libraries the same instructions. So `--cpu_matmul auto` measures the two
+on the model's own Linear shapes, once per CPU model, thread count, Paddle version and shapes, and
+keeps the answer in the cache folder (a short measurement: a busy machine can mislead it;
+`--cpu_matmul mkl` or `onednn` decides instead).
+"""
+
+import json
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import paddle
+
+from ernie_m_xnli.models import onednn
+from ernie_m_xnli.setup import distributed
+from utils import CPU_MATMUL_CHOICES, PRODUCT_MEASUREMENT_TOKENS, InputError, describe_cpu, write_json_atomically
+
+AUTO, MKL, ONEDNN = CPU_MATMUL_CHOICES
+CACHE_FILE = "cpu_matmul_paths.json"
+# oneDNN is taken where it computes the products at least this much faster (MKL is Paddle's own).
+REQUIRED_SPEEDUP = 1.05
+TOKENS = PRODUCT_MEASUREMENT_TOKENS
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MatmulPath:
+    path: str
+    reason: str
+
+
+def float32_matmul_path(requested, model, num_threads, cache_dir):
+    """The library of a CPU run's float32 products: `requested` (--cpu_matmul), or for `auto` the one
+    rank 0 measured faster here on `model`'s Linear layers (or found measured in `cache_dir`; ''
+    measures every run)."""
+    if requested == ONEDNN:
+        try:
+            onednn.library()
+        except (OSError, onednn.OneDnnError) as error:
+            raise InputError(f"--cpu_matmul onednn: the Paddle wheel's oneDNN cannot be used here ({error})") from None
+    if requested != AUTO:
+        choice = MatmulPath(requested, f"--cpu_matmul {requested}")
+    else:
+        shapes = linear_shapes(model)
+        choice = distributed.gather(_measured_path(shapes, num_threads, cache_dir) if distributed.is_main() else None)[
+            0
+        ]
+    logger.info("float32 products by %s (%s)", describe_path(choice.path), choice.reason)
+    return choice.path
+
+
+def describe_path(path):
+    if path == ONEDNN:
+        kernel = onednn.implementation_name(input_dtype=paddle.float32)
+        return f"oneDNN {onednn.version()} ({kernel})"
+    return "Paddle's MKL"
+
+
+def linear_shapes(model):
+    """{(inputs, outputs): how many} of `model`'s Linear layers with a bias (those models/cpu_matmuls.py computes)."""
+    layers = [
+        layer
+        for layer in model.sublayers(include_self=True)
+        if isinstance(layer, paddle.nn.Linear) and layer.bias is not None
+    ]
+    return dict(sorted(Counter(tuple(layer.weight.shape) for layer in layers).items()))
+
+
+def _measured_path(shapes, num_threads, cache_dir):
+    layers = ", ".join(f"{count} x {inputs}x{outputs}" for (inputs, outputs), count in shapes.items())
+    key = f"{describe_cpu()}, {num_threads} thread(s), paddle {paddle.__version__}, Linear layers {layers}"
+    cache_path = os.path.join(cache_dir, CACHE_FILE) if cache_dir else None
+    cached = _read_cache(cache_path).get(key)
+    if cached:
+        return MatmulPath(cached["path"], f"measured on this CPU before: {_rates(cached)}; kept in {cache_path}")
+    try:
+        rates = {MKL: product_rate(paddle_products, shapes), ONEDNN: product_rate(onednn_products, shapes)}
+    except (OSError, onednn.OneDnnError) as error:
+        return MatmulPath(MKL, f"oneDNN cannot be used here: {error}")
+    path = ONEDNN if rates[ONEDNN] >= REQUIRED_SPEEDUP * rates[MKL] else MKL
+    measured = {"path": path, "gflops": {name: round(rate / 1e9, 1) for name, rate in rates.items()}}
+    if cache_path:
+        _write_cache(cache_path, key, measured)
+    return MatmulPath(path, f"measured now: {_rates(measured)}")
+
+
+def _rates(measured):
+    return ", ".join(f"{name} {gflops} GFLOP/s" for name, gflops in measured["gflops"].items())
+
+
+def paddle_products(x, weight, gradient):
+    """A Linear layer's three products in training, by Paddle's matmul (MKL on a CPU)."""
+    return (
+        paddle.matmul(x, weight),
+        paddle.matmul(gradient, weight, transpose_y=True),
+        paddle.matmul(x, gradient, transpose_x=True),
+    )
+
+
+def onednn_products(x, weight, gradient):
+    """paddle_products' three products by oneDNN in float32."""
+    return (
+        onednn.float32_matmul(x, weight),
+        onednn.float32_matmul(gradient, weight, False, True),
+        onednn.float32_matmul(x, gradient, True, False),
+    )
+
+
+def product_rate(products, shapes, repeats=2):
+    """FLOP/s of the three products of a training step (forward, input and weight gradients) through
+    Linear layers of `shapes` ({(inputs, outputs): how many}) on TOKENS rows: each shape's fastest of
+    `repeats` after one untimed, counted as often as the model has it. Its inputs come from numpy: the
+    run's seeded Paddle generator stays untouched."""
+    rng = np.random.default_rng(0)
+    seconds = flops = 0.0
+    for (inputs, outputs), count in shapes.items():
+        operands = [
+            paddle.to_tensor(rng.standard_normal(shape, dtype=np.float32))
+            for shape in ((TOKENS, inputs), (inputs, outputs), (TOKENS, outputs))
+        ]
+        products(*operands)
+        seconds += count * min(_timed(products, operands) for _ in range(repeats))
+        flops += count * 3 * 2 * TOKENS * inputs * outputs
+    return flops / seconds
+
+
+def _timed(products, operands):
+    started = time.perf_counter()
+    products(*operands)
+    return time.perf_counter() - started
+
+
+def _read_cache(path):
+    try:
+        with open(path, encoding="utf-8") as file:
+            return json.load(file)
+    except (TypeError, OSError, ValueError):
+        return {}  # none yet, unreadable or damaged: measured again
+
+
+def _write_cache(path, key, measured):
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_json_atomically(path, {**_read_cache(path), key: measured})
+    except OSError as error:
+        logger.warning("could not keep the measured matmul path in %s (%s): measured again next run", path, error)
