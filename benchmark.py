@@ -31,7 +31,8 @@ setting runs in its own process, so its peak memory is its own. Model FLOP/s cou
 2 (evaluation) x non-embedding parameters x computed tokens, against the fastest 2048 x 2048 matmul
 of the row's type measured on the same threads: in float32 Paddle's (MKL), Paddle Inference's
 (oneDNN), numpy's and PyTorch's (when the peer runs); in bfloat16 oneDNN's, Paddle Inference's and
-PyTorch's.
+PyTorch's. Each row names the library of its products; a line under the table gives each library's
+rate on the model's own Linear shapes, and the CPU's model and instruction sets head the output.
 
     python benchmark.py --settings project project-bf16 transformers transformers-bf16 \
         --transformers_python ~/hf-venv/bin/python      # the bfloat16 comparison alone

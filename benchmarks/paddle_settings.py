@@ -125,6 +125,8 @@ def measure(args):
     precision = Precision(args.device, BFLOAT16 if args.setting == PROJECT_BF16 else None)
     if project:  # measured anew in the work folder unless --cpu_matmul names the library
         precision = with_float32_products(precision, model, args.cpu_matmul, num_threads, args.work_dir)
+    # Before any predictor runs: a predictor's run leaves its own thread setting behind.
+    encoder_products = encoder_product_rates(model, args.setting == PROJECT_BF16) if project else {}
     train = measure_training(args, model, tokenizer, precision if project else None)
     if project:
         evaluate = measure_project_evaluation(args, model, tokenizer, num_threads, precision)
@@ -142,7 +144,7 @@ def measure(args):
         "peak_memory_mb": paddle.device.cuda.max_memory_allocated() / 2**20
         if args.device == "gpu"
         else process_peak_memory_mb(),
-        "encoder_products": encoder_product_rates(model, args.setting == PROJECT_BF16) if project else {},
+        "encoder_products": encoder_products,
     }
 
 
