@@ -318,8 +318,9 @@ def test_memory_length_turns_long_pairs_into_windows(tmp_path, tiny_model_dir):
 
 def test_two_processes_share_the_work_and_rank_0_reports(tmp_path, tiny_model_dir, xnli_dir):
     log_dir = tmp_path / "log"
+    run = dict(max_steps=16, save_steps=8, cpu_matmul="auto", cache_dir=tmp_path / "cache", **FAST_TRAINING)
     result = run_script(
-        **cpu_run(tiny_model_dir, xnli_dir, tmp_path / "out", max_steps=16, save_steps=8, **FAST_TRAINING),
+        **cpu_run(tiny_model_dir, xnli_dir, tmp_path / "out", **run),
         launcher=["-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", log_dir],
     )
     rank0_log = (log_dir / "workerlog.0").read_text()
@@ -331,6 +332,9 @@ def test_two_processes_share_the_work_and_rank_0_reports(tmp_path, tiny_model_di
     results = read_results(tmp_path / "out")
     assert_table_matches_results(rank0_log, results)
     assert "| Model |" not in rank1_log and "INFO" not in rank1_log
+    # rank 0 measured the matmul libraries (rank 1 waited for its answer), once
+    assert re.search(r"float32 products by .* \(measured now: mkl [\d.]+ GFLOP/s, onednn [\d.]+ GFLOP/s\)", rank0_log)
+    assert len(json.loads((tmp_path / "cache" / "cpu_matmul_paths.json").read_text())) == 1
     names = set(os.listdir(tmp_path / "out"))
     assert {name for name in names if not name.startswith("best-")} == {
         "checkpoint-8",
