@@ -13,6 +13,7 @@ import warnings
 from collections import Counter
 from typing import NamedTuple
 
+import numpy as np
 import pytest
 
 warnings.filterwarnings("ignore", message="No ccache found")
@@ -206,3 +207,17 @@ def rank_pids(launcher_pid):
         if parent == launcher_pid and rank:
             pids[int(rank[0])] = int(name)
     return pids
+
+
+def product_operands(transpose_a, transpose_b):
+    """float32 operands of a batched [2, 3, 24, 40] x [2, 3, 40, 16] product, each stored transposed
+    where asked (as a product reads it with transpose_a or transpose_b)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((2, 3, 40, 24) if transpose_a else (2, 3, 24, 40)).astype(np.float32)
+    b = rng.standard_normal((2, 3, 16, 40) if transpose_b else (2, 3, 40, 16)).astype(np.float32)
+    return a, b
+
+
+def as_multiplied(array, transposed):
+    """An operand as the product multiplies it."""
+    return array.swapaxes(-1, -2) if transposed else array

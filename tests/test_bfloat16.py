@@ -28,7 +28,7 @@ from ernie_m_xnli.models.precision import BFLOAT16, Precision, cpu_mixed_precisi
 from ernie_m_xnli.models.tokenizer_files import load_tokenizer, num_token_ids, pair_has_token_types
 from utils import InputError, has_bfloat16_instructions
 
-from conftest import fixture_dir, last_line, run_main
+from conftest import as_multiplied, fixture_dir, last_line, product_operands, run_main
 
 HAS_BFLOAT16 = has_bfloat16_instructions()
 needs_bfloat16 = pytest.mark.skipif(not HAS_BFLOAT16, reason="this CPU lacks avx512_bf16")
@@ -47,16 +47,10 @@ def rounded_to_bfloat16(array):
 @pytest.mark.parametrize("transpose_a", [False, True])
 @pytest.mark.parametrize("transpose_b", [False, True])
 def test_a_bfloat16_product_multiplies_bfloat16_inputs_in_float32(transpose_a, transpose_b):
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((2, 3, 40, 24) if transpose_a else (2, 3, 24, 40)).astype(np.float32)
-    b = rng.standard_normal((2, 3, 16, 40) if transpose_b else (2, 3, 40, 16)).astype(np.float32)
+    a, b = product_operands(transpose_a, transpose_b)
     product = onednn.bfloat16_matmul(paddle.to_tensor(a), paddle.to_tensor(b), transpose_a, transpose_b).numpy()
-
-    def operand(array, transposed):
-        return array.swapaxes(-1, -2) if transposed else array
-
-    exact = operand(rounded_to_bfloat16(a), transpose_a) @ operand(rounded_to_bfloat16(b), transpose_b)
-    in_float32 = operand(a.astype(np.float64), transpose_a) @ operand(b.astype(np.float64), transpose_b)
+    exact = as_multiplied(rounded_to_bfloat16(a), transpose_a) @ as_multiplied(rounded_to_bfloat16(b), transpose_b)
+    in_float32 = as_multiplied(a.astype(np.float64), transpose_a) @ as_multiplied(b.astype(np.float64), transpose_b)
     assert product.dtype == np.float32 and product.shape == (2, 3, 24, 16)
     scale = np.abs(exact).max()
     assert np.abs(product - exact).max() / scale < 1e-6  # float32 accumulation of the rounded inputs

@@ -17,6 +17,8 @@ from ernie_m_xnli.models.cpu_matmuls import ONEDNN_FLOAT32, bias_gradients_by_ma
 from ernie_m_xnli.models.matmul_path import AUTO, CACHE_FILE, MKL, ONEDNN, float32_matmul_path
 from utils import describe_cpu
 
+from conftest import as_multiplied, product_operands
+
 TENSOR_MODULE = sys.modules["paddle.tensor"]
 
 
@@ -63,11 +65,9 @@ def test_onednns_float32_products_give_paddles_gradients_within_float_rounding()
 @pytest.mark.parametrize("transpose_a", [False, True])
 @pytest.mark.parametrize("transpose_b", [False, True])
 def test_a_float32_product_by_onednn_is_float32s(transpose_a, transpose_b):
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((2, 3, 40, 24) if transpose_a else (2, 3, 24, 40)).astype(np.float32)
-    b = rng.standard_normal((2, 3, 16, 40) if transpose_b else (2, 3, 40, 16)).astype(np.float32)
+    a, b = product_operands(transpose_a, transpose_b)
     product = onednn.float32_matmul(paddle.to_tensor(a), paddle.to_tensor(b), transpose_a, transpose_b).numpy()
-    exact = (a.swapaxes(-1, -2) if transpose_a else a).astype(np.float64) @ (b.swapaxes(-1, -2) if transpose_b else b)
+    exact = as_multiplied(a, transpose_a).astype(np.float64) @ as_multiplied(b, transpose_b)
     assert product.dtype == np.float32 and product.shape == (2, 3, 24, 16)
     assert np.abs(product - exact).max() / np.abs(exact).max() < 1e-6
 
