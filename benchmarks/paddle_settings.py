@@ -200,8 +200,8 @@ def print_profile(run_batch, batch):
 
 
 def measure_training(args, model, tokenizer, project_precision):
-    """Every setting draws upstream's random batches; the project packs each of them and computes in
-    `project_precision` as its Trainer does (bias gradients by matmul on a CPU in float32)."""
+    """Every setting draws upstream's random batches; the project packs each of them, computes in
+    `project_precision` and releases the gradients after each step as its Trainer does."""
     packing = project_precision is not None
     epoch, num_examples = training_epoch(args, tokenizer)
     special_tokens = {"pad_token_id": tokenizer.pad_token_id, "sep_token_id": tokenizer.sep_token_id}
@@ -222,7 +222,7 @@ def measure_training(args, model, tokenizer, project_precision):
             logits = training_model(**inputs)
         F.cross_entropy(logits, paddle.zeros([len(batch)], dtype="int64")).backward()
         optimizer.step()
-        optimizer.clear_grad()
+        optimizer.clear_grad(set_to_zero=not packing)  # the Trainer releases the gradients, upstream zeroes them
         float(logits.sum())  # wait for the device
 
     profile = print_profile if args.profile else None
