@@ -10,6 +10,7 @@ import platform
 import random
 import struct
 import sys
+import time
 import zipfile
 from contextlib import contextmanager
 
@@ -80,6 +81,13 @@ def cpu_cores_per_process():
     """This process's share of the CPU cores, with the other ranks `paddle.distributed.launch`
     started on this machine."""
     return max(1, available_cpu_cores() // int(os.environ.get("PADDLE_LOCAL_SIZE", "1")))
+
+
+def seconds_of(function, *arguments):
+    """How long `function(*arguments)` took, in seconds."""
+    started = time.perf_counter()
+    function(*arguments)
+    return time.perf_counter() - started
 
 
 def threads_per_process(cpu_threads=0):

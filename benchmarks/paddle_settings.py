@@ -42,9 +42,11 @@ from ernie_m_xnli.models.precision import BFLOAT16, Precision, with_float32_prod
 from ernie_m_xnli.training.optimization import create_optimizer, linear_schedule
 from utils import (
     MKL_CPU_TYPE_VARIABLE,
+    PRODUCT_MEASUREMENT_TOKENS,
     XNLI_LANGUAGES,
     cpu_cores_per_process,
     flush_denormals,
+    seconds_of,
     set_cpu_threads,
     threads_per_process,
     use_mkl_fast_path_on_amd,
@@ -126,7 +128,7 @@ def measure(args):
     if project:  # measured anew in the work folder unless --cpu_matmul names the library
         precision = with_float32_products(precision, model, args.cpu_matmul, num_threads, args.work_dir)
     # Before any predictor runs: a predictor's run leaves its own thread setting behind.
-    encoder_products = encoder_product_rates(model, args.setting == PROJECT_BF16) if project else {}
+    encoder_products = encoder_product_rates(model, args.setting == PROJECT_BF16, num_threads) if project else {}
     train = measure_training(args, model, tokenizer, precision if project else None)
     if project:
         evaluate = measure_project_evaluation(args, model, tokenizer, num_threads, precision)
@@ -160,10 +162,11 @@ def products_used(args, project_precision):
     return f"training: {describe_path(project_precision.float32_matmul)}; evaluation: Paddle Inference (oneDNN)"
 
 
-def encoder_product_rates(model, bfloat16):
+def encoder_product_rates(model, bfloat16, num_threads):
     """{library: FLOP/s} of the model's Linear layers' three training products (forward and both
     gradients) on 1,024 tokens, on a CPU: MKL's and oneDNN's in float32 and, with `bfloat16`, oneDNN's
-    on inputs converted at each call (as training converts them)."""
+    on inputs converted at each call (as training converts them); and Paddle Inference's forward
+    products, in the type of the row's evaluation."""
     if paddle.get_device() != "cpu":
         return {}
     shapes = linear_shapes(model)
@@ -173,7 +176,23 @@ def encoder_product_rates(model, bfloat16):
     }
     if bfloat16:
         rates[f"oneDNN {onednn.version()} bfloat16"] = product_rate(bfloat16_products, shapes)
+    inference = f"Paddle Inference (oneDNN) {'bfloat16' if bfloat16 else 'float32'}, forward only"
+    rates[inference] = inference_forward_rate(shapes, num_threads, bfloat16)
     return rates
+
+
+def inference_forward_rate(shapes, num_threads, bfloat16):
+    """FLOP/s of Paddle Inference's products through Linear layers of `shapes` ({(inputs, outputs):
+    how many}) on 1,024 tokens: each shape's fastest of two runs after one, counted as often as the
+    model has it."""
+    seconds = flops = 0.0
+    for (inputs, outputs), count in shapes.items():
+        predictor = linear_predictor(inputs, outputs, PRODUCT_MEASUREMENT_TOKENS, num_threads, bfloat16)
+        predictor.run()
+        seconds += count * min(seconds_of(predictor.run) for _ in range(2))
+        flops += count * 2 * PRODUCT_MEASUREMENT_TOKENS * inputs * outputs
+    set_cpu_threads(num_threads)  # a predictor's run leaves its own thread setting behind
+    return flops / seconds
 
 
 def bfloat16_products(x, weight, gradient):
@@ -317,15 +336,22 @@ def matmul_peaks(device, num_threads, bfloat16=False):
 
 def onednn_matmul_flops(weight, num_threads, bfloat16=False):
     """A 2048 x 2048 matmul as a one-layer static graph run by a Paddle Inference predictor with oneDNN."""
-    layer = paddle.nn.Linear(2048, 2048, bias_attr=False)
-    layer.weight.set_value(weight)
+    return matmul_flops(linear_predictor(2048, 2048, 2048, num_threads, bfloat16, weight).run)
+
+
+def linear_predictor(inputs, outputs, rows, num_threads, bfloat16, weight=None):
+    """A Paddle Inference predictor (oneDNN) of a one-layer static graph, rows x inputs -> outputs
+    without bias, its input set to random numbers."""
+    layer = paddle.nn.Linear(inputs, outputs, bias_attr=False)
+    if weight is not None:
+        layer.weight.set_value(weight)
     with tempfile.TemporaryDirectory(prefix="ernie-m-benchmark-matmul-") as directory:
-        spec = [paddle.static.InputSpec(shape=[2048, 2048], dtype="float32", name="x")]
+        spec = [paddle.static.InputSpec(shape=[rows, inputs], dtype="float32", name="x")]
         paddle.jit.save(paddle.jit.to_static(layer, input_spec=spec, full_graph=True), os.path.join(directory, "mm"))
         predictor = create_predictor(os.path.join(directory, "mm"), num_threads, bfloat16)
     handle = predictor.get_input_handle(predictor.get_input_names()[0])
-    handle.copy_from_cpu(np.random.RandomState(0).randn(2048, 2048).astype(np.float32))
-    return matmul_flops(predictor.run)
+    handle.copy_from_cpu(np.random.RandomState(0).randn(rows, inputs).astype(np.float32))
+    return predictor
 
 
 def default_device():

@@ -13,7 +13,6 @@ Needs torch and transformers (4.46 still has ErnieM), not Paddle.
 
 import json
 import os
-import time
 from collections import Counter
 from contextlib import nullcontext
 from functools import partial
@@ -34,7 +33,7 @@ from benchmarks.common import (
     process_peak_memory_mb,
     training_row,
 )
-from utils import PRODUCT_MEASUREMENT_TOKENS, XNLI_LANGUAGES, threads_per_process
+from utils import PRODUCT_MEASUREMENT_TOKENS, XNLI_LANGUAGES, seconds_of, threads_per_process
 
 # Trainer's defaults (TrainingArguments).
 TRAINER_EVAL_BATCH_SIZE = 8
@@ -162,7 +161,7 @@ def product_rate(shapes, context, tokens=PRODUCT_MEASUREMENT_TOKENS, repeats=2):
         operands = torch.randn(tokens, inputs), torch.randn(outputs, inputs), torch.randn(tokens, outputs)
         products = partial(linear_products, context, *operands)
         products()
-        seconds += count * min(timed(products) for _ in range(repeats))
+        seconds += count * min(seconds_of(products) for _ in range(repeats))
         flops += count * 3 * 2 * tokens * inputs * outputs
     return flops / seconds
 
@@ -170,9 +169,3 @@ def product_rate(shapes, context, tokens=PRODUCT_MEASUREMENT_TOKENS, repeats=2):
 def linear_products(context, x, weight, gradient):
     with context():
         return torch.nn.functional.linear(x, weight), gradient @ weight, gradient.t() @ x
-
-
-def timed(function):
-    started = time.perf_counter()
-    function()
-    return time.perf_counter() - started

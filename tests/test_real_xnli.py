@@ -144,6 +144,7 @@ def test_the_benchmark_compares_the_settings_on_real_lengths(benchmark_run):
     encoder = stdout.split("the model's Linear products (forward and both gradients, 1024 tokens, ")[1]
     assert f"threads on {describe_cpu()}), GFLOP/s: " in encoder
     assert "Paddle (MKL) float32 " in encoder and re.search(r"oneDNN \S+ float32 \d", encoder)
+    assert "Paddle Inference (oneDNN) float32, forward only " in encoder
     if not peer:
         assert f"transformers: left out, {TRANSFORMERS_PYTHON} has no torch or transformers" in stdout
 

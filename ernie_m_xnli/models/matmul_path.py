@@ -14,7 +14,6 @@ keeps the answer in the cache folder (a short measurement: a busy machine can mi
 import json
 import logging
 import os
-import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -23,7 +22,14 @@ import paddle
 
 from ernie_m_xnli.models import onednn
 from ernie_m_xnli.setup import distributed
-from utils import CPU_MATMUL_CHOICES, PRODUCT_MEASUREMENT_TOKENS, InputError, describe_cpu, write_json_atomically
+from utils import (
+    CPU_MATMUL_CHOICES,
+    PRODUCT_MEASUREMENT_TOKENS,
+    InputError,
+    describe_cpu,
+    seconds_of,
+    write_json_atomically,
+)
 
 AUTO, MKL, ONEDNN = CPU_MATMUL_CHOICES
 CACHE_FILE = "cpu_matmul_paths.json"
@@ -130,15 +136,9 @@ def product_rate(products, shapes, repeats=2):
             for shape in ((TOKENS, inputs), (inputs, outputs), (TOKENS, outputs))
         ]
         products(*operands)
-        seconds += count * min(_timed(products, operands) for _ in range(repeats))
+        seconds += count * min(seconds_of(products, *operands) for _ in range(repeats))
         flops += count * 3 * 2 * TOKENS * inputs * outputs
     return flops / seconds
-
-
-def _timed(products, operands):
-    started = time.perf_counter()
-    products(*operands)
-    return time.perf_counter() - started
 
 
 def _read_cache(path):
