@@ -111,3 +111,8 @@ def test_a_damaged_answer_is_measured_again(tmp_path):
     chosen = float32_matmul_path(AUTO, paddle.nn.Sequential(paddle.nn.Linear(4, 6)), 2, str(tmp_path))
     assert chosen in (MKL, ONEDNN)
     assert [entry["path"] for entry in json.loads((tmp_path / CACHE_FILE).read_text()).values()] == [chosen]
+
+
+def test_a_model_without_linear_layers_keeps_mkl_without_measuring(tmp_path):
+    assert float32_matmul_path(AUTO, paddle.nn.Sequential(paddle.nn.ReLU()), 2, str(tmp_path)) == MKL
+    assert not (tmp_path / CACHE_FILE).exists()

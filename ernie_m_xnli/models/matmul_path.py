@@ -58,10 +58,8 @@ def float32_matmul_path(requested, model, num_threads, cache_dir):
     if requested != AUTO:
         choice = MatmulPath(requested, f"--cpu_matmul {requested}")
     else:
-        shapes = linear_shapes(model)
-        choice = distributed.gather(_measured_path(shapes, num_threads, cache_dir) if distributed.is_main() else None)[
-            0
-        ]
+        measured = _measured_path(linear_shapes(model), num_threads, cache_dir) if distributed.is_main() else None
+        choice = distributed.gather(measured, "rank 0's measurement of the matmul libraries")[0]
     logger.info("float32 products by %s (%s)", describe_path(choice.path), choice.reason)
     return choice.path
 
@@ -84,6 +82,8 @@ def linear_shapes(model):
 
 
 def _measured_path(shapes, num_threads, cache_dir):
+    if not shapes:
+        return MatmulPath(MKL, "the model has no Linear layer to measure")
     layers = ", ".join(f"{count} x {inputs}x{outputs}" for (inputs, outputs), count in shapes.items())
     key = f"{describe_cpu()}, {num_threads} thread(s), paddle {paddle.__version__}, Linear layers {layers}"
     cache_path = os.path.join(cache_dir, CACHE_FILE) if cache_dir else None
