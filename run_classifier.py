@@ -58,6 +58,7 @@ from ernie_m_xnli.training.checkpoints import (  # noqa: E402
     SELECTION_PROTOCOLS,
     TrainingState,
     check_intact,
+    checkpoint_float32_matmul,
     find_resume_checkpoint,
 )
 from ernie_m_xnli.training.output_dir import one_run_in, prepare_output_dir, removed_on_bad_input  # noqa: E402
@@ -124,8 +125,8 @@ def load_model(args, resume_dir, precision):
         pair_has_token_types(tokenizer),
         name=model_name(args.model_name_or_path),
     )
-    threads = threads_per_process(args.cpu_threads)
-    precision = with_float32_products(precision, classifier, args.cpu_matmul, threads, args.cache_dir)
+    threads, resumed = threads_per_process(args.cpu_threads), resume_dir and checkpoint_float32_matmul(resume_dir)
+    precision = with_float32_products(precision, classifier, args.cpu_matmul, threads, args.cache_dir, resumed)
     return RunModel(classifier, tokenizer, precision)
 
 

@@ -442,3 +442,24 @@ def test_a_second_run_into_the_same_output_dir_stops_at_once_naming_the_first(
         *training_args(tiny_model_dir, varied_xnli_dir, output_dir, max_steps=2, overwrite_output_dir=True)
     )
     assert again.returncode == 0, again.stderr[-3000:]
+
+
+def test_a_resumed_run_computes_with_the_library_its_checkpoint_recorded(tmp_path, tiny_model_dir, varied_xnli_dir):
+    """--cpu_matmul auto measures the libraries anew only for a new run: a resumed one computes as its
+    checkpoint says the run did (an emptied cache or a busy machine could measure otherwise), and ends
+    with the uninterrupted run's weights."""
+    output_dir = tmp_path / "run"
+    done = run_main(*training_args(tiny_model_dir, varied_xnli_dir, output_dir, cpu_matmul="onednn"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    uninterrupted = final_weights(output_dir)
+    shutil.rmtree(output_dir / "checkpoint-80")
+
+    options = dict(cpu_matmul="auto", cache_dir=tmp_path / "empty-cache", resume_from_checkpoint="latest")
+    resumed = run_main(*training_args(tiny_model_dir, varied_xnli_dir, output_dir, **options))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert re.search(
+        r"float32 products by oneDNN \S+ \(\S+\) \(as the run being resumed computed them\)", resumed.stderr
+    )
+    assert not (tmp_path / "empty-cache" / "cpu_matmul_paths.json").exists()
+    for name, weight in final_weights(output_dir).items():
+        assert np.array_equal(weight, uninterrupted[name]), name

@@ -46,20 +46,24 @@ class MatmulPath:
     reason: str
 
 
-def float32_matmul_path(requested, model, num_threads, cache_dir):
+def float32_matmul_path(requested, model, num_threads, cache_dir, resumed=None):
     """The library of a CPU run's float32 products: `requested` (--cpu_matmul), or for `auto` the one
-    rank 0 measured faster here on `model`'s Linear layers (or found measured in `cache_dir`; ''
-    measures every run)."""
-    if requested == ONEDNN:
-        try:
-            onednn.library()
-        except (OSError, onednn.OneDnnError) as error:
-            raise InputError(f"--cpu_matmul onednn: the Paddle wheel's oneDNN cannot be used here ({error})") from None
+    the run being resumed computed with (`resumed`), or else the one rank 0 measured faster here on
+    `model`'s Linear layers (or found measured in `cache_dir`; '' measures every run)."""
     if requested != AUTO:
         choice = MatmulPath(requested, f"--cpu_matmul {requested}")
+    elif resumed in (MKL, ONEDNN):
+        choice = MatmulPath(resumed, "as the run being resumed computed them")
     else:
         measured = _measured_path(linear_shapes(model), num_threads, cache_dir) if distributed.is_main() else None
         choice = distributed.gather(measured, "rank 0's measurement of the matmul libraries")[0]
+    if choice.path == ONEDNN:
+        try:
+            onednn.library()
+        except (OSError, onednn.OneDnnError) as error:
+            raise InputError(
+                f"oneDNN's float32 products ({choice.reason}): the Paddle wheel's oneDNN cannot be used here ({error})"
+            ) from None
     logger.info("float32 products by %s (%s)", describe_path(choice.path), choice.reason)
     return choice.path
 

@@ -83,12 +83,14 @@ def run_precision(device, use_amp, amp_dtype):
     return precision
 
 
-def with_float32_products(precision, model, cpu_matmul, num_threads, cache_dir):
+def with_float32_products(precision, model, cpu_matmul, num_threads, cache_dir, resumed=None):
     """`precision`, whose float32 products on a CPU are by the library --cpu_matmul names or, for
-    auto, by the one measured faster on `model`'s shapes on `num_threads` (kept in `cache_dir`)."""
+    auto, by the one the resumed run used (`resumed`) or else measured faster on `model`'s shapes on
+    `num_threads` (kept in `cache_dir`)."""
     if precision.device != "cpu" or precision.amp_dtype:
         return precision
-    return replace(precision, float32_matmul=float32_matmul_path(cpu_matmul, model, num_threads, cache_dir))
+    library = float32_matmul_path(cpu_matmul, model, num_threads, cache_dir, resumed)
+    return replace(precision, float32_matmul=library)
 
 
 def cpu_mixed_precision(amp_dtype, flags=None):

@@ -36,6 +36,8 @@ BEST_MODEL_NAME = re.compile(r"^best-(\d+)$")
 # Model selection on the dev average, or on English dev only (strict zero-shot transfer).
 SELECTION_PROTOCOLS = ("avg", "en")
 STATE_FILE = "trainer_state.json"
+# trainer_state.json's record of --cpu_matmul's answer: a resumed run computes as the run did.
+FLOAT32_MATMUL_KEY = "float32_matmul"
 OPTIMIZER_STEM = "optimizer"  # optimizer.npz + optimizer.json
 SCALER_STEM = "scaler"
 RNG_FILE = "rng_state.json"
@@ -249,7 +251,15 @@ def read_checkpoint_state(directory):
             "evaluate it with --eval_only, or start the run anew"
         )
     saved_args, world_size = saved.pop("args"), saved.pop("world_size")
+    saved.pop(FLOAT32_MATMUL_KEY, None)
     return TrainingState.from_dict(saved), saved_args, world_size
+
+
+def checkpoint_float32_matmul(directory):
+    """The library of the float32 CPU products the run of a checkpoint computed with (models/matmul_path.py);
+    None where the checkpoint does not say (an earlier version's)."""
+    with open(os.path.join(directory, STATE_FILE), encoding="utf-8") as file:
+        return json.load(file).get(FLOAT32_MATMUL_KEY)
 
 
 def check_resumable(directory, arguments, world_size):

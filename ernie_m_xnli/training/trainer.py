@@ -16,6 +16,7 @@ from ernie_m_xnli.data.packing import packed_inputs
 from ernie_m_xnli.setup import distributed
 from ernie_m_xnli.setup.runtime import progress_bar
 from ernie_m_xnli.training.checkpoints import (
+    FLOAT32_MATMUL_KEY,
     TrainingState,
     atomic_directory,
     best_model_path,
@@ -233,7 +234,11 @@ class Trainer:
         if distributed.is_main():
             with atomic_directory(directory) as partial_dir:
                 save_model(partial_dir, self.model, self.tokenizer)
-                run_state = {**self.state.to_dict(), "args": vars(self.args)}
+                run_state = {
+                    **self.state.to_dict(),
+                    "args": vars(self.args),
+                    FLOAT32_MATMUL_KEY: self.precision.float32_matmul,
+                }
                 write_training_state(partial_dir, self.model, self.optimizer, self.scaler, rng_states, run_state)
             if self.args.save_total_limit:
                 prune_checkpoints(self.args.output_dir, self.args.save_total_limit)
