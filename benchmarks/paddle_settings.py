@@ -35,9 +35,11 @@ from ernie_m_xnli.data.packing import packed_inputs
 from ernie_m_xnli.data.synthetic import build_tokenizer
 from ernie_m_xnli.data.xnli_files import read_eval_split, read_train_split, xnli_file_paths
 from ernie_m_xnli.models import onednn
+from ernie_m_xnli.models.cpu_matmuls import BFLOAT16 as BFLOAT16_PRODUCTS
+from ernie_m_xnli.models.cpu_matmuls import FLOAT32, ONEDNN_FLOAT32
 from ernie_m_xnli.models.families import ERNIE_M, Classifier
 from ernie_m_xnli.models.inference import create_predictor, predictor_logits, save_static_graph
-from ernie_m_xnli.models.matmul_path import describe_path, linear_shapes, onednn_products, paddle_products, product_rate
+from ernie_m_xnli.models.matmul_path import describe_path, linear_shapes, product_rate
 from ernie_m_xnli.models.precision import BFLOAT16, Precision, with_float32_products
 from ernie_m_xnli.training.optimization import create_optimizer, linear_schedule
 from utils import (
@@ -171,11 +173,11 @@ def encoder_product_rates(model, bfloat16, num_threads):
         return {}
     shapes = linear_shapes(model)
     rates = {
-        "Paddle (MKL) float32": product_rate(paddle_products, shapes),
-        f"oneDNN {onednn.version()} float32": product_rate(onednn_products, shapes),
+        "Paddle (MKL) float32": product_rate(FLOAT32.matmul, shapes),
+        f"oneDNN {onednn.version()} float32": product_rate(ONEDNN_FLOAT32.matmul, shapes),
     }
     if bfloat16:
-        rates[f"oneDNN {onednn.version()} bfloat16"] = product_rate(bfloat16_products, shapes)
+        rates[f"oneDNN {onednn.version()} bfloat16"] = product_rate(BFLOAT16_PRODUCTS.matmul, shapes)
     inference = f"Paddle Inference (oneDNN) {'bfloat16' if bfloat16 else 'float32'}, forward only"
     rates[inference] = inference_forward_rate(shapes, num_threads, bfloat16)
     return rates
@@ -193,14 +195,6 @@ def inference_forward_rate(shapes, num_threads, bfloat16):
         flops += count * 2 * PRODUCT_MEASUREMENT_TOKENS * inputs * outputs
     set_cpu_threads(num_threads)  # a predictor's run leaves its own thread setting behind
     return flops / seconds
-
-
-def bfloat16_products(x, weight, gradient):
-    return (
-        onednn.bfloat16_matmul(x, weight),
-        onednn.bfloat16_matmul(gradient, weight, False, True),
-        onednn.bfloat16_matmul(x, gradient, True, False),
-    )
 
 
 def print_profile(run_batch, batch):

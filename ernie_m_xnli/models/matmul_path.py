@@ -21,6 +21,7 @@ import numpy as np
 import paddle
 
 from ernie_m_xnli.models import onednn
+from ernie_m_xnli.models.cpu_matmuls import FLOAT32, ONEDNN_FLOAT32
 from ernie_m_xnli.setup import distributed
 from utils import (
     CPU_MATMUL_CHOICES,
@@ -95,7 +96,7 @@ def _measured_path(shapes, num_threads, cache_dir):
     if cached:
         return MatmulPath(cached["path"], f"measured on this CPU before: {_rates(cached)}; kept in {cache_path}")
     try:
-        rates = {MKL: product_rate(paddle_products, shapes), ONEDNN: product_rate(onednn_products, shapes)}
+        rates = {MKL: product_rate(FLOAT32.matmul, shapes), ONEDNN: product_rate(ONEDNN_FLOAT32.matmul, shapes)}
     except (OSError, onednn.OneDnnError) as error:
         return MatmulPath(MKL, f"oneDNN cannot be used here: {error}")
     path = ONEDNN if rates[ONEDNN] >= REQUIRED_SPEEDUP * rates[MKL] else MKL
@@ -109,29 +110,11 @@ def _rates(measured):
     return ", ".join(f"{name} {gflops} GFLOP/s" for name, gflops in measured["gflops"].items())
 
 
-def paddle_products(x, weight, gradient):
-    """A Linear layer's three products in training, by Paddle's matmul (MKL on a CPU)."""
-    return (
-        paddle.matmul(x, weight),
-        paddle.matmul(gradient, weight, transpose_y=True),
-        paddle.matmul(x, gradient, transpose_x=True),
-    )
-
-
-def onednn_products(x, weight, gradient):
-    """paddle_products' three products by oneDNN in float32."""
-    return (
-        onednn.float32_matmul(x, weight),
-        onednn.float32_matmul(gradient, weight, False, True),
-        onednn.float32_matmul(x, gradient, True, False),
-    )
-
-
-def product_rate(products, shapes, repeats=2):
-    """FLOP/s of the three products of a training step (forward, input and weight gradients) through
-    Linear layers of `shapes` ({(inputs, outputs): how many}) on TOKENS rows: each shape's fastest of
-    `repeats` after one untimed, counted as often as the model has it. Its inputs come from numpy: the
-    run's seeded Paddle generator stays untouched."""
+def product_rate(matmul, shapes, repeats=2):
+    """FLOP/s of `matmul(a, b, transpose_a, transpose_b)` computing the three products of a training
+    step (forward, input and weight gradients) through Linear layers of `shapes` ({(inputs, outputs):
+    how many}) on TOKENS rows: each shape's fastest of `repeats` after one untimed, counted as often as
+    the model has it. Its inputs come from numpy: the run's seeded Paddle generator stays untouched."""
     rng = np.random.default_rng(0)
     seconds = flops = 0.0
     for (inputs, outputs), count in shapes.items():
@@ -139,10 +122,14 @@ def product_rate(products, shapes, repeats=2):
             paddle.to_tensor(rng.standard_normal(shape, dtype=np.float32))
             for shape in ((TOKENS, inputs), (inputs, outputs), (TOKENS, outputs))
         ]
-        products(*operands)
-        seconds += count * min(seconds_of(products, *operands) for _ in range(repeats))
+        _training_products(matmul, *operands)
+        seconds += count * min(seconds_of(_training_products, matmul, *operands) for _ in range(repeats))
         flops += count * 3 * 2 * TOKENS * inputs * outputs
     return flops / seconds
+
+
+def _training_products(matmul, x, weight, gradient):
+    return matmul(x, weight, False, False), matmul(gradient, weight, False, True), matmul(x, gradient, True, False)
 
 
 def _read_cache(path):
