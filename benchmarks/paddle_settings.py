@@ -41,6 +41,7 @@ from ernie_m_xnli.models.families import ERNIE_M, Classifier
 from ernie_m_xnli.models.inference import create_predictor, predictor_logits, save_static_graph
 from ernie_m_xnli.models.matmul_path import describe_path, linear_shapes, product_rate
 from ernie_m_xnli.models.precision import BFLOAT16, Precision, with_float32_products
+from ernie_m_xnli.models.training_forward import TrainingForward
 from ernie_m_xnli.training.optimization import create_optimizer, linear_schedule
 from utils import (
     MKL_CPU_TYPE_VARIABLE,
@@ -214,7 +215,8 @@ def print_profile(run_batch, batch):
 
 def measure_training(args, model, tokenizer, project_precision):
     """Every setting draws upstream's random batches; the project packs each of them, computes in
-    `project_precision` and releases the gradients after each step as its Trainer does."""
+    `project_precision` with the Trainer's TrainingForward and releases the gradients after each step
+    as its Trainer does."""
     packing = project_precision is not None
     epoch, num_examples = training_epoch(args, tokenizer)
     special_tokens = {"pad_token_id": tokenizer.pad_token_id, "sep_token_id": tokenizer.sep_token_id}
@@ -226,8 +228,9 @@ def measure_training(args, model, tokenizer, project_precision):
     training_model = Classifier(model, ERNIE_M) if packing else model
     optimizer = create_optimizer(model, ERNIE_M, linear_schedule(5e-5, 10000, 0.1), 0.8, 0.0, 1e-8)
     model.train()
-
-    forward_context = partial(project_precision.training_forward, model) if packing else nullcontext
+    forward_context = (
+        TrainingForward(project_precision, model, ERNIE_M.word_embeddings(model)) if packing else nullcontext
+    )
 
     def training_step(batch):
         inputs = {name: paddle.to_tensor(value) for name, value in model_inputs(batch).items()}

@@ -77,12 +77,14 @@ class OneDnnMatmul(PyLayer):
     def backward(ctx, output_gradient):
         a, b = ctx.saved_tensor()
         matmul, gradient = ctx.products.matmul, ctx.products.operand(output_gradient)
-        # c = op(a) op(b): the gradients of a and b from d(c) by the four transposition cases.
+        # c = op(a) op(b): the gradients of a and b from d(c) by the four transposition cases, each laid out
+        # in memory as its input was (attention's heads are a transposed view of the tokens' features).
+        a_gradient, b_gradient = partial(matmul, like=a), partial(matmul, like=b)
         return {
-            (False, False): lambda: (matmul(gradient, b, False, True), matmul(a, gradient, True, False)),
-            (False, True): lambda: (matmul(gradient, b, False, False), matmul(gradient, a, True, False)),
-            (True, False): lambda: (matmul(b, gradient, False, True), matmul(a, gradient, False, False)),
-            (True, True): lambda: (matmul(b, gradient, True, True), matmul(gradient, a, True, True)),
+            (False, False): lambda: (a_gradient(gradient, b, False, True), b_gradient(a, gradient, True, False)),
+            (False, True): lambda: (a_gradient(gradient, b, False, False), b_gradient(gradient, a, True, False)),
+            (True, False): lambda: (a_gradient(b, gradient, False, True), b_gradient(a, gradient, False, False)),
+            (True, True): lambda: (a_gradient(b, gradient, True, True), b_gradient(gradient, a, True, True)),
         }[ctx.transposes]()
 
 

@@ -80,10 +80,33 @@ def _memory_descriptor(dims, strides, dtype):
     return _handle("dnnl_memory_desc_create_with_strides", len(dims), _Dims(*dims), dtype, _Dims(*strides))
 
 
-def _matrix_strides(batch, rows, columns, transposed):
-    """The strides of a [batch, rows, columns] view of a dense array, which is [batch, columns, rows]
-    where `transposed`."""
-    return (rows * columns, 1, rows) if transposed else (rows * columns, columns, 1)
+def _operand_layout(tensor, transposed):
+    """(dims, strides) of `tensor` as a product reads it: its last two dimensions swapped where `transposed`."""
+    dims, strides = list(tensor.shape), list(tensor.strides)
+    if transposed:
+        dims[-2:], strides[-2:] = dims[:-3:-1], strides[:-3:-1]
+    return tuple(dims), tuple(strides)
+
+
+def _is_permuted_dense(shape, strides):
+    """Whether a view of `shape` and `strides` covers one dense block: a transpose of a dense array."""
+    expected = 1
+    for size, stride in sorted(zip(shape, strides), key=lambda dim: (dim[1], dim[0])):
+        if size > 1 and stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _empty(shape, dtype, like=None):
+    """An empty tensor of `shape`, laid out in memory as `like` is where `like` is a transpose of a dense
+    array of that shape (a gradient in its input's layout: no strided copy between attention's heads and
+    tokens), else dense."""
+    if like is None or like.is_contiguous() or list(like.shape) != list(shape):
+        return paddle.empty(shape, dtype=dtype)
+    if not _is_permuted_dense(like.shape, like.strides):
+        return paddle.empty(shape, dtype=dtype)
+    return paddle.as_strided(paddle.empty([math.prod(shape)], dtype=dtype), shape, like.strides)
 
 
 class Primitive:
@@ -126,16 +149,15 @@ class Primitive:
         lib.dnnl_primitive_destroy(self.primitive)
 
 
-def matmul_primitive(batch, m, k, n, transpose_a, transpose_b, input_dtype):
-    """oneDNN's [batch, m, k] x [batch, k, n] -> [batch, m, n] product of `input_dtype` inputs
-    (bfloat16 or float32) into float32, each input read as transposed where asked (a dense array of
-    [batch, k, m] or [batch, n, k])."""
+def matmul_primitive(a_layout, b_layout, out_layout, input_dtype):
+    """oneDNN's [..., m, k] x [..., k, n] -> [..., m, n] product of `input_dtype` inputs (bfloat16 or
+    float32) into float32, each operand and the result given as (dims, strides) in elements."""
     engine, _ = _engine_and_stream()
     inputs, f32 = _DATA_TYPES[input_dtype], _DATA_TYPES[paddle.float32]
     descriptors = (
-        _memory_descriptor((batch, m, k), _matrix_strides(batch, m, k, transpose_a), inputs),
-        _memory_descriptor((batch, k, n), _matrix_strides(batch, k, n, transpose_b), inputs),
-        _memory_descriptor((batch, m, n), (m * n, n, 1), f32),
+        _memory_descriptor(*a_layout, inputs),
+        _memory_descriptor(*b_layout, inputs),
+        _memory_descriptor(*out_layout, f32),
     )
     create = ("dnnl_matmul_primitive_desc_create", engine, descriptors[0], descriptors[1], None, descriptors[2], None)
     return Primitive(create, descriptors, (_ARG_SRC, _ARG_WEIGHTS, _ARG_DST))
@@ -172,53 +194,55 @@ _primitives = PrimitiveCache()
 
 
 def to_bfloat16(tensor):
-    """A dense bfloat16 copy of a float32 tensor (rounded to nearest even); bfloat16 tensors as they are."""
+    """A bfloat16 copy of a float32 tensor (rounded to nearest even), laid out in memory as the tensor is
+    where that is a transpose of a dense array (else dense); bfloat16 tensors as they are."""
     if tensor.dtype == paddle.bfloat16:
-        return _contiguous(tensor)
-    tensor = _contiguous(tensor)
-    converted = paddle.empty(tensor.shape, dtype=paddle.bfloat16)
-    if tensor.size:
+        return tensor
+    if not _is_permuted_dense(tensor.shape, tensor.strides):
+        tensor = tensor.contiguous()
+    converted = _empty(tensor.shape, paddle.bfloat16, like=tensor)
+    if tensor.size:  # the same layout: the conversion of one block of memory
         _primitives.get(conversion_primitive, tensor.size)(tensor, converted)
     return converted
 
 
-def bfloat16_matmul(a, b, transpose_a=False, transpose_b=False):
+def bfloat16_matmul(a, b, transpose_a=False, transpose_b=False, like=None):
     """a @ b in float32 with bfloat16 inputs: a [..., m, k] (or [..., k, m] with `transpose_a`) and b
-    [..., k, n] (or [..., n, k]) of the same leading dimensions, or b a matrix; float32 or bfloat16 inputs."""
-    return _matmul(to_bfloat16(a), to_bfloat16(b), transpose_a, transpose_b)
+    [..., k, n] (or [..., n, k]) of the same leading dimensions, or b a matrix; float32 or bfloat16 inputs
+    of any strides whose last two dimensions are rows or columns. The result is laid out as `like` is,
+    where `like` is a transposed view of the result's shape (else dense)."""
+    return _matmul(to_bfloat16(a), to_bfloat16(b), transpose_a, transpose_b, like)
 
 
-def float32_matmul(a, b, transpose_a=False, transpose_b=False):
+def float32_matmul(a, b, transpose_a=False, transpose_b=False, like=None):
     """bfloat16_matmul's product of float32 inputs in float32: oneDNN's kernels, where Paddle's
     dynamic graph calls MKL's."""
-    return _matmul(_contiguous(a), _contiguous(b), transpose_a, transpose_b)
+    return _matmul(a, b, transpose_a, transpose_b, like)
 
 
-def _contiguous(tensor):
-    return tensor if tensor.is_contiguous() else tensor.contiguous()
-
-
-def _matmul(a, b, transpose_a, transpose_b):
+def _matmul(a, b, transpose_a, transpose_b, like=None):
     if b.ndim == 2 and a.ndim > 2 and not transpose_a:
         leading = a.shape[:-1]
         return _matmul(a.reshape([-1, a.shape[-1]]), b, False, transpose_b).reshape([*leading, -1])
     if a.shape[:-2] != b.shape[:-2]:
         raise ValueError(f"oneDNN matmul: leading dimensions differ: {a.shape} and {b.shape}")
-    m, k = (a.shape[-1], a.shape[-2]) if transpose_a else (a.shape[-2], a.shape[-1])
-    n = b.shape[-2] if transpose_b else b.shape[-1]
-    if (b.shape[-1] if transpose_b else b.shape[-2]) != k:
+    a_layout, b_layout = _operand_layout(a, transpose_a), _operand_layout(b, transpose_b)
+    if a_layout[0][-1] != b_layout[0][-2]:
         raise ValueError(f"oneDNN matmul: shapes {a.shape} and {b.shape} do not multiply")
-    leading = a.shape[:-2]
-    out = paddle.empty([*leading, m, n], dtype=paddle.float32)
+    if 1 not in a_layout[1][-2:] or 1 not in b_layout[1][-2:]:  # neither rows nor columns: copied dense
+        return _matmul(a.contiguous(), b.contiguous(), transpose_a, transpose_b, like)
+    out = _empty([*a.shape[:-2], a_layout[0][-2], b_layout[0][-1]], paddle.float32, like)
     if out.size:
-        shape = (math.prod(leading), m, k, n, transpose_a, transpose_b, a.dtype)
-        _primitives.get(matmul_primitive, *shape)(a, b, out)
+        out_layout = (tuple(out.shape), tuple(out.strides))
+        _primitives.get(matmul_primitive, a_layout, b_layout, out_layout, a.dtype)(a, b, out)
     return out
 
 
 def implementation_name(transpose_a=False, transpose_b=False, input_dtype=paddle.bfloat16):
     """The oneDNN kernel a product of `input_dtype` inputs runs on this CPU, e.g. "brg_matmul:avx512_core_bf16"."""
-    return _primitives.get(matmul_primitive, 1, 64, 64, 64, transpose_a, transpose_b, input_dtype).implementation
+    a_layout = ((64, 64), (1, 64) if transpose_a else (64, 1))
+    b_layout = ((64, 64), (1, 64) if transpose_b else (64, 1))
+    return _primitives.get(matmul_primitive, a_layout, b_layout, ((64, 64), (64, 1)), input_dtype).implementation
 
 
 def set_threads(num_threads):

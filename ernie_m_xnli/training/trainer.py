@@ -13,6 +13,7 @@ import paddle.nn.functional as F
 
 from ernie_m_xnli.data.batching import ShardedBatchSampler, collate_micro_batches, padded_inputs
 from ernie_m_xnli.data.packing import packed_inputs
+from ernie_m_xnli.models.training_forward import TrainingForward
 from ernie_m_xnli.setup import distributed
 from ernie_m_xnli.setup.runtime import progress_bar
 from ernie_m_xnli.training.checkpoints import (
@@ -88,7 +89,9 @@ class Trainer:
         self.optimizer = create_optimizer(
             model, classifier.family, self.lr_scheduler, args.layerwise_decay, args.weight_decay, args.adam_epsilon
         )
-        self.padding_row = classifier.family.word_embeddings(model).weight, getattr(model.config, "pad_token_id", None)
+        word_embeddings = classifier.family.word_embeddings(model)
+        self.padding_row = word_embeddings.weight, getattr(model.config, "pad_token_id", None)
+        self.training_forward = TrainingForward(self.precision, model, word_embeddings)
         self.scaler = paddle.amp.GradScaler(enable=self.precision.scales_loss, init_loss_scaling=args.scale_loss)
         self.state = (
             load_training_checkpoint(resume_dir, model, self.optimizer, self.scaler) if resume_dir else TrainingState()
@@ -155,7 +158,7 @@ class Trainer:
         for index, micro_batch in enumerate(micro_batches):
             inputs = {name: paddle.to_tensor(value) for name, value in micro_batch.inputs.items()}
             with self.gradient_sync(index == len(micro_batches) - 1):
-                with self.precision.training_forward(self.model):
+                with self.training_forward():
                     logits = self.parallel_model(**inputs)
                     # The micro-batch's share of the batch's mean: gradients add up to the batch's.
                     labels = paddle.to_tensor(micro_batch.labels)
