@@ -99,6 +99,37 @@ def test_logits_padded_and_packed_equal_transformers(model_type):
         assert not np.allclose(padded, expected["logits"], atol=1e-2)
 
 
+@pytest.mark.parametrize("model_type", FAMILY_FIXTURES)
+def test_evaluation_computes_the_last_layer_for_the_first_tokens_where_its_layers_allow(model_type):
+    """The head reads the first token of each row: outside training, ERNIE-M's and BERT's last layer
+    (nn.TransformerEncoderLayer) computes it alone, the logits those of every position's layer."""
+    expected = reference(model_type)
+    tokenizer, classifier = load(fixture_dir(model_type))
+    inputs = padded_inputs([np.array(ids) for ids in expected["input_ids"]], tokenizer.pad_token_id, 2)
+    model, family = classifier.model, classifier.family
+    encoder = getattr(model, family.encoder).encoder
+    last_layer = (getattr(encoder, "layers", None) or encoder.layer)[-1]
+    lengths = []
+
+    def record_length(layer, layer_inputs, output):
+        lengths.append((output[0] if isinstance(output, tuple) else output).shape[1])
+
+    last_layer.register_forward_post_hook(record_length)
+    first_tokens = logits_of(classifier, inputs)
+    ids, mask, positions, types = (
+        paddle.to_tensor(inputs[name]) if name in inputs else None
+        for name in ("input_ids", "attention_mask", "position_ids", "token_type_ids")
+    )
+    with paddle.no_grad():
+        every_position = family.sequence_output(
+            model, ids, mask, positions, types if classifier.uses_token_types else None
+        )
+        full = family.head(model, every_position[:, :1]).numpy()
+    assert lengths[0] == (1 if model_type in ("ernie_m", "bert") else inputs["input_ids"].shape[1])
+    assert lengths[1] == inputs["input_ids"].shape[1]
+    np.testing.assert_allclose(first_tokens, full, rtol=1e-5, atol=1e-6)
+
+
 def test_a_bert_with_xlm_roberta_tokenizer_gets_type_0_everywhere_as_in_transformers():
     # multilingual-e5 and Multilingual-MiniLM: BERT's two token types, XLM-R's tokenizer, which gives none.
     name = "bert-with-xlm-roberta-tokenizer"

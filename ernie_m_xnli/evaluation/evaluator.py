@@ -13,6 +13,7 @@ import paddle.nn.functional as F
 
 from ernie_m_xnli.data.batching import eval_batches, padded_inputs
 from ernie_m_xnli.data.encoding import average_window_logits
+from ernie_m_xnli.models.dropout import no_dropout_outside_training
 from ernie_m_xnli.models.inference import create_predictor, predictor_logits, save_static_graph, static_forward
 from ernie_m_xnli.models.precision import Precision
 from ernie_m_xnli.setup import distributed
@@ -101,7 +102,7 @@ class Evaluator:
 
     @paddle.no_grad()
     def _dynamic_logits(self, inputs):
-        with self.precision.evaluation_forward(self.classifier):
+        with self.precision.evaluation_forward(self.classifier), no_dropout_outside_training():
             logits = self.classifier(**{name: paddle.to_tensor(value) for name, value in inputs.items()})
         return logits.astype("float32").numpy()
 

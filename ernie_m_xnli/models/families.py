@@ -10,11 +10,13 @@ how its layers are named (layerwise learning-rate decay); how transformers names
 
 import re
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import paddle
 from paddlenlp import transformers
 
+from ernie_m_xnli.models.first_token import LastLayerForFirstTokens
 from utils import InputError
 
 INPUT_NAMES = ("input_ids", "attention_mask", "position_ids", "token_type_ids")
@@ -106,7 +108,10 @@ class Family:
         """The classifier's logits: the encoder over the batch, then the head over each input's
         [CLS] state (the first token of each row, or `cls_index` in a packed batch). Without
         `token_type_ids`, every token has type 0, as the model's default."""
-        sequence = self.sequence_output(model, input_ids, attention_mask, position_ids, token_type_ids)
+        # Outside training a padded batch's last layer computes each row's first token only.
+        first_tokens_read = cls_index is None and not model.training
+        with LastLayerForFirstTokens(getattr(model, self.encoder)) if first_tokens_read else nullcontext():
+            sequence = self.sequence_output(model, input_ids, attention_mask, position_ids, token_type_ids)
         if cls_index is None:
             cls_states = sequence[:, :1]
         else:

@@ -8,6 +8,8 @@ import warnings
 import paddle
 from paddle import inference
 
+from ernie_m_xnli.models.dropout import no_dropout_outside_training
+
 logger = logging.getLogger(__name__)
 
 
@@ -35,7 +37,8 @@ def save_static_graph(classifier, path_prefix, forward=None):
     only write the weights: 0.015 s instead of 0.5 s for the tests' tiny model."""
     was_training = classifier.training
     classifier.eval()
-    with warnings.catch_warnings():  # that loading the files gives a layer computing what the function does
+    with warnings.catch_warnings(), no_dropout_outside_training():  # traced at the first save: no dropout ops
+        # That loading the files gives a layer computing what the function does.
         warnings.filterwarnings("ignore", message="What you save is a function")
         paddle.jit.save(forward or static_forward(classifier), path_prefix)
     classifier.train(was_training)

@@ -1,10 +1,10 @@
 """The context of training's forward pass: the precision's products and, on a CPU, two of Paddle's
 kernels replaced where a bfloat16 ernie-m-base step spent most beside its products (the token
-embeddings' gradient, models/embedding_gradient.py; dropout, models/cpu_dropout.py)."""
+embeddings' gradient, models/embedding_gradient.py; dropout, models/dropout.py)."""
 
 from contextlib import contextmanager
 
-from ernie_m_xnli.models.cpu_dropout import cpu_dropout
+from ernie_m_xnli.models.dropout import cpu_dropout
 from ernie_m_xnli.models.embedding_gradient import KeptEmbeddingGradient
 
 

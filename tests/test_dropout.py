@@ -7,8 +7,12 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 import pytest
+from paddlenlp.transformers import ErnieMConfig, ErnieMForSequenceClassification
 
-from ernie_m_xnli.models.cpu_dropout import CHUNK, cpu_dropout
+from ernie_m_xnli.data.batching import padded_inputs
+from ernie_m_xnli.models.dropout import CHUNK, cpu_dropout, no_dropout_outside_training
+from ernie_m_xnli.models.families import ERNIE_M, Classifier
+from ernie_m_xnli.models.inference import create_predictor, predictor_logits, save_static_graph
 
 PADDLES_DROPOUT = F.dropout
 
@@ -78,3 +82,26 @@ def test_only_a_cpus_training_forward_draws_its_own_masks():
     assert np.array_equal(dropped(x.numpy(), 0.5, seed=5)[0], by_layer)
     paddle.seed(5)
     assert not np.array_equal(PADDLES_DROPOUT(x, 0.5).numpy(), by_layer)  # Paddle's own masks are others
+
+
+def test_outside_training_dropout_is_the_input_itself_and_an_exported_graph_has_none(tmp_path):
+    """Paddle's eval-mode dropout copies its input, and a traced graph keeps the op (Paddle Inference's
+    bfloat16 passes then convert around each one); the suite's exports trace none, same logits."""
+    x = paddle.randn([4, 8])
+    with no_dropout_outside_training():
+        assert F.dropout(x, 0.1, training=False) is x
+        assert paddle.nn.Dropout(0.1, mode="downscale_in_infer").eval()(x) is not x  # scales: Paddle's
+    assert F.dropout is PADDLES_DROPOUT and F.dropout(x, 0.1, training=False) is not x
+    paddle.seed(0)
+    config = ErnieMConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, num_labels=3)
+    classifier = Classifier(ErnieMForSequenceClassification(config), ERNIE_M)
+    classifier.eval()
+    ids = np.random.RandomState(0).randint(3, 50, size=(2, 9))
+    inputs = padded_inputs(list(ids), pad_token_id=1, sep_token_id=2)
+    with paddle.no_grad():
+        dynamic = classifier(**{name: paddle.to_tensor(value) for name, value in inputs.items()}).numpy()
+    save_static_graph(classifier, str(tmp_path / "model"))
+    assert "dropout" not in (tmp_path / "model.json").read_text()
+    np.testing.assert_allclose(
+        predictor_logits(create_predictor(str(tmp_path / "model"), 1), inputs), dynamic, atol=1e-5
+    )

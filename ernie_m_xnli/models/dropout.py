@@ -1,19 +1,24 @@
-"""Dropout in training on a CPU, its masks drawn by numpy's PCG64 in chunks on the run's threads.
+"""Dropout: in training on a CPU, its masks drawn by numpy's PCG64 in chunks on the run's threads;
+outside training, none at all.
 
 Paddle's CPU dropout draws every element from one std::mt19937_64 in one thread: 9.3 ns an element on
 this project's 2-core AMD EPYC (family 26), 11% of a bfloat16 ernie-m-base training step. numpy draws a
 float32 uniform in 1.2 ns, and the chunks of a tensor go to the run's threads: forward and backward
-take ~2 ns an element in all (tests/test_cpu_dropout.py; docs/benchmark.md has the step).
+take ~2 ns an element in all (tests/test_dropout.py; docs/benchmark.md has the step).
 
 What is computed is Paddle's `upscale_in_train` dropout: an element is kept where its uniform draw is
 >= p and then scaled by 1 / (1 - p); the gradient goes through the same mask and scale. A call's masks
 depend only on two numbers drawn from Paddle's generator (seeded by --seed and saved in checkpoints)
 and each chunk's position, never on the number of threads: a run repeats, and resumes, exactly.
+
+Outside training, upscale_in_train dropout is the identity, yet Paddle's F.dropout still runs its kernel
+(a copy of the tensor) and a traced static graph keeps the op: 37 copies in every batch Paddle Inference
+evaluates for ernie-m-base. A graph traced inside `no_dropout_outside_training()` has none.
 """
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import cache
 
 import numpy as np
@@ -84,7 +89,7 @@ class _Dropout(PyLayer):
         return paddle.from_dlpack(input_gradients.reshape(ctx.shape))
 
 
-def _dropout(x, p=0.5, axis=None, training=True, inplace=False, mode="upscale_in_train", name=None):
+def _training_dropout(x, p=0.5, axis=None, training=True, inplace=False, mode="upscale_in_train", name=None):
     """F.dropout: a float32 tensor's training dropout of 0 < p < 1 by _Dropout, anything else Paddle's."""
     plain = axis is None and not inplace and mode == "upscale_in_train"
     if training and plain and 0 < p < 1 and x.dtype == paddle.float32:
@@ -92,14 +97,28 @@ def _dropout(x, p=0.5, axis=None, training=True, inplace=False, mode="upscale_in
     return _paddle_dropout(x, p, axis, training, inplace, mode, name)
 
 
+def _no_dropout_outside_training(x, p=0.5, axis=None, training=True, inplace=False, mode="upscale_in_train", name=None):
+    """F.dropout: the input itself for upscale_in_train outside training, anything else Paddle's."""
+    if not training and mode == "upscale_in_train":
+        return x
+    return _paddle_dropout(x, p, axis, training, inplace, mode, name)
+
+
 @contextmanager
-def cpu_dropout(device):
-    """Inside it, on a CPU, F.dropout (nn.Dropout's and attention's) draws its masks as above."""
-    if device != "cpu":
-        yield
-        return
-    F.dropout = _dropout
+def _dropout_by(function):
+    """Inside it, F.dropout (nn.Dropout's and attention's) is `function`."""
+    F.dropout = function
     try:
         yield
     finally:
         F.dropout = _paddle_dropout
+
+
+def cpu_dropout(device):
+    """Inside it, on a CPU, training's dropout draws its masks as above."""
+    return _dropout_by(_training_dropout) if device == "cpu" else nullcontext()
+
+
+def no_dropout_outside_training():
+    """Inside it, dropout outside training (upscale_in_train) computes nothing and traces no op."""
+    return _dropout_by(_no_dropout_outside_training)
