@@ -21,6 +21,7 @@ def _first_token_forward(layer, full_forward, src, src_mask=None, cache=None, ou
     src_mask = _convert_attention_mask(src_mask, src.dtype)
     if src_mask is not None and src_mask.ndim == 4 and src_mask.shape[-2] != 1:
         src_mask = src_mask[:, :, :1, :]  # the first query's row of a [rows, heads, queries, keys] mask
+    layer.self_attn.need_weights = False  # as PaddleNLP's forward sets it without output_attentions
     keys = layer.norm1(src) if layer.normalize_before else src
     residual = src[:, :1]
     src = residual + layer.dropout1(layer.self_attn(keys[:, :1], keys, keys, src_mask))
