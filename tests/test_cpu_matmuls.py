@@ -73,28 +73,31 @@ def test_a_float32_product_by_onednn_is_float32s(transpose_a, transpose_b):
 
 
 def test_attentions_heads_are_read_in_place_and_their_gradients_come_back_in_the_same_layout():
-    """Attention's queries and keys are [batch, heads, tokens, width] views of [batch, tokens, heads x width]
-    Linear outputs: oneDNN reads them by their strides, and hands their gradients back in that layout, so
-    the transposes and reshapes before them copy nothing in backward. The numbers are Paddle's."""
+    """Attention's queries, keys and values are [batch, heads, tokens, width] views of [batch, tokens,
+    heads x width] Linear outputs: oneDNN reads them by their strides, hands their gradients back in that
+    layout and writes the context (weights x values) in the values' layout, so the transposes and
+    reshapes around attention copy nothing. The numbers are Paddle's."""
     rng = np.random.default_rng(0)
-    features = [rng.standard_normal((2, 7, 3 * 4)).astype(np.float32) for _ in range(2)]
-    output_gradient = paddle.to_tensor(rng.standard_normal((2, 3, 7, 7)).astype(np.float32))
+    features = [rng.standard_normal((2, 7, 3 * 4)).astype(np.float32) for _ in range(3)]
+    output_gradient = paddle.to_tensor(rng.standard_normal((2, 3, 7, 4)).astype(np.float32))
 
-    def scores_backward(matmul):
+    def attention_backward():
         inputs = [paddle.to_tensor(array, stop_gradient=False) for array in features]
-        queries, keys = (tensor.reshape([2, 7, 3, 4]).transpose([0, 2, 1, 3]) for tensor in inputs)
+        queries, keys, values = (tensor.reshape([2, 7, 3, 4]).transpose([0, 2, 1, 3]) for tensor in inputs)
         layouts = []
-        for view in (queries, keys):
+        for view in (queries, keys, values):
             view.register_hook(lambda gradient, view=view: layouts.append(gradient.strides == view.strides))
-        matmul(queries, keys, transpose_y=True).backward(output_gradient)
+        context = paddle.matmul(paddle.matmul(queries, keys, transpose_y=True), values)
+        layouts.append(context.strides == values.strides)
+        context.backward(output_gradient)
         return [tensor.grad.numpy() for tensor in inputs], layouts
 
-    paddles, _ = scores_backward(paddle.matmul)
+    paddles, _ = attention_backward()
     with onednn_matmuls(paddle.nn.Layer(), ONEDNN_FLOAT32):
-        onednns, same_layouts = scores_backward(paddle.matmul)
-    assert same_layouts == [True, True]
+        onednns, same_layouts = attention_backward()
+    assert same_layouts == [True] * 4
     for onednn_gradient, paddles_gradient in zip(onednns, paddles):
-        np.testing.assert_allclose(onednn_gradient, paddles_gradient, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(onednn_gradient, paddles_gradient, rtol=1e-5, atol=1e-5)
 
 
 def test_auto_measures_both_libraries_on_the_models_shapes_once_and_keeps_the_faster(tmp_path, caplog):

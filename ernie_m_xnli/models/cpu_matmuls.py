@@ -71,7 +71,9 @@ class OneDnnMatmul(PyLayer):
         a, b = products.operand(a), products.operand(b)
         ctx.save_for_backward(a, b)
         ctx.transposes, ctx.products = (transpose_a, transpose_b), products
-        return products.matmul(a, b, transpose_a, transpose_b)
+        # A product shaped like b is laid out like it: attention's context (weights x values) comes out in
+        # the values' token-major layout, which the heads' transpose back to tokens then reads in place.
+        return products.matmul(a, b, transpose_a, transpose_b, like=b)
 
     @staticmethod
     def backward(ctx, output_gradient):
