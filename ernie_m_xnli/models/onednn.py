@@ -102,9 +102,8 @@ def _empty(shape, dtype, like=None):
     """An empty tensor of `shape`, laid out in memory as `like` is where `like` is a transpose of a dense
     array of that shape (a gradient in its input's layout: no strided copy between attention's heads and
     tokens), else dense."""
-    if like is None or like.is_contiguous() or list(like.shape) != list(shape):
-        return paddle.empty(shape, dtype=dtype)
-    if not _is_permuted_dense(like.shape, like.strides):
+    transposed = like is not None and list(like.shape) == list(shape) and not like.is_contiguous()
+    if not (transposed and _is_permuted_dense(like.shape, like.strides)):
         return paddle.empty(shape, dtype=dtype)
     return paddle.as_strided(paddle.empty([math.prod(shape)], dtype=dtype), shape, like.strides)
 
