@@ -145,9 +145,31 @@ def cpu_flags():
     return cpu_info_field("flags").split()
 
 
-def has_bfloat16_instructions():
-    """Whether the CPU has AVX512-BF16, which oneDNN's bfloat16 kernels need (every AMX CPU has it)."""
-    return "avx512_bf16" in cpu_flags()
+# The ONEDNN_MAX_CPU_ISA values (oneDNN's dnnl_cpu_isa_t names) that leave oneDNN its bfloat16 products.
+ONEDNN_BFLOAT16_LIMITS = (
+    "AVX512_CORE_BF16",
+    "AVX10_1_512",
+    "AVX512_CORE_FP16",
+    "AVX10_1_512_AMX",
+    "AVX512_CORE_AMX",
+    "AVX10_1_512_AMX_FP16",
+    "AVX512_CORE_AMX_FP16",
+)
+
+
+def onednn_isa_limit():
+    """The instruction sets a user allowed oneDNN (ONEDNN_MAX_CPU_ISA, or DNNL_MAX_CPU_ISA, its older
+    name), upper-cased; "" when it may use all the CPU has."""
+    limit = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+    return "" if limit == "ALL" else limit
+
+
+def has_bfloat16_instructions(flags=None):
+    """Whether oneDNN's bfloat16 kernels run here: the CPU has AVX512-BF16 (every AMX CPU has it) and
+    no ONEDNN_MAX_CPU_ISA keeps oneDNN below it."""
+    flags = cpu_flags() if flags is None else flags
+    limit = onednn_isa_limit()
+    return "avx512_bf16" in flags and (not limit or limit in ONEDNN_BFLOAT16_LIMITS)
 
 
 # The instruction sets that decide what a CPU run computes in and how fast: /proc/cpuinfo's flag, the usual name.
@@ -162,8 +184,9 @@ def cpu_instruction_sets(flags=None):
 
 def describe_cpu(flags=None):
     """The CPU's model and instruction sets, as every reported figure names them: "AMD EPYC (AVX2, AVX-512)"."""
-    sets = cpu_instruction_sets(flags)
-    return f"{cpu_info_field('model name') or platform.processor() or 'this CPU'} ({', '.join(sets) or 'no AVX2'})"
+    sets = ", ".join(cpu_instruction_sets(flags)) or "no AVX2"
+    limit = f"; oneDNN limited to ONEDNN_MAX_CPU_ISA={onednn_isa_limit()}" if onednn_isa_limit() else ""
+    return f"{cpu_info_field('model name') or platform.processor() or 'this CPU'} ({sets}{limit})"
 
 
 def cpu_mixed_precision_refusal(amp_dtype, flags=None):
@@ -175,6 +198,11 @@ def cpu_mixed_precision_refusal(amp_dtype, flags=None):
         return (
             f"{given} on cpu: {describe_cpu(flags)} has neither AVX512-BF16 nor AMX, the instructions of bfloat16 "
             "products, so float32 is the only precision a CPU run computes in here: run without --use_amp"
+        )
+    if not has_bfloat16_instructions(flags):
+        return (
+            f"{given} on cpu: {describe_cpu(flags)} keeps oneDNN from its bfloat16 products: unset "
+            "ONEDNN_MAX_CPU_ISA (or give it AVX512_CORE_BF16 or above), or run without --use_amp"
         )
     if amp_dtype != AMP_DTYPES[1]:
         return (
@@ -190,13 +218,14 @@ def cpu_vendor():
 
 
 def machine_description(gpu_name=None, **versions):
-    """Where a run ran, for results.json: the CPU's model and its bfloat16 units, the GPU's name (or
-    None), the given library versions and the suite's commit."""
+    """Where a run ran, for results.json: the CPU's model, its bfloat16 units and any limit set on
+    oneDNN's, the GPU's name (or None), the given library versions and the suite's commit."""
     flags = cpu_flags()
     return {
         "cpu": cpu_info_field("model name") or platform.processor() or "unknown",
         "amx": "amx_bf16" in flags,
-        "avx512_bf16": has_bfloat16_instructions(),
+        "avx512_bf16": "avx512_bf16" in flags,
+        "onednn_max_cpu_isa": onednn_isa_limit() or None,
         "gpu": gpu_name,
         "versions": {**versions, "suite": suite_commit()},
     }

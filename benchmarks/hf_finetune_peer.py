@@ -125,6 +125,9 @@ def main(argv=None):
     started = time.time()
     paths = xnli_file_paths(args.xnli_dir, args.train_languages)
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
+    # Before the model, as transformers' run_xnli.py: --seed then draws the classifier's start too
+    # (Trainer seeds only once the model exists; unseeded, every run drew another start).
+    transformers.set_seed(args.seed)
     model = AutoModelForSequenceClassification.from_pretrained(
         args.model_dir,
         num_labels=len(LABELS),

@@ -26,7 +26,7 @@ from ernie_m_xnli.models.inference import create_predictor, predictor_logits, sa
 from ernie_m_xnli.models.loading import load_classifier
 from ernie_m_xnli.models.precision import BFLOAT16, Precision, cpu_mixed_precision, run_precision
 from ernie_m_xnli.models.tokenizer_files import load_tokenizer, num_token_ids, pair_has_token_types
-from utils import InputError, has_bfloat16_instructions
+from utils import InputError, describe_cpu, has_bfloat16_instructions
 
 from conftest import as_multiplied, fixture_dir, last_line, product_operands, run_main
 
@@ -183,6 +183,22 @@ def test_mixed_precision_on_a_cpu_is_bfloat16_and_needs_its_instructions():
     ):
         cpu_mixed_precision(BFLOAT16, flags=["avx2", "fma"])
     assert run_precision("cpu", False, None) == Precision("cpu")
+
+
+def test_a_limit_that_keeps_onednn_from_bfloat16_is_named_before_any_product(monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    bfloat16_cpu = ["avx2", "avx512f", "avx512_bf16"]
+    assert not has_bfloat16_instructions(bfloat16_cpu)
+    with pytest.raises(
+        InputError,
+        match=r"^--use_amp --amp_dtype bfloat16 on cpu: .* \(AVX2, AVX-512, AVX512-BF16; oneDNN limited to "
+        r"ONEDNN_MAX_CPU_ISA=AVX2\) keeps oneDNN from its bfloat16 products: unset ONEDNN_MAX_CPU_ISA ",
+    ):
+        cpu_mixed_precision(BFLOAT16, flags=bfloat16_cpu)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")  # no AMX, bfloat16 still
+    assert has_bfloat16_instructions([*bfloat16_cpu, "amx_bf16"])
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "all")
+    assert has_bfloat16_instructions(bfloat16_cpu) and "limited" not in describe_cpu(bfloat16_cpu)
 
 
 @needs_bfloat16
