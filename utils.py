@@ -185,8 +185,9 @@ def cpu_instruction_sets(flags=None):
 def describe_cpu(flags=None):
     """The CPU's model and instruction sets, as every reported figure names them: "AMD EPYC (AVX2, AVX-512)"."""
     sets = ", ".join(cpu_instruction_sets(flags)) or "no AVX2"
-    limit = f"; oneDNN limited to ONEDNN_MAX_CPU_ISA={onednn_isa_limit()}" if onednn_isa_limit() else ""
-    return f"{cpu_info_field('model name') or platform.processor() or 'this CPU'} ({sets}{limit})"
+    limit = onednn_isa_limit()
+    limited = f"; oneDNN limited to ONEDNN_MAX_CPU_ISA={limit}" if limit else ""
+    return f"{cpu_info_field('model name') or platform.processor() or 'this CPU'} ({sets}{limited})"
 
 
 def cpu_mixed_precision_refusal(amp_dtype, flags=None):
