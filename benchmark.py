@@ -42,7 +42,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
 
@@ -142,7 +141,13 @@ def parse_args(argv=None):
         help="The settings to compare (default: all that this machine runs).",
     )
     parser.add_argument("--work_dir", default=None, help="Where the tokenizer and features go (default: temporary).")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.setting in PEER_SETTINGS and not os.path.isfile(os.path.join(args.work_dir or "", PEER_BATCHES_FILE)):
+        parser.error(
+            f"--setting {args.setting} reads the token ids a whole run writes ({PEER_BATCHES_FILE}), and --work_dir "
+            f"{args.work_dir} has none: run benchmark.py with --settings {args.setting} --work_dir DIR once first"
+        )
+    return args
 
 
 def main(argv=None):
@@ -154,8 +159,7 @@ def main(argv=None):
     from benchmarks import paddle_settings
 
     args.device = args.device or paddle_settings.default_device()
-    args.work_dir = args.work_dir or tempfile.mkdtemp(prefix="ernie-m-benchmark-")
-    os.makedirs(args.work_dir, exist_ok=True)
+    paddle_settings.prepare_work_dir(args)
     paddle_settings.prepare_tokenizer(args)
     rows, notes = [], []
     settings = settings_to_run(args, notes)
@@ -194,6 +198,9 @@ def measure_setting(args):
     from benchmarks import paddle_settings
 
     args.device = args.device or paddle_settings.default_device()
+    paddle_settings.prepare_work_dir(args)
+    if not os.path.isdir(paddle_settings.tokenizer_dir(args)):  # a setting run on its own, not by a whole run
+        paddle_settings.prepare_tokenizer(args)
     return paddle_settings.measure(args)
 
 

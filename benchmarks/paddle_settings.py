@@ -59,6 +59,16 @@ from utils import (
 SAMPLER_SEED = 42
 
 
+def prepare_work_dir(args):
+    """--work_dir, made if missing (a new temporary folder without it)."""
+    args.work_dir = args.work_dir or tempfile.mkdtemp(prefix="ernie-m-benchmark-")
+    os.makedirs(args.work_dir, exist_ok=True)
+
+
+def tokenizer_dir(args):
+    return args.model if os.path.isdir(args.model) else os.path.join(args.work_dir, "tokenizer")
+
+
 def prepare_tokenizer(args):
     """A sentencepiece tokenizer trained on XNLI dev text in `args.work_dir` (unless --model is a directory)."""
     if os.path.isdir(args.model):
@@ -67,13 +77,11 @@ def prepare_tokenizer(args):
     text_file = os.path.join(args.work_dir, "xnli-text.txt")
     with open(text_file, "w", encoding="utf-8") as file:
         file.write("\n".join(text for lang in XNLI_LANGUAGES for pair in dev[lang] for text in pair[:2]))
-    build_tokenizer(os.path.join(args.work_dir, "tokenizer"), text_file, args.tokenizer_vocab)
+    build_tokenizer(tokenizer_dir(args), text_file, args.tokenizer_vocab)
 
 
 def load_tokenizer(args):
-    return AutoTokenizer.from_pretrained(
-        args.model if os.path.isdir(args.model) else os.path.join(args.work_dir, "tokenizer")
-    )
+    return AutoTokenizer.from_pretrained(tokenizer_dir(args))
 
 
 def training_epoch(args, tokenizer):

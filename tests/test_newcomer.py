@@ -135,6 +135,12 @@ def test_a_local_directory_that_cannot_be_loaded_is_named_as_given(tmp_path, tin
             "infer_static.py: error: the following arguments are required: --predict_file",
         ),
         ("benchmark.py", ["--setting", "fast"], "benchmark.py: error: argument --setting: invalid choice: 'fast'"),
+        (
+            "benchmark.py",
+            ["--setting", "transformers", "--work_dir", "nowhere"],
+            "benchmark.py: error: --setting transformers reads the token ids a whole run writes (peer-batches.npz), "
+            "and --work_dir nowhere has none",
+        ),
     ],
 )
 def test_argument_errors_are_one_line_in_every_script(script, arguments, message):

@@ -1,6 +1,7 @@
 """Checks on the real XNLI files, when XNLI_DIR points at them (CI sets it to ../shared/xnli)."""
 
 import importlib.util
+import json
 import os
 import re
 import zipfile
@@ -169,6 +170,17 @@ def test_the_transformers_peer_runs_the_same_batches_on_the_same_threads(benchma
         bf16 = table["transformers-bf16"]
         assert bf16["training computed/real tokens"] == peer["training computed/real tokens"]
         assert re.search(r"PyTorch \S+ bfloat16 matmul \d", stdout.split("measured GFLOP/s:")[1])
+
+
+def test_one_setting_runs_on_its_own_in_a_folder_of_its_own(real_text_model_dir):
+    """--setting alone (as for --profile) needs no --work_dir: it makes what a whole run would have."""
+    sample = dict(train_steps=1, eval_batches=1, train_pairs=64, test_pairs=20, cpu_matmul="mkl")
+    result = run_script(
+        xnli_dir=XNLI_DIR, model=real_text_model_dir, device="cpu", setting="project", **sample, script="benchmark.py"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = json.loads(result.stdout.splitlines()[-1])
+    assert row["setting"] == "project" and row["train_examples_per_s"] > 0 and row["eval_seconds"] > 0
 
 
 # Measured here: 24 steps at 3e-4 reach 44.2% on the first 600 English dev pairs, with MKL's products and
