@@ -89,6 +89,7 @@ def evaluation_row(predict, batches, sample_size, seconds, profile=None):
         **seconds,
         "eval_computed_tokens_per_s": rate,
         "eval_computed_per_real": computed / real,
+        "eval_pairs": sum(map(len, batches)),
     }
 
 

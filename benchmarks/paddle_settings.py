@@ -30,7 +30,7 @@ from benchmarks.common import (
 )
 from ernie_m_xnli.data.batching import ShardedBatchSampler, eval_batches, pad_batch, padded_inputs
 from ernie_m_xnli.data.encoding import PairEncoder, encode_pairs
-from ernie_m_xnli.data.feature_cache import load_features, save_features
+from ernie_m_xnli.data.feature_cache import cache_key, load_features, save_features
 from ernie_m_xnli.data.packing import packed_inputs
 from ernie_m_xnli.data.synthetic import build_tokenizer
 from ernie_m_xnli.data.xnli_files import read_eval_split, read_train_split, xnli_file_paths
@@ -268,7 +268,9 @@ def measure_upstream_evaluation(args, model, tokenizer):
 def measure_project_evaluation(args, model, tokenizer, num_threads, precision):
     """Cached features sorted by length; on a CPU through Paddle Inference, whose export of the
     current weights and predictor creation (done at every evaluation) are timed."""
-    cache_file = os.path.join(args.work_dir, "test-features.npz")
+    # Named by what shapes them: a folder reused with another tokenizer or sample never serves stale features.
+    key = cache_key(tokenizer, [xnli_file_paths(args.xnli_dir, [])["test"]], args.max_seq_length, 0)
+    cache_file = os.path.join(args.work_dir, f"test-features-{key}-{args.test_pairs}-pairs.npz")
     if not os.path.isfile(cache_file):
         with PairEncoder(tokenizer, args.max_seq_length, 0, cpu_cores_per_process()) as encoder:
             save_features(cache_file, {lang: encoder.encode(pairs) for lang, pairs in test_pairs(args).items()}, 0)

@@ -172,15 +172,35 @@ def test_the_transformers_peer_runs_the_same_batches_on_the_same_threads(benchma
         assert re.search(r"PyTorch \S+ bfloat16 matmul \d", stdout.split("measured GFLOP/s:")[1])
 
 
-def test_one_setting_runs_on_its_own_in_a_folder_of_its_own(real_text_model_dir):
-    """--setting alone (as for --profile) needs no --work_dir: it makes what a whole run would have."""
-    sample = dict(train_steps=1, eval_batches=1, train_pairs=64, test_pairs=20, cpu_matmul="mkl")
+def run_one_setting(model_dir, test_pairs, **options):
+    """benchmark.py --setting project on a small sample: its JSON row."""
+    sample = dict(train_steps=1, eval_batches=1, train_pairs=64, cpu_matmul="mkl")
     result = run_script(
-        xnli_dir=XNLI_DIR, model=real_text_model_dir, device="cpu", setting="project", **sample, script="benchmark.py"
+        xnli_dir=XNLI_DIR,
+        model=model_dir,
+        device="cpu",
+        setting="project",
+        test_pairs=test_pairs,
+        **sample,
+        **options,
+        script="benchmark.py",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    row = json.loads(result.stdout.splitlines()[-1])
-    assert row["setting"] == "project" and row["train_examples_per_s"] > 0 and row["eval_seconds"] > 0
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_one_setting_runs_on_its_own_in_a_folder_of_its_own(real_text_model_dir):
+    """--setting alone (as for --profile) needs no --work_dir: it makes what a whole run would have."""
+    row = run_one_setting(real_text_model_dir, test_pairs=20)
+    assert row["setting"] == "project" and row["train_examples_per_s"] > 0
+    assert row["eval_pairs"] == 20 * len(XNLI_LANGUAGES) and row["eval_seconds"] > 0
+
+
+def test_a_reused_work_folder_evaluates_the_sample_asked_for(tmp_path, real_text_model_dir):
+    """The tokenized test set cached in --work_dir belongs to one sample and tokenizer, never to the next run's."""
+    for test_pairs in (20, 30):
+        row = run_one_setting(real_text_model_dir, test_pairs=test_pairs, work_dir=tmp_path)
+        assert row["eval_pairs"] == test_pairs * len(XNLI_LANGUAGES)
 
 
 # Measured here: 24 steps at 3e-4 reach 44.2% on the first 600 English dev pairs, with MKL's products and
