@@ -183,11 +183,20 @@ def cpu_instruction_sets(flags=None):
 
 
 def describe_cpu(flags=None):
-    """The CPU's model and instruction sets, as every reported figure names them: "AMD EPYC (AVX2, AVX-512)"."""
+    """The CPU's model and instruction sets, as every reported figure names them:
+    "AMD EPYC family 25 model 1 (AVX2)"."""
     sets = ", ".join(cpu_instruction_sets(flags)) or "no AVX2"
     limit = onednn_isa_limit()
     limited = f"; oneDNN limited to ONEDNN_MAX_CPU_ISA={limit}" if limit else ""
-    return f"{cpu_info_field('model name') or platform.processor() or 'this CPU'} ({sets}{limited})"
+    return f"{cpu_model() or 'this CPU'} ({sets}{limited})"
+
+
+def cpu_model():
+    """The CPU's model name with its family and model numbers, which tell apart the kinds that a
+    virtual machine's bare "AMD EPYC" hides ("AMD EPYC family 26 model 2"); "" where unknown."""
+    name = cpu_info_field("model name") or platform.processor()
+    family, model = cpu_info_field("cpu family"), cpu_info_field("model")
+    return f"{name} family {family} model {model}" if name and family and model else name
 
 
 def cpu_mixed_precision_refusal(amp_dtype, flags=None):
@@ -223,7 +232,7 @@ def machine_description(gpu_name=None, **versions):
     oneDNN's, the GPU's name (or None), the given library versions and the suite's commit."""
     flags = cpu_flags()
     return {
-        "cpu": cpu_info_field("model name") or platform.processor() or "unknown",
+        "cpu": cpu_model() or "unknown",
         "amx": "amx_bf16" in flags,
         "avx512_bf16": "avx512_bf16" in flags,
         "onednn_max_cpu_isa": onednn_isa_limit() or None,

@@ -73,6 +73,10 @@ def test_results_json_names_the_model_and_where_it_ran(model_runs, tiny_model_di
     environment = ernie["environment"]
     assert set(environment) == {"cpu", "amx", "avx512_bf16", "onednn_max_cpu_isa", "gpu", "versions"}
     assert environment["gpu"] is None and environment["onednn_max_cpu_isa"] is None
+    # Family and model numbers: a virtual machine's bare "AMD EPYC" names several kinds of CPU.
+    first_cpu = open("/proc/cpuinfo", encoding="utf-8").read().split("\n\n")[0].splitlines()
+    cpuinfo = {name.strip(): value.strip() for name, _, value in (line.partition(":") for line in first_cpu)}
+    assert environment["cpu"] == f"{cpuinfo['model name']} family {cpuinfo['cpu family']} model {cpuinfo['model']}"
     assert {"paddle", "paddlenlp", "suite"} <= set(environment["versions"])
     assert ernie["test_file"]["sha256"] == bert["test_file"]["sha256"] and len(ernie["test_file"]["sha256"]) == 64
     assert ernie["train_examples_per_second"] > 0
