@@ -38,6 +38,7 @@ rate on the model's own Linear shapes, and the CPU's model and instruction sets 
         --transformers_python ~/hf-venv/bin/python      # the bfloat16 comparison alone
 """
 
+import argparse
 import json
 import os
 import subprocess
@@ -53,15 +54,18 @@ from benchmarks.common import (
     PROJECT,
     PROJECT_BF16,
     SETTINGS,
+    SHAPES,
     TRANSFORMERS,
     TRANSFORMERS_BF16,
     UPSTREAM,
     matmul_flops,
 )
+from ernie_m_xnli.models.hf_checkpoints import is_hf_layout, read_config
 from ernie_m_xnli.setup.arguments import HelpFormatter, OneLineErrorParser
 from utils import (
     CPU_MATMUL_CHOICES,
     PRODUCT_MEASUREMENT_TOKENS,
+    InputError,
     describe_cpu,
     has_bfloat16_instructions,
     str2bool,
@@ -75,7 +79,12 @@ PEER_PACKAGES = ("torch", "transformers")
 def parse_args(argv=None):
     parser = OneLineErrorParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--xnli_dir", default=os.environ.get("XNLI_DIR", "../shared/xnli"), help="XNLI files.")
-    parser.add_argument("--model", default="base", help="base or large (random weights), or a checkpoint directory.")
+    parser.add_argument(
+        "--model",
+        type=benchmark_model,
+        default="base",
+        help="base or large (random weights), or a PaddleNLP ERNIE-M checkpoint directory.",
+    )
     parser.add_argument("--device", default=None, help="cpu or gpu; default: gpu with a CUDA build of Paddle.")
     parser.add_argument("--batch_size", type=int, default=16, help="Training batch size (upstream's).")
     parser.add_argument("--eval_batch_size", type=int, default=64, help="The project's evaluation batch size.")
@@ -148,6 +157,25 @@ def parse_args(argv=None):
             f"{args.work_dir} has none: run benchmark.py with --settings {args.setting} --work_dir DIR once first"
         )
     return args
+
+
+def benchmark_model(value):
+    """--model: a named ERNIE-M shape, or a directory of PaddleNLP's ERNIE-M (the shape the peer builds)."""
+    if value in SHAPES:
+        return value
+    if not os.path.isdir(value):
+        raise argparse.ArgumentTypeError(f"{value!r}: expected {' or '.join(SHAPES)}, or a checkpoint directory")
+    try:
+        config = read_config(value)
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if config is None or config.get("model_type", "ernie_m") != "ernie_m" or is_hf_layout(config):
+        kind = "no config.json" if config is None else f"config.json of {config.get('model_type')!r}"
+        kind += " in Hugging Face's layout" if config and is_hf_layout(config) else ""
+        raise argparse.ArgumentTypeError(
+            f"{value}: {kind}; the benchmark compares ERNIE-M as PaddleNLP saves it (or --model base or large)"
+        )
+    return value
 
 
 def main(argv=None):

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from conftest import cpu_run, last_line, run_main, run_script
+from conftest import cpu_run, fixture_dir, last_line, run_main, run_script
 
 
 def offline(tmp_path):
@@ -135,6 +135,18 @@ def test_a_local_directory_that_cannot_be_loaded_is_named_as_given(tmp_path, tin
             "infer_static.py: error: the following arguments are required: --predict_file",
         ),
         ("benchmark.py", ["--setting", "fast"], "benchmark.py: error: argument --setting: invalid choice: 'fast'"),
+        (
+            "benchmark.py",
+            ["--model", "base-multilingual"],
+            "benchmark.py: error: argument --model: 'base-multilingual': expected base or large, or a checkpoint "
+            "directory",
+        ),
+        (
+            "benchmark.py",
+            ["--model", fixture_dir("bert")],
+            f"benchmark.py: error: argument --model: {fixture_dir('bert')}: config.json of 'bert' in Hugging Face's "
+            "layout; the benchmark compares ERNIE-M as PaddleNLP saves it (or --model base or large)",
+        ),
         (
             "benchmark.py",
             ["--setting", "transformers", "--work_dir", "nowhere"],
