@@ -60,6 +60,7 @@ from benchmarks.common import (
     UPSTREAM,
     matmul_flops,
 )
+from ernie_m_xnli.data.xnli_files import XnliDataError, xnli_file_paths
 from ernie_m_xnli.models.hf_checkpoints import is_hf_layout, read_config
 from ernie_m_xnli.setup.arguments import HelpFormatter, OneLineErrorParser
 from utils import (
@@ -151,12 +152,30 @@ def parse_args(argv=None):
     )
     parser.add_argument("--work_dir", default=None, help="Where the tokenizer and features go (default: temporary).")
     args = parser.parse_args(argv)
+    problem = find_invalid_argument(args)
+    if problem:
+        parser.error(problem)
     if args.setting in PEER_SETTINGS and not os.path.isfile(os.path.join(args.work_dir or "", PEER_BATCHES_FILE)):
         parser.error(
             f"--setting {args.setting} reads the token ids a whole run writes ({PEER_BATCHES_FILE}), and --work_dir "
             f"{args.work_dir} has none: run benchmark.py with --settings {args.setting} --work_dir DIR once first"
         )
     return args
+
+
+def find_invalid_argument(args):
+    """A one-line description of the first invalid argument, or None."""
+    counts = ("batch_size", "eval_batch_size", "max_seq_length", "train_pairs", "test_pairs", "train_steps")
+    for name in (*counts, "eval_batches", "tokenizer_vocab"):
+        if getattr(args, name) < 1:
+            return f"--{name} must be at least 1, got {getattr(args, name)}"
+    if args.cpu_threads < 0:
+        return f"--cpu_threads must be 0 (all the cores) or more, got {args.cpu_threads}"
+    try:
+        xnli_file_paths(args.xnli_dir, ["en"])
+    except XnliDataError as error:
+        return f"--xnli_dir {error}"
+    return None
 
 
 def benchmark_model(value):

@@ -135,6 +135,12 @@ def test_a_local_directory_that_cannot_be_loaded_is_named_as_given(tmp_path, tin
             "infer_static.py: error: the following arguments are required: --predict_file",
         ),
         ("benchmark.py", ["--setting", "fast"], "benchmark.py: error: argument --setting: invalid choice: 'fast'"),
+        ("benchmark.py", ["--train_steps", "0"], "benchmark.py: error: --train_steps must be at least 1, got 0"),
+        (
+            "benchmark.py",
+            ["--xnli_dir", "no-xnli-here"],
+            "benchmark.py: error: --xnli_dir no-xnli-here: missing XNLI file(s): no-xnli-here/XNLI-1.0/xnli.dev.tsv",
+        ),
         (
             "benchmark.py",
             ["--model", "base-multilingual"],
