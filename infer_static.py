@@ -44,16 +44,32 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def exported_graph(model_dir):
+    """The path prefix of the static graph `run_classifier.py --export_model_dir` saved in `model_dir`."""
+    path_prefix = os.path.join(model_dir, "inference")
+    missing = [path for path in (path_prefix + ".json", path_prefix + ".pdiparams") if not os.path.isfile(path)]
+    if missing:
+        names = " and ".join(os.path.basename(path) for path in missing)
+        raise InputError(
+            f"--model_dir {model_dir}: no exported graph ({names} missing); "
+            "give the folder run_classifier.py --export_model_dir wrote"
+        )
+    return path_prefix
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
+        graph = exported_graph(args.model_dir)
+        if not os.path.isfile(args.predict_file):
+            raise InputError(f"--predict_file {args.predict_file}: no such file")
         precision = run_precision("cpu", args.use_amp, args.amp_dtype)
-    except InputError as error:
-        sys.exit(f"infer_static.py: error: {error}")
-    tokenizer = load_tokenizer(args.model_dir)
-    path_prefix = os.path.join(args.model_dir, "inference")
-    predictor = create_predictor(path_prefix, available_cpu_cores(), precision.cpu_bfloat16)
-    pairs, _, _ = read_prediction_file(args.predict_file)
+        predictor = create_predictor(graph, available_cpu_cores(), precision.cpu_bfloat16)
+        tokenizer = load_tokenizer(args.model_dir, "--model_dir")
+        pairs, _, _ = read_prediction_file(args.predict_file)
+    except InputError as error:  # README's exit code of bad input
+        print(f"infer_static.py: error: {error}", file=sys.stderr)
+        sys.exit(2)
     features = encode_pairs(tokenizer, pairs, args.max_seq_length, memory_length=0)
     output = open(args.output_file, "w", encoding="utf-8") if args.output_file else sys.stdout
     with output:

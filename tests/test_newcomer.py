@@ -134,6 +134,11 @@ def test_a_local_directory_that_cannot_be_loaded_is_named_as_given(tmp_path, tin
             ["--model_dir", "x"],
             "infer_static.py: error: the following arguments are required: --predict_file",
         ),
+        (
+            "infer_static.py",
+            ["--model_dir", "x", "--predict_file", "pairs.tsv"],
+            "infer_static.py: error: --model_dir x: no exported graph (inference.json and inference.pdiparams missing)",
+        ),
         ("benchmark.py", ["--setting", "fast"], "benchmark.py: error: argument --setting: invalid choice: 'fast'"),
         ("benchmark.py", ["--train_steps", "0"], "benchmark.py: error: --train_steps must be at least 1, got 0"),
         (
