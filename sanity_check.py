@@ -15,13 +15,14 @@ import os
 import run_classifier
 from ernie_m_xnli.data.synthetic import build_tiny_ernie_m, corpus_text, write_xnli_corpus
 from ernie_m_xnli.setup.arguments import OneLineErrorParser
+from utils import seed_number
 
 
 def parse_args(argv=None):
     parser = OneLineErrorParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="output/sanity_check", help="Where the data, model and run go.")
     parser.add_argument("--device", default="cpu", choices=("cpu", "gpu", "xpu"), help="Device to train on.")
-    parser.add_argument("--seed", type=int, default=42, help="Seed of the fine-tuning run.")
+    parser.add_argument("--seed", type=seed_number, default=42, help="Seed of the fine-tuning run.")
     return parser.parse_args(argv)
 
 

@@ -58,6 +58,18 @@ def str2bool(value):
     )
 
 
+def seed_number(value):
+    """Parse --seed: numpy takes seeds below 2**32, and a run adds the epoch (data order) and the rank
+    (dropout) to it, so below 2**31."""
+    try:
+        seed = int(value)
+    except ValueError:
+        seed = None
+    if seed is None or not 0 <= seed < 2**31:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 2147483647, got {value!r}")
+    return seed
+
+
 def available_cpu_cores():
     """The CPU cores this process may run on: its affinity, capped by a cgroup (container) CPU quota."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

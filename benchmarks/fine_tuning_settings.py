@@ -2,6 +2,8 @@
 (fidelity.py) both take, with the same names, meanings and defaults as run_classifier.py's README
 runs. No Paddle and no torch: each side imports it."""
 
+from utils import seed_number
+
 
 def add_fine_tuning_settings(parser, eval_pairs_per_language):
     """Add the shared flags to `parser`; `eval_pairs_per_language` is its default (0: all pairs)."""
@@ -17,5 +19,5 @@ def add_fine_tuning_settings(parser, eval_pairs_per_language):
         default=eval_pairs_per_language,
         help="Evaluate dev and test on the first this many pairs of each language; 0: all of them.",
     )
-    parser.add_argument("--seed", type=int, default=42, help="The classifier's start and the batch order.")
+    parser.add_argument("--seed", type=seed_number, default=42, help="The classifier's start and the batch order.")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of each process.")

@@ -128,6 +128,11 @@ def test_a_local_directory_that_cannot_be_loaded_is_named_as_given(tmp_path, tin
             ["--sed", "3"],
             "sanity_check.py: error: unrecognized arguments: --sed 3 (did you mean --seed?)",
         ),
+        (
+            "sanity_check.py",
+            ["--seed", "-1"],
+            "sanity_check.py: error: argument --seed: expected a whole number from 0 to 2147483647, got '-1'",
+        ),
         ("aggregate.py", [], "aggregate.py: error: the following arguments are required: RUN_DIR"),
         (
             "infer_static.py",

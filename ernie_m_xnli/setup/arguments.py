@@ -17,6 +17,7 @@ from utils import (
     XNLI_LANGUAGES,
     cpu_mixed_precision_refusal,
     launched_world_size,
+    seed_number,
     str2bool,
 )
 
@@ -212,7 +213,7 @@ def add_training_arguments(group):
     add("--adam_epsilon", type=float, default=1e-8, help="AdamW epsilon.")
     add("--dropout", type=float, default=0.1, help="Dropout before the classifier.")
     add("--max_grad_norm", type=float, default=0.0, help="Clip gradients to this global norm; 0: no clipping.")
-    add("--seed", type=int, default=42, help="Random seed.")
+    add("--seed", type=seed_number, default=42, help="Random seed.")
     add(
         "--recipe",
         choices=("paper",),
