@@ -2,6 +2,9 @@
 (fidelity.py) both take, with the same names, meanings and defaults as run_classifier.py's README
 runs. No Paddle and no torch: each side imports it."""
 
+import os
+
+from ernie_m_xnli.data.xnli_files import XnliDataError, xnli_file_paths
 from utils import seed_number
 
 
@@ -21,3 +24,13 @@ def add_fine_tuning_settings(parser, eval_pairs_per_language):
     )
     parser.add_argument("--seed", type=seed_number, default=42, help="The classifier's start and the batch order.")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of each process.")
+
+
+def refuse_missing_inputs(parser, args, train_languages):
+    """A one-line error for an --model_dir without config.json or an --xnli_dir without the files read."""
+    if not os.path.isfile(os.path.join(args.model_dir, "config.json")):
+        parser.error(f"--model_dir {args.model_dir}: no config.json (expected a Hugging Face checkpoint directory)")
+    try:
+        xnli_file_paths(args.xnli_dir, train_languages)
+    except XnliDataError as error:
+        parser.error(f"--xnli_dir {error}")

@@ -144,6 +144,11 @@ def test_a_local_directory_that_cannot_be_loaded_is_named_as_given(tmp_path, tin
             ["--model_dir", "x", "--predict_file", "pairs.tsv"],
             "infer_static.py: error: --model_dir x: no exported graph (inference.json and inference.pdiparams missing)",
         ),
+        (
+            "benchmarks/fidelity.py",
+            ["--model_dir", "nowhere", "--xnli_dir", "x", "--reference", "recorded.json"],
+            "fidelity.py: error: --model_dir nowhere: no config.json (expected a Hugging Face checkpoint directory)",
+        ),
         ("benchmark.py", ["--setting", "fast"], "benchmark.py: error: argument --setting: invalid choice: 'fast'"),
         ("benchmark.py", ["--train_steps", "0"], "benchmark.py: error: --train_steps must be at least 1, got 0"),
         (
