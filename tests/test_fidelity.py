@@ -82,7 +82,8 @@ def test_a_reference_that_parts_from_the_suite_fails(recorded_check):
 
 def checked_args(output_dir, *source):
     """fidelity.py's parsed arguments of the recorded check."""
-    arguments = ["--model_dir", fixture_dir("bert"), "--xnli_dir", str(output_dir), "--output_dir", str(output_dir)]
+    xnli_dir = str(output_dir.parent / "xnli")  # recorded_check's
+    arguments = ["--model_dir", fixture_dir("bert"), "--xnli_dir", xnli_dir, "--output_dir", str(output_dir)]
     for name, value in SETTINGS.items():
         arguments += [f"--{name}", str(value)]
     return parse_args([*arguments, *source])
@@ -91,12 +92,13 @@ def checked_args(output_dir, *source):
 def test_a_reference_that_is_not_one_or_of_other_settings_is_refused_in_one_line(tmp_path):
     not_reference = tmp_path / "results.json"
     not_reference.write_text("{}")
-    result = fidelity(tmp_path, tmp_path / "out", "--reference", not_reference)
+    xnli_dir = tiny_xnli(tmp_path / "xnli")
+    result = fidelity(xnli_dir, tmp_path / "out", "--reference", not_reference)
     assert result.returncode != 0 and not (tmp_path / "out").exists()
     assert result.stderr.strip() == (
         f"fidelity.py: error: --reference {not_reference}: not a transformers_reference.json written by this script"
     )
-    result = fidelity(tmp_path, tmp_path / "out", "--reference", REFERENCE, steps=12)
+    result = fidelity(xnli_dir, tmp_path / "out", "--reference", REFERENCE, steps=12)
     assert result.returncode != 0 and not (tmp_path / "out").exists()
     assert result.stderr.strip() == (
         f"fidelity.py: error: --reference {REFERENCE} was recorded with --steps 20; this run has --steps 12"

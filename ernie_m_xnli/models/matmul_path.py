@@ -99,8 +99,10 @@ def _measured_path(shapes, num_threads, cache_dir):
         rates = {MKL: product_rate(FLOAT32.matmul, shapes), ONEDNN: product_rate(ONEDNN_FLOAT32.matmul, shapes)}
     except (OSError, onednn.OneDnnError) as error:
         return MatmulPath(MKL, f"oneDNN cannot be used here: {error}")
-    path = ONEDNN if rates[ONEDNN] >= REQUIRED_SPEEDUP * rates[MKL] else MKL
-    measured = {"path": path, "gflops": {name: round(rate / 1e9, 1) for name, rate in rates.items()}}
+    gflops = {name: round(rate / 1e9, 2) for name, rate in rates.items()}
+    # Decided on the rates as recorded, so that the cache's record and the log explain the choice.
+    path = ONEDNN if gflops[ONEDNN] >= REQUIRED_SPEEDUP * gflops[MKL] else MKL
+    measured = {"path": path, "gflops": gflops}
     if cache_path:
         _write_cache(cache_path, key, measured)
     return MatmulPath(path, f"measured now: {_rates(measured)}")
