@@ -29,7 +29,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from benchmarks.fine_tuning_settings import add_fine_tuning_settings, refuse_missing_inputs
+from benchmarks.fine_tuning_settings import add_fine_tuning_settings, refuse_missing_inputs, warmup_steps
 from ernie_m_xnli.data.batching import ShardedBatchSampler
 from ernie_m_xnli.data.xnli_files import read_eval_split, read_train_split, xnli_file_paths
 from ernie_m_xnli.evaluation.predictions import TEST_PREDICTIONS_FILE, write_test_predictions
@@ -74,6 +74,13 @@ class Pairs(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         return {**{name: values[index] for name, values in self.encoded.items()}, "labels": self.labels[index]}
+
+
+class SuiteWarmupArguments(TrainingArguments):
+    """TrainingArguments whose --warmup_proportion warms up for as many steps as run_classifier.py's."""
+
+    def get_warmup_steps(self, num_training_steps):
+        return self.warmup_steps if self.warmup_steps > 0 else warmup_steps(self.warmup_ratio, num_training_steps)
 
 
 class LoggingTrainer(Trainer):
@@ -139,7 +146,7 @@ def main(argv=None):
     batch_order = None
     if args.batch_order == "suite":
         batch_order = suite_batch_order(len(train_pairs), args.batch_size, args.seed, args.max_steps)
-    training_args = TrainingArguments(
+    training_args = SuiteWarmupArguments(
         output_dir=args.output_dir,
         num_train_epochs=args.num_train_epochs,
         max_steps=args.max_steps,

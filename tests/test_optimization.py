@@ -8,6 +8,7 @@ import pytest
 from paddlenlp.ops.optimizer import layerwise_lr_decay
 from paddlenlp.transformers import ErnieMForSequenceClassification
 
+from benchmarks.fine_tuning_settings import warmup_steps
 from ernie_m_xnli.models.families import ERNIE_M
 from ernie_m_xnli.training.optimization import (
     clip_grad_norm_,
@@ -97,6 +98,17 @@ def test_linear_warmup_then_linear_decay(warmup):
     expected = {0: 0.0, 5: PEAK_LR / 2, 10: PEAK_LR, 55: PEAK_LR / 2, 91: PEAK_LR / 10, 100: 0.0}
     for step, learning_rate in expected.items():
         assert learning_rates[step] == pytest.approx(learning_rate, abs=1e-12), step
+
+
+@pytest.mark.parametrize("proportion, total_steps", [(0.1, 469), (0.1, 25), (0.06, 1000), (0.1, 120)])
+def test_transformers_peer_warms_up_for_as_many_steps_as_the_suite(proportion, total_steps):
+    """benchmarks/hf_finetune_peer.py warms up for warmup_steps(); the suite's schedule peaks there."""
+    lr_scheduler = linear_schedule(PEAK_LR, total_steps, proportion)
+    learning_rates = []
+    for _ in range(total_steps):
+        learning_rates.append(lr_scheduler.get_lr())
+        lr_scheduler.step()
+    assert int(np.argmax(learning_rates)) == warmup_steps(proportion, total_steps)
 
 
 def test_the_global_norm_of_an_embedding_sized_gradient_is_right_to_1e_4():
