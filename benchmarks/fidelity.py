@@ -11,9 +11,11 @@ with --batch_order suite) with dropout off, and evaluate the first --eval_pairs_
 pairs of each language. Printed: each step's two losses and their difference, the largest
 difference, and the share of test pairs both harnesses label alike. Exit 1 when the largest loss
 difference exceeds --tolerance or fewer than --min_identical of the predictions agree: the two
-harnesses then compute something different. Float rounding alone (products summed in another
-order) kept multilingual-e5's losses within 1e-6 over 60 steps; longer runs may let Adam amplify it
-(unmeasured), so the default run is short.
+harnesses then compute something different. Where they part tells which: a different computation
+within a few steps (transformers' own warmup rule, one step longer at 469 x 0.1, parted them at step 3),
+float rounding (products summed in another order) only once Adam has grown it over tens of steps:
+multilingual-e5 at 1e-4 stayed within 2.4e-7 for 49 steps, then passed 1e-4 at step 64 and the
+default tolerance at step 94, so the default run is short.
 
 `--dropout on` keeps the checkpoint's dropout: the two harnesses then draw different dropout masks
 and their losses differ by that; it reports without a verdict. `--reference FILE` takes
@@ -239,7 +241,8 @@ def fidelity_report(args, suite, transformers):
     losses = [
         {"step": s, "suite": suite_losses[s], "transformers": transformers_losses[s]} for s in steps[: args.steps]
     ]
-    largest = max(abs(entry["suite"] - entry["transformers"]) for entry in losses)
+    differences = [abs(entry["suite"] - entry["transformers"]) for entry in losses]
+    beyond = [entry["step"] for entry, difference in zip(losses, differences) if difference > args.tolerance]
     pairs = [
         (a, b)
         for lang in XNLI_LANGUAGES
@@ -249,13 +252,14 @@ def fidelity_report(args, suite, transformers):
     judged = args.dropout == "off"
     return {
         "losses": losses,
-        "max_loss_difference": largest,
+        "max_loss_difference": max(differences),
+        "first_step_beyond_tolerance": beyond[0] if beyond else None,
         "identical_test_predictions": identical,
         "test_pairs": len(pairs),
         "tolerance": args.tolerance,
         "min_identical": args.min_identical,
         "dropout": args.dropout,
-        "passed": (largest <= args.tolerance and identical >= args.min_identical) if judged else None,
+        "passed": (not beyond and identical >= args.min_identical) if judged else None,
         "transformers_source": args.reference or args.transformers_python,
     }
 
@@ -266,9 +270,11 @@ def format_report(report):
         f"{e['step']:>4}  {e['suite']:.6f}    {e['transformers']:.6f}           {e['suite'] - e['transformers']:+.2e}"
         for e in report["losses"]
     ]
+    beyond = report["first_step_beyond_tolerance"]
     lines.append(
-        f"largest loss difference {report['max_loss_difference']:.2e} (tolerance {report['tolerance']:.0e}); "
-        f"identical test predictions {100 * report['identical_test_predictions']:.1f}% of {report['test_pairs']} "
+        f"largest loss difference {report['max_loss_difference']:.2e} (tolerance {report['tolerance']:.0e}"
+        + (f", beyond it from step {beyond}" if beyond else "")
+        + f"); identical test predictions {100 * report['identical_test_predictions']:.1f}% of {report['test_pairs']} "
         f"pairs (at least {100 * report['min_identical']:.0f}%)"
     )
     if report["passed"] is None:

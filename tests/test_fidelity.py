@@ -60,7 +60,7 @@ def test_the_suite_trains_as_recorded_transformers_did(recorded_check):
     # Float rounding only: measured 3e-6 against transformers on this machine kind.
     assert report["max_loss_difference"] < 1e-4
     assert report["identical_test_predictions"] == 1.0 and report["test_pairs"] == 15 * 20
-    assert report["passed"] is True and "PASS" in result.stdout
+    assert report["passed"] is True and report["first_step_beyond_tolerance"] is None and "PASS" in result.stdout
     # The losses move: a check of a model that does not train would prove nothing.
     losses = [entry["suite"] for entry in report["losses"]]
     assert max(losses) - min(losses) > 0.05
@@ -73,6 +73,7 @@ def test_a_reference_that_parts_from_the_suite_fails(recorded_check):
     args = checked_args(output_dir, "--reference", REFERENCE)
     report = fidelity_report(args, run_outcome(output_dir / "suite"), reference)
     assert report["passed"] is False and report["max_loss_difference"] == pytest.approx(0.01, abs=1e-4)
+    assert report["first_step_beyond_tolerance"] == 10 and "beyond it from step 10" in format_report(report)
     assert last_line(format_report(report)).startswith("FAIL")
     reference["train_loss_history"][9]["loss"] -= 0.01
     reference["test_predictions"]["en"] = [(label + 1) % 3 for label in reference["test_predictions"]["en"]]
