@@ -88,13 +88,18 @@ def test_weight_decay_spares_biases_and_norms(model):
     assert uses_weight_decay("ernie_m.encoder.layers.1.linear2.weight")
 
 
-@pytest.mark.parametrize("warmup", [0.1, 10])
-def test_linear_warmup_then_linear_decay(warmup):
-    lr_scheduler = linear_schedule(PEAK_LR, 100, warmup)
+def scheduled_rates(lr_scheduler, steps):
+    """The learning rate of each of the first `steps` steps."""
     learning_rates = []
-    for _ in range(101):
+    for _ in range(steps):
         learning_rates.append(lr_scheduler.get_lr())
         lr_scheduler.step()
+    return learning_rates
+
+
+@pytest.mark.parametrize("warmup", [0.1, 10])
+def test_linear_warmup_then_linear_decay(warmup):
+    learning_rates = scheduled_rates(linear_schedule(PEAK_LR, 100, warmup), 101)
     expected = {0: 0.0, 5: PEAK_LR / 2, 10: PEAK_LR, 55: PEAK_LR / 2, 91: PEAK_LR / 10, 100: 0.0}
     for step, learning_rate in expected.items():
         assert learning_rates[step] == pytest.approx(learning_rate, abs=1e-12), step
@@ -103,11 +108,7 @@ def test_linear_warmup_then_linear_decay(warmup):
 @pytest.mark.parametrize("proportion, total_steps", [(0.1, 469), (0.1, 25), (0.06, 1000), (0.1, 120)])
 def test_transformers_peer_warms_up_for_as_many_steps_as_the_suite(proportion, total_steps):
     """benchmarks/hf_finetune_peer.py warms up for warmup_steps(); the suite's schedule peaks there."""
-    lr_scheduler = linear_schedule(PEAK_LR, total_steps, proportion)
-    learning_rates = []
-    for _ in range(total_steps):
-        learning_rates.append(lr_scheduler.get_lr())
-        lr_scheduler.step()
+    learning_rates = scheduled_rates(linear_schedule(PEAK_LR, total_steps, proportion), total_steps)
     assert int(np.argmax(learning_rates)) == warmup_steps(proportion, total_steps)
 
 
