@@ -29,6 +29,7 @@ from ernie_m_xnli.evaluation.reporting import COLUMNS, RESULTS_FILE, format_resu
 from ernie_m_xnli.evaluation.significance import (
     TEST_PAIRS,
     difference_estimates,
+    holm_adjusted,
     row_estimates,
     run_accuracies,
 )
@@ -180,6 +181,9 @@ def compare(rows):
         estimates = difference_estimates(
             [correctness(run) for run in runs_a], [correctness(run) for run in runs_b], paired=bool(seeds)
         )
+        across_languages = dict(
+            zip(XNLI_LANGUAGES, holm_adjusted([estimates[lang].p_value() for lang in XNLI_LANGUAGES]))
+        )
         for column in COLUMNS:
             estimate = estimates[column]
             paired.append(
@@ -189,6 +193,7 @@ def compare(rows):
                     "language": column,
                     "difference": estimate.value,
                     "p_value": estimate.p_value(),
+                    "p_value_holm": across_languages.get(column),
                     "unit": estimate.unit,
                     "test": test_name(estimate, seeds),
                     "standard_error": estimate.standard_error,
@@ -210,6 +215,9 @@ METHOD = {
     "where they come from one harness (one seed, the same batches), Welch's otherwise; the rows share the test "
     "pairs, so the seeds' spread is the whole uncertainty of a difference; where a row has one run the "
     "run-to-run variance is unknown and the p-value counts the test pairs only (unit 'test pairs')",
+    "p_value_holm": "a language's p-value adjusted by Holm's method over the 15 languages of one comparison, "
+    "so that any of them falls under 0.05 by chance in at most 5% of comparisons of two equal models; the "
+    "average is one test of its own (null)",
 }
 
 
@@ -224,7 +232,8 @@ def finite_or_none(number):
 
 
 def machine_notes(rows):
-    """Sentences naming the rows that ran on other machines or versions than the first row."""
+    """Sentences naming the runs that ran on other machines or versions than the first row's first run,
+    one a row and difference (a row of another harness differs in every run the same way)."""
 
     def where(run):
         environment = run["results"].get("environment") or {}
@@ -234,19 +243,19 @@ def machine_notes(rows):
     notes = []
     first_machine, first_versions = where(rows[0]["runs"][0])
     for row in rows:
+        runs_by_difference = {}
         for run in row["runs"]:
             machine, versions = where(run)
             if machine != first_machine:
-                notes.append(
-                    f"{row['name']} ({run['dir']}) ran on another machine: {describe(machine)} "
-                    f"vs {describe(first_machine)}"
-                )
+                difference = f"ran on another machine: {describe(machine)} vs {describe(first_machine)}"
+                runs_by_difference.setdefault(difference, []).append(run["dir"])
             differing = sorted(
                 k for k in set(versions) | set(first_versions) if versions.get(k) != first_versions.get(k)
             )
             if differing:
                 changes = ", ".join(f"{k} {first_versions.get(k)} -> {versions.get(k)}" for k in differing)
-                notes.append(f"{row['name']} ({run['dir']}) ran other versions: {changes}")
+                runs_by_difference.setdefault(f"ran other versions: {changes}", []).append(run["dir"])
+        notes += [f"{row['name']} ({', '.join(dirs)}) {what}" for what, dirs in runs_by_difference.items()]
     return notes
 
 
@@ -290,6 +299,7 @@ def format_comparison(comparison):
         f"p-values: {comparison['method']['p_value']}.",
     ]
     lines += [f"\nNote: {note}." for note in what_the_seeds_allow(comparison)]
+    lines += [f"\nNote: {note}." for note in languages_under_threshold(comparison)]
     lines += [f"\nNote: {note}." for note in comparison["machines"]]
     return "\n".join(lines) + "\n"
 
@@ -319,6 +329,21 @@ def what_the_seeds_allow(comparison):
                 f"{avg['critical_ratio'] * avg['standard_error']:.1f} points here. A difference without * is "
                 "no difference shown, not an equality"
             )
+    return notes
+
+
+def languages_under_threshold(comparison):
+    """A sentence per comparison naming the languages under p < 0.05 alone and after Holm's adjustment."""
+    notes = []
+    for row in comparison["rows"][1:]:
+        languages = [p for p in comparison["paired"] if p["b"] == row["name"] and p["language"] in XNLI_LANGUAGES]
+        alone = [p["language"] for p in languages if p["p_value"] < SIGNIFICANT] or ["none"]
+        adjusted = [p["language"] for p in languages if p["p_value_holm"] < SIGNIFICANT] or ["none"]
+        notes.append(
+            f"{row['name']} vs {languages[0]['a']}, languages under p < 0.05: {', '.join(alone)}; after Holm's "
+            f"adjustment for {len(languages)} languages (one of which falls under 0.05 by chance in many "
+            f"comparisons of equal models): {', '.join(adjusted)}"
+        )
     return notes
 
 

@@ -241,7 +241,7 @@ def cpu_vendor():
 
 def machine_description(gpu_name=None, **versions):
     """Where a run ran, for results.json: the CPU's model, its bfloat16 units and any limit set on
-    oneDNN's, the GPU's name (or None), the given library versions and the suite's commit."""
+    oneDNN's, the GPU's name (or None), Python's and the given libraries' versions and the suite's commit."""
     flags = cpu_flags()
     return {
         "cpu": cpu_model() or "unknown",
@@ -249,7 +249,7 @@ def machine_description(gpu_name=None, **versions):
         "avx512_bf16": "avx512_bf16" in flags,
         "onednn_max_cpu_isa": onednn_isa_limit() or None,
         "gpu": gpu_name,
-        "versions": {**versions, "suite": suite_commit()},
+        "versions": {"python": platform.python_version(), **versions, "suite": suite_commit()},
     }
 
 

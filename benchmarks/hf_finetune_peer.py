@@ -15,7 +15,6 @@ requires), not Paddle:
 import argparse
 import json
 import os
-import platform
 import time
 
 import numpy as np
@@ -185,9 +184,7 @@ def main(argv=None):
         "train_languages": args.train_languages,
         "eval_pairs_per_language": args.eval_pairs_per_language,
         "test_file": {"path": os.path.abspath(paths["test"]), "sha256": file_digest(paths["test"])},
-        "environment": machine_description(
-            None, torch=torch.__version__, transformers=transformers.__version__, python=platform.python_version()
-        ),
+        "environment": machine_description(None, torch=torch.__version__, transformers=transformers.__version__),
         "global_step": trainer.state.global_step,
         "runtime_seconds": time.time() - started,
         "train_examples_per_second": metrics["train_samples_per_second"],

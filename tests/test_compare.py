@@ -3,6 +3,7 @@ test_predictions.tsv, which it reads."""
 
 import json
 import os
+import platform
 import shutil
 
 import numpy as np
@@ -77,7 +78,8 @@ def test_results_json_names_the_model_and_where_it_ran(model_runs, tiny_model_di
     first_cpu = open("/proc/cpuinfo", encoding="utf-8").read().split("\n\n")[0].splitlines()
     cpuinfo = {name.strip(): value.strip() for name, _, value in (line.partition(":") for line in first_cpu)}
     assert environment["cpu"] == f"{cpuinfo['model name']} family {cpuinfo['cpu family']} model {cpuinfo['model']}"
-    assert {"paddle", "paddlenlp", "suite"} <= set(environment["versions"])
+    assert set(environment["versions"]) == {"python", "paddle", "paddlenlp", "suite"}
+    assert environment["versions"]["python"] == platform.python_version()
     assert ernie["test_file"]["sha256"] == bert["test_file"]["sha256"] and len(ernie["test_file"]["sha256"]) == 64
     assert ernie["train_examples_per_second"] > 0
 

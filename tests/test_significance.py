@@ -1,6 +1,7 @@
 """compare.py's statistics count the runs: on synthetic runs whose truth is known, a model compared
-with itself is flagged about 5% of the time under seed noise, a real gap is flagged with 3 seeds,
-and a row of one run says that its figures count the test pairs only."""
+with itself is flagged about 5% of the time under seed noise, in any of the 15 languages too once
+Holm's adjustment counts them, a real gap is flagged with 3 seeds, and a row of one run says that its
+figures count the test pairs only."""
 
 import json
 
@@ -8,7 +9,13 @@ import numpy as np
 import pytest
 
 from ernie_m_xnli.evaluation.predictions import write_test_predictions
-from ernie_m_xnli.evaluation.significance import TEST_PAIRS, difference_estimates, row_estimates, run_accuracies
+from ernie_m_xnli.evaluation.significance import (
+    TEST_PAIRS,
+    difference_estimates,
+    holm_adjusted,
+    row_estimates,
+    run_accuracies,
+)
 from utils import XNLI_LANGUAGES
 
 from conftest import run_script
@@ -52,6 +59,26 @@ def test_a_real_10_point_gap_with_agreeing_seeds_is_flagged_with_3_seeds():
     rng = np.random.default_rng(8)
     assert rejection_rate(rng, 50, 0.10, 0.005, paired=True) == 1.0
     assert rejection_rate(rng, 50, 0.10, 0.005, paired=False) == 1.0
+
+
+def test_holm_multiplies_the_smallest_p_value_by_the_family_size_and_keeps_the_order():
+    # Sorted: 0.005 x 4, 0.01 x 3, 0.03 x 2 and 0.04 x 1, which may not fall below the one before it.
+    assert holm_adjusted([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm_adjusted([0.5, 0.9]) == [1.0, 1.0]
+
+
+def test_one_of_15_languages_falls_under_005_by_chance_unless_holm_counts_them():
+    rng = np.random.default_rng(10)
+    difficulties = pair_difficulties(rng)
+    any_alone = any_adjusted = 0
+    for _ in range(400):
+        runs_a = [synthetic_run(rng, difficulties) for _ in range(3)]
+        runs_b = [synthetic_run(rng, difficulties) for _ in range(3)]
+        estimates = difference_estimates(runs_a, runs_b, paired=True)
+        p_values = [estimates[lang].p_value() for lang in XNLI_LANGUAGES]
+        any_alone += min(p_values) < 0.05
+        any_adjusted += min(holm_adjusted(p_values)) < 0.05
+    assert any_alone / 400 > 0.25 and any_adjusted / 400 <= 0.08, (any_alone, any_adjusted)
 
 
 def test_the_interval_of_a_rows_mean_holds_the_true_accuracy_about_95_percent_of_the_time():
@@ -115,7 +142,14 @@ def test_seed_noise_between_runs_of_one_model_is_no_difference_shown(tmp_path):
         assert row["seed_std"]["avg"] == cell["std"] > 1
         # The interval is wider than the test pairs alone (about ±0.9 points here) would make it.
         assert cell["ci95"][1] - cell["ci95"][0] > 4 * cell["std"] / np.sqrt(3)
-    assert set(comparison["method"]) >= {"unit", "ci95", "p_value"}
+    assert set(comparison["method"]) >= {"unit", "ci95", "p_value", "p_value_holm"}
+    languages = [p for p in comparison["paired"] if p["language"] != "avg"]
+    assert [p["p_value_holm"] for p in languages] == holm_adjusted([p["p_value"] for p in languages])
+    assert avg["p_value_holm"] is None
+    alone = ", ".join(p["language"] for p in languages if p["p_value"] < 0.05) or "none"
+    adjusted = ", ".join(p["language"] for p in languages if p["p_value_holm"] < 0.05) or "none"
+    assert f"languages under p < 0.05: {alone}; after Holm's adjustment for 15 languages" in markdown
+    assert f"comparisons of equal models): {adjusted}." in markdown
 
 
 def test_a_real_gap_is_flagged_over_the_seeds(tmp_path):
