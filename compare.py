@@ -32,6 +32,7 @@ from ernie_m_xnli.evaluation.significance import (
     holm_adjusted,
     row_estimates,
     run_accuracies,
+    seeds_for_power,
 )
 from ernie_m_xnli.setup.arguments import OneLineErrorParser
 from utils import XNLI_LANGUAGES, InputError, write_json_atomically, written_then_renamed
@@ -199,6 +200,9 @@ def compare(rows):
                     "standard_error": estimate.standard_error,
                     "degrees_of_freedom": finite_or_none(estimate.degrees_of_freedom),
                     "critical_ratio": estimate.critical_ratio(),
+                    "seeds_for_80_percent_power": seeds_for_power(estimate.value, estimate.run_stds)
+                    if estimate.run_stds
+                    else None,
                     "ci95": estimate.interval(),
                     "seeds": seeds,
                 }
@@ -218,6 +222,9 @@ METHOD = {
     "p_value_holm": "a language's p-value adjusted by Holm's method over the 15 languages of one comparison, "
     "so that any of them falls under 0.05 by chance in at most 5% of comparisons of two equal models; the "
     "average is one test of its own (null)",
+    "seeds_for_80_percent_power": "seeds a row with which the same test would find the difference seen "
+    "(p < 0.05) in 80% of experiments, were it the true difference and the runs' spread as seen (null: over "
+    "1,000, or the run-to-run variance unknown): a plan for the next runs, not evidence",
 }
 
 
@@ -327,9 +334,18 @@ def what_the_seeds_allow(comparison):
                 f"{row['name']} vs {avg['a']} ({avg['test']}): p < 0.05 needs a difference of "
                 f"{avg['critical_ratio']:.1f} standard errors; on the average that is "
                 f"{avg['critical_ratio'] * avg['standard_error']:.1f} points here. A difference without * is "
-                "no difference shown, not an equality"
+                f"no difference shown, not an equality. {seeds_to_find(avg)}"
             )
     return notes
+
+
+def seeds_to_find(paired):
+    """A sentence on how many seeds would find the difference seen, were it real."""
+    seeds = paired["seeds_for_80_percent_power"]
+    were_it_real = f"Were the {paired['difference']:+.1f} on the average the true difference"
+    if seeds is None:
+        return f"{were_it_real}, over 1,000 seeds a row would be needed to find it 80% of the time"
+    return f"{were_it_real}, {seeds} seeds a row would find it (p < 0.05) 80% of the time"
 
 
 def languages_under_threshold(comparison):

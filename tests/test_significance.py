@@ -15,6 +15,7 @@ from ernie_m_xnli.evaluation.significance import (
     holm_adjusted,
     row_estimates,
     run_accuracies,
+    seeds_for_power,
 )
 from utils import XNLI_LANGUAGES
 
@@ -81,6 +82,13 @@ def test_one_of_15_languages_falls_under_005_by_chance_unless_holm_counts_them()
     assert any_alone / 400 > 0.25 and any_adjusted / 400 <= 0.08, (any_alone, any_adjusted)
 
 
+def test_the_seeds_a_difference_needs_are_those_of_the_t_tests_power_tables():
+    # Cohen's d = 1 at 80% power, alpha 0.05 two-sided: 10 pairs (paired), 17 a group (two groups).
+    assert seeds_for_power(2.0, (2.0,)) == 10
+    assert seeds_for_power(-1.0, (1.0, 1.0)) == 17
+    assert seeds_for_power(0.0, (1.0, 1.0)) is None and seeds_for_power(0.01, (3.0,), most=50) is None
+
+
 def test_the_interval_of_a_rows_mean_holds_the_true_accuracy_about_95_percent_of_the_time():
     rng = np.random.default_rng(9)
     difficulties = pair_difficulties(rng)
@@ -131,6 +139,10 @@ def compare(tmp_path, rows):
     return comparison, (tmp_path / "out" / "comparison.md").read_text()
 
 
+def run_averages(row):
+    return [json.loads(open(f"{run}/results.json").read())["test_accuracy"]["avg"] for run in row["runs"]]
+
+
 def test_seed_noise_between_runs_of_one_model_is_no_difference_shown(tmp_path):
     comparison, markdown = compare(tmp_path, synthetic_rows(tmp_path, 0.0, SEED_STD))
     avg = next(p for p in comparison["paired"] if p["language"] == "avg")
@@ -146,6 +158,10 @@ def test_seed_noise_between_runs_of_one_model_is_no_difference_shown(tmp_path):
     languages = [p for p in comparison["paired"] if p["language"] != "avg"]
     assert [p["p_value_holm"] for p in languages] == holm_adjusted([p["p_value"] for p in languages])
     assert avg["p_value_holm"] is None
+    # A difference of a few tenths against seeds 3 points apart: no number of seeds worth running finds it.
+    runs_a, runs_b = (run_averages(row) for row in comparison["rows"])
+    assert seeds_for_power(avg["difference"], (float(np.std(np.subtract(runs_b, runs_a), ddof=1)),)) is None
+    assert avg["seeds_for_80_percent_power"] is None and "over 1,000 seeds a row would be needed" in markdown
     alone = ", ".join(p["language"] for p in languages if p["p_value"] < 0.05) or "none"
     adjusted = ", ".join(p["language"] for p in languages if p["p_value_holm"] < 0.05) or "none"
     assert f"languages under p < 0.05: {alone}; after Holm's adjustment for 15 languages" in markdown
@@ -158,6 +174,11 @@ def test_a_real_gap_is_flagged_over_the_seeds(tmp_path):
     assert avg["test"] == "Welch's t-test over the rows' seeds" and avg["seeds"] == []
     assert avg["difference"] == pytest.approx(10, abs=1.5) and avg["p_value"] < 0.01
     assert f"{avg['difference']:+.1f}*" in markdown
+    seeds = seeds_for_power(
+        avg["difference"], tuple(float(np.std(run_averages(row), ddof=1)) for row in comparison["rows"])
+    )
+    assert avg["seeds_for_80_percent_power"] == seeds == 3  # 2 seeds: 74%, t with 1.3 degrees of freedom
+    assert f"{avg['difference']:+.1f} on the average the true difference, 3 seeds a row would find it" in markdown
 
 
 def test_a_row_of_one_run_counts_the_test_pairs_only_and_says_so(tmp_path):

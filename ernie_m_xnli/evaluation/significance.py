@@ -34,13 +34,15 @@ RUNS, TEST_PAIRS = "runs", "test pairs"
 
 
 class Estimate(NamedTuple):
-    """A mean accuracy or difference (%), its standard error, degrees of freedom (inf: normal) and
-    what its uncertainty counts (RUNS, or TEST_PAIRS only)."""
+    """A mean accuracy or difference (%), its standard error, degrees of freedom (inf: normal), what
+    its uncertainty counts (RUNS, or TEST_PAIRS only) and the runs' stds it came from (a difference's:
+    of the per-seed differences where paired, each row's otherwise; none for TEST_PAIRS)."""
 
     value: float
     standard_error: float
     degrees_of_freedom: float
     unit: str
+    run_stds: tuple = ()
 
     def interval(self, level=0.95):
         half_width = stats.t.ppf(0.5 + level / 2, self.degrees_of_freedom) * self.standard_error
@@ -77,14 +79,17 @@ def seed_averaged(runs):
     return {lang: np.mean([np.asarray(run[lang], np.float64) for run in runs], axis=0) for lang in XNLI_LANGUAGES}
 
 
-def combined(value, run_parts, pair_variance):
-    """An Estimate from the runs' variance parts [(s^2 / n, n - 1)] and the test pairs' variance."""
-    run_variance = sum(part for part, _ in run_parts)
-    if not run_parts:
+def combined(value, run_samples, pair_variance):
+    """An Estimate from the runs' values (one array a source of run-to-run variance, each counted as
+    s^2 / n with n - 1 degrees of freedom) and the test pairs' variance."""
+    if not run_samples:
         return Estimate(value, float(np.sqrt(pair_variance)), np.inf, TEST_PAIRS)
-    spread = sum(part**2 / dof for part, dof in run_parts)
+    stds = tuple(float(np.std(sample, ddof=1)) for sample in run_samples)
+    parts = [(std**2 / len(sample), len(sample) - 1) for std, sample in zip(stds, run_samples)]
+    run_variance = sum(part for part, _ in parts)
+    spread = sum(part**2 / dof for part, dof in parts)
     dof = (run_variance + pair_variance) ** 2 / spread if spread > 0 else np.inf
-    return Estimate(value, float(np.sqrt(run_variance + pair_variance)), dof, RUNS)
+    return Estimate(value, float(np.sqrt(run_variance + pair_variance)), dof, RUNS, stds)
 
 
 def row_estimates(runs):
@@ -94,8 +99,7 @@ def row_estimates(runs):
     estimates = {}
     for column in COLUMNS:
         values = np.array([accuracy[column] for accuracy in accuracies])
-        parts = [(np.var(values, ddof=1) / len(values), len(values) - 1)] if len(values) > 1 else []
-        estimates[column] = combined(float(values.mean()), parts, pair_variance[column])
+        estimates[column] = combined(float(values.mean()), [values] if len(values) > 1 else [], pair_variance[column])
     return estimates
 
 
@@ -111,13 +115,13 @@ def difference_estimates(runs_a, runs_b, paired):
         a = np.array([accuracy[column] for accuracy in accuracies_a])
         b = np.array([accuracy[column] for accuracy in accuracies_b])
         if paired and len(a) > 1:
-            parts = [(np.var(b - a, ddof=1) / len(a), len(a) - 1)]
+            samples = [b - a]
         elif not paired and len(a) > 1 and len(b) > 1:
-            parts = [(np.var(x, ddof=1) / len(x), len(x) - 1) for x in (a, b)]
+            samples = [a, b]
         else:
-            parts = []
+            samples = []
         # The rows ran on the same test pairs: the runs' spread is the whole uncertainty of their difference.
-        estimates[column] = combined(float(b.mean() - a.mean()), parts, 0.0 if parts else pair_variance[column])
+        estimates[column] = combined(float(b.mean() - a.mean()), samples, 0.0 if samples else pair_variance[column])
     return estimates
 
 
@@ -130,3 +134,23 @@ def holm_adjusted(p_values):
         running_max = max(running_max, min(1.0, (len(p_values) - rank) * p_values[index]))
         adjusted[index] = running_max
     return adjusted
+
+
+def seeds_for_power(difference, run_stds, power=0.8, level=0.05, most=1000):
+    """Seeds a row that the t-test over the runs needs to find `difference` (p < `level`) in a share
+    `power` of experiments, were it the true difference: `run_stds` is one std (of the per-seed
+    differences: paired) or the two rows' stds (Welch's, as many seeds in each). None beyond `most`."""
+    variance = sum(std**2 for std in run_stds)
+    if variance == 0 or difference == 0:
+        return None
+    for seeds in range(2, most + 1):
+        if len(run_stds) == 1:
+            dof = seeds - 1
+        else:
+            dof = variance**2 * (seeds - 1) / sum(std**4 for std in run_stds)
+        critical = stats.t.ppf(1 - level / 2, dof)
+        shift = abs(difference) / np.sqrt(variance / seeds)
+        # The far tail (a significant difference of the wrong sign) adds under 1e-4 near 80% power.
+        if stats.nct.sf(critical, dof, shift) >= power:
+            return seeds
+    return None
