@@ -206,14 +206,13 @@ def main(argv=None):
     from benchmarks import paddle_settings
 
     args.device = args.device or paddle_settings.default_device()
-    paddle_settings.prepare_work_dir(args)
-    paddle_settings.prepare_tokenizer(args)
-    rows, notes = [], []
+    notes = []
     settings = settings_to_run(args, notes)
-    if any(setting in PEER_SETTINGS for setting in settings):
-        paddle_settings.write_peer_batches(args, os.path.join(args.work_dir, PEER_BATCHES_FILE))
-    for setting in settings:
-        rows.append(run_setting(args, setting))
+    with paddle_settings.work_dir(args):
+        paddle_settings.prepare_tokenizer(args)
+        if any(setting in PEER_SETTINGS for setting in settings):
+            paddle_settings.write_peer_batches(args, os.path.join(args.work_dir, PEER_BATCHES_FILE))
+        rows = [run_setting(args, setting) for setting in settings]
     # After the settings: the peaks run on the project's machine settings, which the children choose themselves.
     num_threads = threads_per_process(args.cpu_threads)
     use_mkl_fast_path_on_amd(args.mkl_fast_path_on_amd)
@@ -245,10 +244,10 @@ def measure_setting(args):
     from benchmarks import paddle_settings
 
     args.device = args.device or paddle_settings.default_device()
-    paddle_settings.prepare_work_dir(args)
-    if not os.path.isdir(paddle_settings.tokenizer_dir(args)):  # a setting run on its own, not by a whole run
-        paddle_settings.prepare_tokenizer(args)
-    return paddle_settings.measure(args)
+    with paddle_settings.work_dir(args):
+        if not os.path.isdir(paddle_settings.tokenizer_dir(args)):  # a setting run on its own, not by a whole run
+            paddle_settings.prepare_tokenizer(args)
+        return paddle_settings.measure(args)
 
 
 def settings_to_run(args, notes):

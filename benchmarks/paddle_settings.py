@@ -6,7 +6,7 @@ matmul peaks)."""
 import os
 import tempfile
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from functools import partial
 
 import numpy as np
@@ -59,10 +59,15 @@ from utils import (
 SAMPLER_SEED = 42
 
 
-def prepare_work_dir(args):
-    """--work_dir, made if missing (a new temporary folder without it)."""
-    args.work_dir = args.work_dir or tempfile.mkdtemp(prefix="ernie-m-benchmark-")
-    os.makedirs(args.work_dir, exist_ok=True)
+@contextmanager
+def work_dir(args):
+    """--work_dir, made if missing; without it a temporary folder, removed when the benchmark ends."""
+    if args.work_dir:
+        os.makedirs(args.work_dir, exist_ok=True)
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="ernie-m-benchmark-") as args.work_dir:
+        yield
 
 
 def tokenizer_dir(args):

@@ -1,10 +1,12 @@
 """Fixtures: a tiny random ERNIE-M with its own sentencepiece tokenizer, and tiny synthetic XNLI
 corpora in the original release layout (see ernie_m_xnli/data/synthetic.py), built offline in a temporary folder."""
 
+import atexit
 import contextlib
 import io
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -34,8 +36,9 @@ MKL_VARIABLE_OF_USER = USER_VALUES["MKL_DEBUG_CPU_TYPE"]
 # The tests' own process computes on the MKL path every run takes (MKL picks it at its first call, which
 # may come before any in-process run's set_up): in-process and script runs then round alike.
 use_mkl_fast_path_on_amd(True)
-# The scripts' tokenized-feature cache goes to a fresh folder, not the user's ~/.cache.
+# The scripts' tokenized-feature cache goes to a fresh folder, not the user's ~/.cache, gone with the tests.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="ernie-m-xnli-test-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
 
 
 # A Python with torch and transformers, for the checks against them (never needed by the suite itself).

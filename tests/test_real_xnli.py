@@ -189,11 +189,13 @@ def run_one_setting(model_dir, test_pairs, **options):
     return json.loads(result.stdout.splitlines()[-1])
 
 
-def test_one_setting_runs_on_its_own_in_a_folder_of_its_own(real_text_model_dir):
-    """--setting alone (as for --profile) needs no --work_dir: it makes what a whole run would have."""
-    row = run_one_setting(real_text_model_dir, test_pairs=20)
+def test_one_setting_runs_on_its_own_in_a_folder_of_its_own(real_text_model_dir, tmp_path):
+    """--setting alone (as for --profile) needs no --work_dir: it makes what a whole run would have, in a
+    temporary folder that it removes at the end."""
+    row = run_one_setting(real_text_model_dir, test_pairs=20, env={"TMPDIR": str(tmp_path)})
     assert row["setting"] == "project" and row["train_examples_per_s"] > 0
     assert row["eval_pairs"] == 20 * len(XNLI_LANGUAGES) and row["eval_seconds"] > 0
+    assert not list(tmp_path.glob("ernie-m-benchmark-*"))
 
 
 def test_a_reused_work_folder_evaluates_the_sample_asked_for(tmp_path, real_text_model_dir):
