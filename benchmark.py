@@ -150,7 +150,11 @@ def parse_args(argv=None):
         default=SETTINGS,
         help="The settings to compare (default: all that this machine runs).",
     )
-    parser.add_argument("--work_dir", default=None, help="Where the tokenizer and features go (default: temporary).")
+    parser.add_argument(
+        "--work_dir",
+        default=None,
+        help="Where the tokenizer and features go, kept for the next run (default: a temporary folder, removed after).",
+    )
     args = parser.parse_args(argv)
     problem = find_invalid_argument(args)
     if problem:
