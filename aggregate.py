@@ -93,7 +93,10 @@ def read_runs(run_dirs, skip_unfinished):
             results = json.load(file)
         missing = [key for _, key in SUMMARIZED if key not in results]
         if missing:
-            raise InputError(f"{path}: no {', '.join(missing)} (a training run of run_classifier.py has them)")
+            raise InputError(
+                f"{path}: no {', '.join(missing)} (a training run of run_classifier.py has them; compare.py "
+                "NAME=RUN,RUN,... tabulates runs of benchmarks/hf_finetune_peer.py too)"
+            )
         runs[run_dir] = results
     if not runs:
         raise InputError("no finished run to summarize")

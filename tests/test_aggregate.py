@@ -83,6 +83,20 @@ def test_an_unfinished_run_is_an_error_unless_skipped(seed_runs, tmp_path):
     assert summary["n"] == 1 and summary["test_accuracy"]["std"]["avg"] is None
 
 
+def test_a_run_of_the_transformers_peer_is_refused_pointing_to_compare_py(seed_runs, tmp_path):
+    # benchmarks/hf_finetune_peer.py tests its last model only: no selection on dev to summarize.
+    peer = tmp_path / "peer"
+    peer.mkdir()
+    results = read_results(seed_runs / "seed1")
+    (peer / "results.json").write_text(json.dumps({key: results[key] for key in ("args", "test_accuracy")}))
+    result = run_script(seed_runs / "seed1", peer, "--output_dir", tmp_path, script="aggregate.py")
+    assert result.returncode == 2
+    assert last_line(result.stderr).startswith(
+        f"aggregate.py: error: {peer / 'results.json'}: no test_accuracy_select_avg"
+    )
+    assert "compare.py NAME=RUN,RUN,... tabulates runs of benchmarks/hf_finetune_peer.py" in last_line(result.stderr)
+
+
 def test_runs_that_differ_only_in_flags_that_change_no_result_are_summarized(seed_runs, tmp_path):
     # Another evaluation batch size, exports, cache: the same training, so seeds of one setting.
     relabelled = tmp_path / "seed3-elsewhere"
