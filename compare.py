@@ -202,9 +202,7 @@ def compare(rows):
                     "standard_error": estimate.standard_error,
                     "degrees_of_freedom": finite_or_none(estimate.degrees_of_freedom),
                     "critical_ratio": estimate.critical_ratio(),
-                    "seeds_for_80_percent_power": seeds_for_power(estimate.value, estimate.run_stds)
-                    if estimate.run_stds
-                    else None,
+                    "seeds_for_80_percent_power": seeds_for_power(estimate.value, estimate.run_stds),
                     "ci95": estimate.interval(),
                     "seeds": seeds,
                 }

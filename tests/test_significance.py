@@ -186,6 +186,7 @@ def test_a_row_of_one_run_counts_the_test_pairs_only_and_says_so(tmp_path):
     assert comparison["rows"][1]["unit"] == TEST_PAIRS and comparison["rows"][1]["seed_std"]["avg"] is None
     for paired in comparison["paired"]:
         assert paired["unit"] == TEST_PAIRS and paired["degrees_of_freedom"] is None
+        assert paired["seeds_for_80_percent_power"] is None  # no run-to-run spread to plan seeds with
     avg = next(p for p in comparison["paired"] if p["language"] == "avg")
     assert avg["p_value"] < 0.05 and f"{avg['difference']:+.1f}†" in markdown
     assert "run-to-run variance is unknown" in markdown and f"{avg['difference']:+.1f}*" not in markdown

@@ -139,7 +139,8 @@ def holm_adjusted(p_values):
 def seeds_for_power(difference, run_stds, power=0.8, level=0.05, most=1000):
     """Seeds a row that the t-test over the runs needs to find `difference` (p < `level`) in a share
     `power` of experiments, were it the true difference: `run_stds` is one std (of the per-seed
-    differences: paired) or the two rows' stds (Welch's, as many seeds in each). None beyond `most`."""
+    differences: paired) or the two rows' stds (Welch's, as many seeds in each). None beyond `most`, or
+    without a run-to-run spread (no stds: a row of one run)."""
     variance = sum(std**2 for std in run_stds)
     if variance == 0 or difference == 0:
         return None
