@@ -253,10 +253,20 @@ def machine_description(gpu_name=None, **versions):
     }
 
 
+# `git archive` (and with it a forge's "download" of a commit) writes the commit into this file; in a
+# checkout it holds the placeholder.
+ARCHIVE_COMMIT_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ernie_m_xnli", "archive_commit.txt")
+
+
 def suite_commit():
-    """The suite's git commit ("+changes" where its files differ from it), or "unknown" outside a checkout."""
+    """The suite's git commit: in a checkout git's ("+changes" where its files differ from it), in files
+    unpacked from `git archive` the one it wrote ("+archive": changes since are not seen), "unknown"
+    otherwise."""
     import subprocess
 
+    archived = archive_commit()
+    if archived:
+        return archived + "+archive"
     here = os.path.dirname(os.path.abspath(__file__))
     try:
         commit = subprocess.run(
@@ -273,6 +283,16 @@ def suite_commit():
     if commit.returncode != 0:
         return "unknown"
     return commit.stdout.strip() + ("+changes" if changed.stdout.strip() else "")
+
+
+def archive_commit():
+    """The commit ARCHIVE_COMMIT_FILE names (12 digits), or None where it holds the placeholder or is gone."""
+    try:
+        with open(ARCHIVE_COMMIT_FILE, encoding="utf-8") as file:
+            text = file.read().strip()
+    except OSError:
+        return None
+    return text[:12] if len(text) >= 12 and all(c in "0123456789abcdef" for c in text) else None
 
 
 MKL_CPU_TYPE_VARIABLE = "MKL_DEBUG_CPU_TYPE"

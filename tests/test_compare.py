@@ -1,10 +1,14 @@
 """compare.py: rows of seeds from different models, intervals, paired tests, and its refusals;
 test_predictions.tsv, which it reads."""
 
+import io
 import json
 import os
 import platform
 import shutil
+import subprocess
+import sys
+import tarfile
 
 import numpy as np
 import pytest
@@ -12,7 +16,7 @@ import pytest
 from ernie_m_xnli.evaluation.predictions import read_test_predictions
 from utils import LABELS, XNLI_LANGUAGES
 
-from conftest import cpu_run, fixture_dir, flags, last_line, png_size, read_results, run_main, run_script
+from conftest import REPO_ROOT, cpu_run, fixture_dir, flags, last_line, png_size, read_results, run_main, run_script
 
 COLUMNS = (*XNLI_LANGUAGES, "avg")
 SHORT_RUN = dict(
@@ -82,6 +86,21 @@ def test_results_json_names_the_model_and_where_it_ran(model_runs, tiny_model_di
     assert environment["versions"]["python"] == platform.python_version()
     assert ernie["test_file"]["sha256"] == bert["test_file"]["sha256"] and len(ernie["test_file"]["sha256"]) == 64
     assert ernie["train_examples_per_second"] > 0
+
+
+def test_the_suite_names_its_commit_in_a_checkout_and_in_files_git_archive_wrote(tmp_path):
+    def suite_commit(directory):
+        program = "import utils; print(utils.suite_commit())"
+        return subprocess.run([sys.executable, "-c", program], cwd=directory, capture_output=True, text=True).stdout
+
+    head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("the suite is not a git checkout here")
+    assert suite_commit(REPO_ROOT).startswith(head.stdout.strip())
+    archive = subprocess.run(["git", "archive", "HEAD"], cwd=REPO_ROOT, capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as files:
+        files.extractall(tmp_path, filter="data")
+    assert suite_commit(tmp_path) == f"{head.stdout.strip()}+archive\n"
 
 
 def test_rows_hold_the_runs_means_and_stds_with_intervals_around_them(model_runs, tmp_path):
