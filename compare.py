@@ -260,10 +260,14 @@ def machine_notes(rows):
                 k for k in set(versions) | set(first_versions) if versions.get(k) != first_versions.get(k)
             )
             if differing:
-                changes = ", ".join(f"{k} {first_versions.get(k)} -> {versions.get(k)}" for k in differing)
+                changes = ", ".join(f"{k} {recorded(first_versions, k)} -> {recorded(versions, k)}" for k in differing)
                 runs_by_difference.setdefault(f"ran other versions: {changes}", []).append(run["dir"])
         notes += [f"{row['name']} ({', '.join(dirs)}) {what}" for what, dirs in runs_by_difference.items()]
     return notes
+
+
+def recorded(versions, key):
+    return "not recorded" if versions.get(key) is None else versions[key]
 
 
 def describe(machine):

@@ -166,11 +166,13 @@ def test_runs_on_other_machines_or_versions_are_named(model_runs, tmp_path):
     results = read_results(elsewhere)
     results["environment"]["cpu"] = "Intel(R) Xeon(R) Platinum 8480+"
     results["environment"]["versions"]["paddle"] = "3.0.0"
+    paddlenlp = results["environment"]["versions"].pop("paddlenlp")
     (elsewhere / "results.json").write_text(json.dumps(results))
     result, comparison = compare(row("here", model_runs["ernie"][:1]), row("there", [elsewhere]), output_dir=tmp_path)
     assert result.returncode == 0, result.stderr
     notes = " ".join(comparison["machines"])
     assert "there" in notes and "Intel(R) Xeon(R) Platinum 8480+" in notes and "paddle 3.3.1 -> 3.0.0" in notes
+    assert f"paddlenlp {paddlenlp} -> not recorded" in notes
     assert "Intel(R) Xeon(R) Platinum 8480+" in (tmp_path / "comparison.md").read_text()
 
 
