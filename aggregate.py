@@ -9,8 +9,9 @@ refute the paper; the ERNIE-M authors report the mean of 5 runs. Run each seed a
 
 Each RUN_DIR holds the results.json of a finished run of run_classifier.py. Runs whose arguments
 differ in anything but the seed, the output directory, resuming, logging, caching, the evaluation
-batch size and exports are refused, naming the arguments that differ. To compare different
-settings, models or encoders, with confidence intervals and paired tests, use compare.py.
+batch size and exports are refused, naming the arguments that differ; runs on another machine or with
+other versions than the first are summarized and named in a note. To compare different settings,
+models or encoders, with confidence intervals and paired tests, use compare.py.
 """
 
 import argparse
@@ -20,6 +21,7 @@ import sys
 
 import numpy as np
 
+from ernie_m_xnli.evaluation.provenance import machine_notes
 from ernie_m_xnli.evaluation.reporting import COLUMNS, RESULTS_FILE, format_results_table, plot_results
 from ernie_m_xnli.setup.arguments import OneLineErrorParser
 from utils import InputError, write_json_atomically, written_then_renamed
@@ -76,6 +78,8 @@ def main(argv=None):
         print(f"aggregate.py: error: {error}", file=sys.stderr)
         sys.exit(2)
     print(format_summary_table(summary, SUMMARIZED[0][0]))
+    for note in summary["machines"]:
+        print(f"Note: {note}.")
     print(f"wrote {os.path.join(output_dir, SUMMARY_FILE)}, {SUMMARY_MARKDOWN_FILE} and {SUMMARY_PLOT_FILE}")
 
 
@@ -128,6 +132,9 @@ def summarize(runs):
         }
     summary["model"], summary["task_type"] = first["model"], first["task_type"]
     summary["paper"] = first.get("paper")
+    summary["machines"] = machine_notes(
+        [{"name": "seeds", "runs": [{"dir": d, "results": r} for d, r in runs.items()]}]
+    )
     return summary
 
 
@@ -159,7 +166,7 @@ def write_summary(output_dir, summary):
     header = f"# {summary['task_type']}: mean ± std (min-max) over seeds {', '.join(map(str, summary['seeds']))}\n"
     markdown_path = os.path.join(output_dir, SUMMARY_MARKDOWN_FILE)
     with written_then_renamed(markdown_path) as temporary, open(temporary, "w", encoding="utf-8") as file:
-        file.write("\n".join([header, *sections]))
+        file.write("\n".join([header, *sections, *(f"Note: {note}.\n" for note in summary["machines"])]))
     test = summary["test_accuracy"]
     errors = {column: test["std"][column] or 0.0 for column in COLUMNS}
     reference = (summary["paper"]["model"], summary["paper"]["accuracy"]) if summary["paper"] else None

@@ -27,6 +27,7 @@ import sys
 import numpy as np
 
 from ernie_m_xnli.evaluation.predictions import TEST_PREDICTIONS_FILE, read_test_predictions
+from ernie_m_xnli.evaluation.provenance import machine_notes
 from ernie_m_xnli.evaluation.reporting import COLUMNS, RESULTS_FILE, format_results_table
 from ernie_m_xnli.evaluation.significance import (
     TEST_PAIRS,
@@ -236,45 +237,6 @@ def test_name(estimate, seeds):
 
 def finite_or_none(number):
     return float(number) if np.isfinite(number) else None
-
-
-def machine_notes(rows):
-    """Sentences naming the runs that ran on other machines or versions than the first row's first run,
-    one a row and difference (a row of another harness differs in every run the same way)."""
-
-    def where(run):
-        environment = run["results"].get("environment") or {}
-        machine = {key: environment.get(key) for key in ("cpu", "amx", "avx512_bf16", "gpu")}
-        return machine, environment.get("versions", {})
-
-    notes = []
-    first_machine, first_versions = where(rows[0]["runs"][0])
-    for row in rows:
-        runs_by_difference = {}
-        for run in row["runs"]:
-            machine, versions = where(run)
-            if machine != first_machine:
-                difference = f"ran on another machine: {describe(machine)} vs {describe(first_machine)}"
-                runs_by_difference.setdefault(difference, []).append(run["dir"])
-            differing = sorted(
-                k for k in set(versions) | set(first_versions) if versions.get(k) != first_versions.get(k)
-            )
-            if differing:
-                changes = ", ".join(f"{k} {recorded(first_versions, k)} -> {recorded(versions, k)}" for k in differing)
-                runs_by_difference.setdefault(f"ran other versions: {changes}", []).append(run["dir"])
-        notes += [f"{row['name']} ({', '.join(dirs)}) {what}" for what, dirs in runs_by_difference.items()]
-    return notes
-
-
-def recorded(versions, key):
-    return "not recorded" if versions.get(key) is None else versions[key]
-
-
-def describe(machine):
-    units = [unit for unit in ("amx", "avx512_bf16") if machine.get(unit)]
-    return f"{machine.get('cpu')} ({', '.join(units) or 'no AMX / AVX512-BF16'})" + (
-        f", GPU {machine['gpu']}" if machine.get("gpu") else ""
-    )
 
 
 def format_comparison(comparison):

@@ -54,6 +54,7 @@ def test_the_summary_holds_the_statistics_of_the_runs_results(seed_runs):
     mean, std = summary["test_accuracy"]["mean"]["avg"], summary["test_accuracy"]["std"]["avg"]
     assert f"{mean:.1f} ± {std:.1f}" in (seed_runs / "summary.md").read_text()
     assert png_size(seed_runs / "summary.png") == (1200, 500)
+    assert summary["machines"] == [] and "Note:" not in result.stdout  # one machine, one version
 
 
 def test_runs_with_other_settings_are_refused_naming_the_arguments(seed_runs, tiny_model_dir, xnli_dir, tmp_path):
@@ -107,3 +108,22 @@ def test_runs_that_differ_only_in_flags_that_change_no_result_are_summarized(see
     result = run_script(seed_runs / "seed1", relabelled, "--output_dir", tmp_path, script="aggregate.py")
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "summary.json").read_text())["n"] == 2
+
+
+def test_seeds_run_on_another_machine_or_other_versions_are_summarized_and_named(seed_runs, tmp_path):
+    elsewhere = tmp_path / "seed3-elsewhere"
+    shutil.copytree(seed_runs / "seed3", elsewhere)
+    results = read_results(elsewhere)
+    here = results["environment"].copy()
+    results["environment"].update(cpu="Intel(R) Xeon(R) Platinum 8480+", amx=True, avx512_bf16=True)
+    results["environment"]["versions"] = {**here["versions"], "paddle": "3.0.0"}
+    (elsewhere / "results.json").write_text(json.dumps(results))
+    runs = [seed_runs / "seed1", seed_runs / "seed2", elsewhere]
+    result = run_script(*runs, "--output_dir", tmp_path, script="aggregate.py")
+    assert result.returncode == 0, result.stderr
+    machine, versions = json.loads((tmp_path / "summary.json").read_text())["machines"]
+    xeon = "Intel(R) Xeon(R) Platinum 8480+ (amx, avx512_bf16)"
+    assert machine.startswith(f"seeds ({elsewhere}) ran on another machine: {xeon} vs {here['cpu']} (")
+    assert versions == f"seeds ({elsewhere}) ran other versions: paddle {here['versions']['paddle']} -> 3.0.0"
+    for note in (machine, versions):
+        assert f"Note: {note}." in result.stdout and f"Note: {note}." in (tmp_path / "summary.md").read_text()

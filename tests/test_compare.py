@@ -164,7 +164,9 @@ def test_runs_on_other_machines_or_versions_are_named(model_runs, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     shutil.copytree(model_runs["ernie"][0], elsewhere)
     results = read_results(elsewhere)
-    results["environment"]["cpu"] = "Intel(R) Xeon(R) Platinum 8480+"
+    results["environment"].update(
+        cpu="Intel(R) Xeon(R) Platinum 8480+", amx=False, avx512_bf16=False, onednn_max_cpu_isa="AVX2"
+    )
     results["environment"]["versions"]["paddle"] = "3.0.0"
     paddlenlp = results["environment"]["versions"].pop("paddlenlp")
     (elsewhere / "results.json").write_text(json.dumps(results))
@@ -173,6 +175,7 @@ def test_runs_on_other_machines_or_versions_are_named(model_runs, tmp_path):
     notes = " ".join(comparison["machines"])
     assert "there" in notes and "Intel(R) Xeon(R) Platinum 8480+" in notes and "paddle 3.3.1 -> 3.0.0" in notes
     assert f"paddlenlp {paddlenlp} -> not recorded" in notes
+    assert "Intel(R) Xeon(R) Platinum 8480+ (no AMX / AVX512-BF16, oneDNN limited to AVX2) vs " in notes
     assert "Intel(R) Xeon(R) Platinum 8480+" in (tmp_path / "comparison.md").read_text()
 
 
