@@ -15,7 +15,6 @@ models or encoders, with confidence intervals and paired tests, use compare.py.
 """
 
 import argparse
-import json
 import os
 import sys
 
@@ -24,7 +23,7 @@ import numpy as np
 from ernie_m_xnli.evaluation.provenance import machine_notes
 from ernie_m_xnli.evaluation.reporting import COLUMNS, RESULTS_FILE, format_results_table, plot_results
 from ernie_m_xnli.setup.arguments import OneLineErrorParser
-from utils import InputError, write_json_atomically, written_then_renamed
+from utils import InputError, read_json, write_json_atomically, written_then_renamed
 
 SUMMARY_FILE, SUMMARY_MARKDOWN_FILE, SUMMARY_PLOT_FILE = "summary.json", "summary.md", "summary.png"
 # Arguments that may differ between the runs of one summary: they do not change what a run computes.
@@ -87,14 +86,17 @@ def read_runs(run_dirs, skip_unfinished):
     """{run directory: its results.json}, in the order given."""
     runs = {}
     for run_dir in run_dirs:
+        if not os.path.isdir(run_dir):
+            raise InputError(f"{run_dir}: no such directory")
+        if any(os.path.samefile(run_dir, earlier) for earlier in runs):
+            raise InputError(f"{run_dir}: given twice (a run counts once)")
         path = os.path.join(run_dir, RESULTS_FILE)
-        if not os.path.isfile(path):
+        results = read_json(path)
+        if results is None:
             if skip_unfinished:
                 print(f"aggregate.py: skipping {run_dir}: no {RESULTS_FILE} (unfinished)", file=sys.stderr)
                 continue
             raise InputError(f"{run_dir}: no {RESULTS_FILE}, the run has not finished (or pass --skip_unfinished)")
-        with open(path, encoding="utf-8") as file:
-            results = json.load(file)
         missing = [key for _, key in SUMMARIZED if key not in results]
         if missing:
             raise InputError(

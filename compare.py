@@ -20,7 +20,6 @@ Writes comparison.json, comparison.md and comparison.png to --output_dir.
 """
 
 import argparse
-import json
 import os
 import sys
 
@@ -38,7 +37,7 @@ from ernie_m_xnli.evaluation.significance import (
     seeds_for_power,
 )
 from ernie_m_xnli.setup.arguments import OneLineErrorParser
-from utils import XNLI_LANGUAGES, InputError, write_json_atomically, written_then_renamed
+from utils import XNLI_LANGUAGES, InputError, read_json, write_json_atomically, written_then_renamed
 
 COMPARISON_FILE, COMPARISON_MARKDOWN_FILE, COMPARISON_PLOT_FILE = "comparison.json", "comparison.md", "comparison.png"
 SIGNIFICANT = 0.05
@@ -51,10 +50,14 @@ def parse_args(argv=None):
     parser.add_argument("rows", nargs="+", metavar="NAME=RUN[,RUN...]", help="A row: its name and its runs (seeds).")
     parser.add_argument("--output_dir", required=True, help="Where comparison.{json,md,png} go.")
     args = parser.parse_args(argv)
+    names = []
     for row in args.rows:
         name, _, runs = row.partition("=")
         if not name or not runs or "" in runs.split(","):
             parser.error(f"expected NAME=RUN[,RUN...], got {row!r}")
+        if name in names:
+            parser.error(f"two rows are named {name!r}: each row needs a name of its own")
+        names.append(name)
     return args
 
 
@@ -85,12 +88,15 @@ def read_row(name, runs):
     row = {"name": name, "runs": []}
     for run_dir in runs.split(","):
         results_path, predictions_path = (os.path.join(run_dir, f) for f in (RESULTS_FILE, TEST_PREDICTIONS_FILE))
+        if not os.path.isdir(run_dir):
+            raise InputError(f"{run_dir} (row {name}): no such directory")
+        if any(os.path.samefile(run_dir, run["dir"]) for run in row["runs"]):
+            raise InputError(f"{run_dir}: given twice in row {name} (a run counts once)")
         if not os.path.isfile(predictions_path):
             raise InputError(f"{run_dir}: no {TEST_PREDICTIONS_FILE} (a finished run of this suite writes it)")
-        if not os.path.isfile(results_path):
+        results = read_json(results_path)
+        if results is None:
             raise InputError(f"{run_dir}: no {RESULTS_FILE} (a finished run of this suite writes it)")
-        with open(results_path, encoding="utf-8") as file:
-            results = json.load(file)
         try:
             predictions = read_test_predictions(predictions_path)
         except ValueError as error:

@@ -374,6 +374,17 @@ def write_npz(path, arrays):
                 np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
+def read_json(path):
+    """A JSON file as Python data, or None where there is none; InputError naming it where it is not JSON."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as file:
+            return json.load(file)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: not JSON ({error})") from None
+
+
 def write_json_atomically(path, data):
     """Write JSON so that a reader never sees a half-written file, even if the writer dies."""
     with written_then_renamed(path) as temporary, open(temporary, "w", encoding="utf-8") as file:

@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
+import aggregate
 from ernie_m_xnli.evaluation.reporting import COLUMNS
 
 from conftest import cpu_run, flags, last_line, png_size, read_results, run_main, run_script
@@ -127,3 +128,21 @@ def test_seeds_run_on_another_machine_or_other_versions_are_summarized_and_named
     assert versions == f"seeds ({elsewhere}) ran other versions: paddle {here['versions']['paddle']} -> 3.0.0"
     for note in (machine, versions):
         assert f"Note: {note}." in result.stdout and f"Note: {note}." in (tmp_path / "summary.md").read_text()
+
+
+def test_a_run_given_twice_and_runs_that_cannot_be_read_are_refused(seed_runs, tmp_path, capsys):
+    unreadable = tmp_path / "unreadable"
+    shutil.copytree(seed_runs / "seed2", unreadable)
+    (unreadable / "results.json").write_text('{"test_accuracy": ')  # cut off as a full disk cuts it
+    first, missing = seed_runs / "seed1", tmp_path / "missing"
+    expected = {
+        (first, seed_runs / "seed2", first): f"{first}: given twice (a run counts once)",
+        (first, missing): f"{missing}: no such directory",
+        (first, unreadable): f"{unreadable / 'results.json'}: not JSON (Expecting value: ",
+    }
+    for runs, error in expected.items():
+        with pytest.raises(SystemExit) as exit:
+            aggregate.main([*map(str, runs), "--output_dir", str(tmp_path / "out")])
+        assert exit.value.code == 2
+        assert last_line(capsys.readouterr().err).startswith(f"aggregate.py: error: {error}")
+    assert not (tmp_path / "out").exists()

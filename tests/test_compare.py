@@ -13,6 +13,7 @@ import tarfile
 import numpy as np
 import pytest
 
+import compare as compare_script
 from ernie_m_xnli.evaluation.predictions import read_test_predictions
 from utils import LABELS, XNLI_LANGUAGES
 
@@ -213,3 +214,23 @@ def test_runs_without_test_predictions_or_on_other_test_pairs_are_refused(
     result, _ = compare(row("a", model_runs["ernie"][:1]), row("b", [other_file]), output_dir=tmp_path / "out")
     assert result.returncode == 2
     assert last_line(result.stderr).startswith(f"compare.py: error: {other_file}: evaluated on another test file than")
+
+
+def test_a_row_named_twice_a_run_given_twice_and_runs_that_cannot_be_read_are_refused(model_runs, tmp_path, capsys):
+    first, second = model_runs["ernie"][:2]
+    unreadable = tmp_path / "unreadable"
+    shutil.copytree(first, unreadable)
+    (unreadable / "results.json").write_text('{"test_accuracy": ')  # cut off as a full disk cuts it
+    missing = tmp_path / "missing"
+    expected = {
+        (row("a", [first]), row("a", [second])): "two rows are named 'a': each row needs a name of its own",
+        (row("a", [first, second, first]),): f"{first}: given twice in row a (a run counts once)",
+        (row("a", [first]), row("b", [missing])): f"{missing} (row b): no such directory",
+        (row("a", [first]), row("b", [unreadable])): f"{unreadable / 'results.json'}: not JSON (Expecting value: ",
+    }
+    for rows, error in expected.items():
+        with pytest.raises(SystemExit) as exit:
+            compare_script.main([*rows, "--output_dir", str(tmp_path / "out")])
+        assert exit.value.code == 2
+        assert last_line(capsys.readouterr().err).startswith(f"compare.py: error: {error}")
+    assert not (tmp_path / "out").exists()

@@ -17,7 +17,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from utils import InputError, give_new_file_mode, write_json_atomically
+from utils import InputError, give_new_file_mode, read_json, write_json_atomically
 
 HF_WEIGHTS = "model.safetensors"
 HF_WEIGHTS_INDEX = "model.safetensors.index.json"
@@ -31,17 +31,6 @@ EXPORTED_BY = "ernie_m_xnli"  # config.json's "exported_by" in an export: a dire
 PADDLENLP_ONLY = ("paddlenlp_version", "dtype", "quantization_config", "return_dict", "output_hidden_states")
 
 logger = logging.getLogger(__name__)
-
-
-def read_json(path):
-    """A JSON file of a model directory as a dict, or None where there is none."""
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as file:
-            return json.load(file)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: not JSON ({error})") from None
 
 
 def read_config(directory):

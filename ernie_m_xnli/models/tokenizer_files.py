@@ -15,9 +15,8 @@ from paddlenlp.transformers import AutoTokenizer
 from paddlenlp.transformers.tokenizer_utils_fast import PretrainedTokenizerFast
 
 from ernie_m_xnli.models.families import family_of
-from ernie_m_xnli.models.hf_checkpoints import read_json
 from ernie_m_xnli.models.loading import download_error
-from utils import InputError, write_json_atomically
+from utils import InputError, read_json, write_json_atomically
 
 FAST_TOKENIZER_FILE = "tokenizer.json"
 SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
