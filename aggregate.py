@@ -23,7 +23,7 @@ import numpy as np
 from ernie_m_xnli.evaluation.provenance import machine_notes
 from ernie_m_xnli.evaluation.reporting import COLUMNS, RESULTS_FILE, format_results_table, plot_results
 from ernie_m_xnli.setup.arguments import OneLineErrorParser
-from utils import InputError, read_json, write_json_atomically, written_then_renamed
+from utils import InputError, read_json, write_json_atomically, writing_into, written_then_renamed
 
 SUMMARY_FILE, SUMMARY_MARKDOWN_FILE, SUMMARY_PLOT_FILE = "summary.json", "summary.md", "summary.png"
 # Arguments that may differ between the runs of one summary: they do not change what a run computes.
@@ -72,7 +72,8 @@ def main(argv=None):
         check_same_settings(runs)
         output_dir = args.output_dir or os.path.commonpath([os.path.dirname(os.path.abspath(d)) for d in runs])
         summary = summarize(runs)
-        write_summary(output_dir, summary)
+        with writing_into(output_dir):
+            write_summary(output_dir, summary)
     except InputError as error:
         print(f"aggregate.py: error: {error}", file=sys.stderr)
         sys.exit(2)
@@ -157,7 +158,6 @@ def format_summary_table(summary, key):
 
 
 def write_summary(output_dir, summary):
-    os.makedirs(output_dir, exist_ok=True)
     write_json_atomically(os.path.join(output_dir, SUMMARY_FILE), summary)
     titles = {
         "test_accuracy": "Test accuracy (%), selected on dev avg",

@@ -37,7 +37,7 @@ from ernie_m_xnli.evaluation.significance import (
     seeds_for_power,
 )
 from ernie_m_xnli.setup.arguments import OneLineErrorParser
-from utils import XNLI_LANGUAGES, InputError, read_json, write_json_atomically, written_then_renamed
+from utils import XNLI_LANGUAGES, InputError, read_json, write_json_atomically, writing_into, written_then_renamed
 
 COMPARISON_FILE, COMPARISON_MARKDOWN_FILE, COMPARISON_PLOT_FILE = "comparison.json", "comparison.md", "comparison.png"
 SIGNIFICANT = 0.05
@@ -67,16 +67,16 @@ def main(argv=None):
         rows = [read_row(*row.split("=", 1)) for row in args.rows]
         check_same_test_pairs(rows)
         comparison = compare(rows)
+        markdown = format_comparison(comparison)
+        with writing_into(args.output_dir):
+            write_json_atomically(os.path.join(args.output_dir, COMPARISON_FILE), comparison)
+            with written_then_renamed(os.path.join(args.output_dir, COMPARISON_MARKDOWN_FILE)) as temporary:
+                with open(temporary, "w", encoding="utf-8") as file:
+                    file.write(markdown)
+            plot_comparison(os.path.join(args.output_dir, COMPARISON_PLOT_FILE), comparison)
     except InputError as error:
         print(f"compare.py: error: {error}", file=sys.stderr)
         sys.exit(2)
-    os.makedirs(args.output_dir, exist_ok=True)
-    write_json_atomically(os.path.join(args.output_dir, COMPARISON_FILE), comparison)
-    markdown = format_comparison(comparison)
-    with written_then_renamed(os.path.join(args.output_dir, COMPARISON_MARKDOWN_FILE)) as temporary:
-        with open(temporary, "w", encoding="utf-8") as file:
-            file.write(markdown)
-    plot_comparison(os.path.join(args.output_dir, COMPARISON_PLOT_FILE), comparison)
     print(markdown)
     print(
         f"wrote {os.path.join(args.output_dir, COMPARISON_FILE)}, {COMPARISON_MARKDOWN_FILE} and {COMPARISON_PLOT_FILE}"

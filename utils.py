@@ -364,6 +364,22 @@ def written_then_renamed(path):
             os.remove(temporary)
 
 
+@contextmanager
+def writing_into(output_dir):
+    """Creates `output_dir` for the block to write its files into; an OSError (a file of that name, no
+    permission, a full disk) becomes one InputError naming --output_dir and the file."""
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"--output_dir {output_dir}: cannot create it ({error.strerror})") from None
+    try:
+        yield
+    except OSError as error:
+        raise InputError(
+            f"--output_dir {output_dir}: cannot write {error.filename or 'its files'} ({error.strerror or error})"
+        ) from None
+
+
 def write_npz(path, arrays):
     """`arrays` ({name: array}) as an .npz file that np.load reads. np.savez leaves its zip file open
     when a write fails (a full disk), and its later closing, after the file's, prints "Exception ignored
