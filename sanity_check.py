@@ -11,11 +11,12 @@ numbers say nothing about ERNIE-M. The real run is README's command with ernie-m
 
 import argparse
 import os
+import sys
 
 import run_classifier
 from ernie_m_xnli.data.synthetic import build_tiny_ernie_m, corpus_text, write_xnli_corpus
 from ernie_m_xnli.setup.arguments import OneLineErrorParser
-from utils import seed_number
+from utils import InputError, seed_number, writing_into
 
 
 def parse_args(argv=None):
@@ -28,11 +29,12 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    data_dir = write_xnli_corpus(os.path.join(args.output_dir, "synthetic-xnli"), num_train=480, num_eval=60)
-    text_file = os.path.join(args.output_dir, "tokenizer-text.txt")
-    with open(text_file, "w", encoding="utf-8") as file:
-        file.write(corpus_text(data_dir))
-    model_dir = build_tiny_ernie_m(os.path.join(args.output_dir, "tiny-random-ernie-m"), text_file)
+    try:
+        with writing_into(args.output_dir):
+            data_dir, model_dir = write_corpus_and_model(args.output_dir)
+    except InputError as error:
+        print(f"sanity_check.py: error: {error}", file=sys.stderr)
+        sys.exit(2)
     print("Sanity run on SYNTHETIC data with a tiny random model: its numbers say nothing about ERNIE-M.", flush=True)
 
     # Fast settings for a model this small on a task this easy: few steps, a high learning rate.
@@ -52,6 +54,15 @@ def main(argv=None):
             *settings.split(),
         ]
     )
+
+
+def write_corpus_and_model(output_dir):
+    """The synthetic corpus's directory and the tiny model's, written into `output_dir`."""
+    data_dir = write_xnli_corpus(os.path.join(output_dir, "synthetic-xnli"), num_train=480, num_eval=60)
+    text_file = os.path.join(output_dir, "tokenizer-text.txt")
+    with open(text_file, "w", encoding="utf-8") as file:
+        file.write(corpus_text(data_dir))
+    return data_dir, build_tiny_ernie_m(os.path.join(output_dir, "tiny-random-ernie-m"), text_file)
 
 
 if __name__ == "__main__":

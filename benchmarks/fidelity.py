@@ -33,7 +33,7 @@ import sys
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)  # run as a script, from anywhere
 
-from benchmarks.fine_tuning_settings import add_fine_tuning_settings, refuse_missing_inputs  # noqa: E402
+from benchmarks.fine_tuning_settings import add_fine_tuning_settings, refuse_unusable_paths  # noqa: E402
 from ernie_m_xnli.evaluation.predictions import TEST_PREDICTIONS_FILE, read_test_predictions  # noqa: E402
 from ernie_m_xnli.setup.arguments import OneLineErrorParser  # noqa: E402
 from utils import XNLI_LANGUAGES, write_json_atomically  # noqa: E402
@@ -66,7 +66,7 @@ def parse_args(argv=None):
         "--min_identical", type=float, default=0.98, help="Smallest share of test pairs both must label alike."
     )
     args = parser.parse_args(argv)
-    refuse_missing_inputs(parser, args, ["en"])
+    refuse_unusable_paths(parser, args, ["en"])
     if args.reference and not os.path.isfile(args.reference):
         parser.error(f"--reference {args.reference}: no such file")
     # The harnesses run in the repository's directory.

@@ -28,7 +28,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from benchmarks.fine_tuning_settings import add_fine_tuning_settings, refuse_missing_inputs, warmup_steps
+from benchmarks.fine_tuning_settings import add_fine_tuning_settings, refuse_unusable_paths, warmup_steps
 from ernie_m_xnli.data.batching import ShardedBatchSampler
 from ernie_m_xnli.data.xnli_files import read_eval_split, read_train_split, xnli_file_paths
 from ernie_m_xnli.evaluation.predictions import TEST_PREDICTIONS_FILE, write_test_predictions
@@ -52,7 +52,7 @@ def parse_args(argv=None):
         help="shuffled: Trainer's own random order; suite: run_classifier.py's batches for the same seed",
     )
     args = parser.parse_args(argv)
-    refuse_missing_inputs(parser, args, args.train_languages)
+    refuse_unusable_paths(parser, args, args.train_languages)
     if args.batch_order == "suite" and args.max_steps <= 0:
         parser.error("--batch_order suite needs --max_steps")
     return args

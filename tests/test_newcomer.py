@@ -149,8 +149,18 @@ def test_a_local_directory_that_cannot_be_loaded_is_named_as_given(tmp_path, tin
             ["--model_dir", "nowhere", "--xnli_dir", "x", "--reference", "recorded.json"],
             "fidelity.py: error: --model_dir nowhere: no config.json (expected a Hugging Face checkpoint directory)",
         ),
+        (
+            "benchmarks/fidelity.py",
+            ["--model_dir", "nowhere", "--xnli_dir", "x", "--reference", "recorded.json", "--output_dir", "README.md"],
+            "fidelity.py: error: --output_dir README.md: a file, not a directory",
+        ),
         ("benchmark.py", ["--setting", "fast"], "benchmark.py: error: argument --setting: invalid choice: 'fast'"),
         ("benchmark.py", ["--train_steps", "0"], "benchmark.py: error: --train_steps must be at least 1, got 0"),
+        (
+            "benchmark.py",
+            ["--work_dir", "README.md"],
+            "benchmark.py: error: --work_dir README.md: a file, not a directory",
+        ),
         (
             "benchmark.py",
             ["--xnli_dir", "no-xnli-here"],

@@ -3,9 +3,11 @@
 import contextlib
 import io
 
+import pytest
+
 import sanity_check
 
-from conftest import read_results, run_script
+from conftest import last_line, read_results, run_script
 
 
 def table_row(stdout):
@@ -25,3 +27,13 @@ def test_the_sanity_run_learns_the_synthetic_task_in_every_language_and_repeats_
         sanity_check.main(["--output_dir", str(tmp_path / "second")])
     assert table_row(again.getvalue()) == table_row(result.stdout)
     assert read_results(tmp_path / "second" / "run")["test_accuracy"] == accuracy
+
+
+def test_an_output_dir_that_cannot_be_created_is_one_line(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(SystemExit) as exit:
+        sanity_check.main(["--output_dir", str(tmp_path / "a-file")])
+    assert exit.value.code == 2
+    assert last_line(capsys.readouterr().err) == (
+        f"sanity_check.py: error: --output_dir {tmp_path / 'a-file'}: cannot create it (File exists)"
+    )
