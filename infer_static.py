@@ -27,7 +27,7 @@ from ernie_m_xnli.models.inference import create_predictor, predictor_logits
 from ernie_m_xnli.models.precision import run_precision
 from ernie_m_xnli.models.tokenizer_files import load_tokenizer
 from ernie_m_xnli.setup.arguments import OneLineErrorParser
-from utils import AMP_DTYPES, LABELS, InputError, available_cpu_cores, str2bool
+from utils import AMP_DTYPES, LABELS, InputError, available_cpu_cores, str2bool, written_then_renamed
 
 
 def parse_args(argv=None):
@@ -63,21 +63,38 @@ def main(argv=None):
         graph = exported_graph(args.model_dir)
         if not os.path.isfile(args.predict_file):
             raise InputError(f"--predict_file {args.predict_file}: no such file")
+        if args.output_file and os.path.isdir(args.output_file):
+            raise InputError(f"--output_file {args.output_file}: a directory, not a file")
         precision = run_precision("cpu", args.use_amp, args.amp_dtype)
         predictor = create_predictor(graph, available_cpu_cores(), precision.cpu_bfloat16)
         tokenizer = load_tokenizer(args.model_dir, "--model_dir")
         pairs, _, _ = read_prediction_file(args.predict_file)
+        write_rows(args.output_file, labelled_rows(predictor, tokenizer, pairs, args.max_seq_length, args.batch_size))
     except InputError as error:  # README's exit code of bad input
         print(f"infer_static.py: error: {error}", file=sys.stderr)
         sys.exit(2)
-    features = encode_pairs(tokenizer, pairs, args.max_seq_length, memory_length=0)
-    output = open(args.output_file, "w", encoding="utf-8") if args.output_file else sys.stdout
-    with output:
-        for start in range(0, len(pairs), args.batch_size):
-            batch = features.input_ids[start : start + args.batch_size]
-            logits = predictor_logits(predictor, padded_inputs(batch, tokenizer.pad_token_id, tokenizer.sep_token_id))
-            for pair, row in zip(pairs[start : start + args.batch_size], logits):
-                output.write(f"{pair.premise}\t{pair.hypothesis}\t{LABELS[int(row.argmax())]}\n")
+
+
+def labelled_rows(predictor, tokenizer, pairs, max_seq_length, batch_size):
+    """premise<TAB>hypothesis<TAB>label lines, a batch of pairs labelled at a time."""
+    features = encode_pairs(tokenizer, pairs, max_seq_length, memory_length=0)
+    for start in range(0, len(pairs), batch_size):
+        batch = features.input_ids[start : start + batch_size]
+        logits = predictor_logits(predictor, padded_inputs(batch, tokenizer.pad_token_id, tokenizer.sep_token_id))
+        for pair, row in zip(pairs[start : start + batch_size], logits):
+            yield f"{pair.premise}\t{pair.hypothesis}\t{LABELS[int(row.argmax())]}\n"
+
+
+def write_rows(output_file, rows):
+    """The rows to stdout as they come, or whole to `output_file` (a reader never sees half of it)."""
+    if not output_file:
+        sys.stdout.writelines(rows)
+        return
+    try:
+        with written_then_renamed(output_file) as temporary, open(temporary, "w", encoding="utf-8") as file:
+            file.writelines(rows)
+    except OSError as error:
+        raise InputError(f"--output_file {output_file}: cannot write it ({error.strerror or error})") from None
 
 
 if __name__ == "__main__":

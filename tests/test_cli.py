@@ -9,6 +9,7 @@ import numpy as np
 import paddle
 import pytest
 
+import infer_static
 from ernie_m_xnli.data.synthetic import write_xnli_corpus
 from ernie_m_xnli.setup.arguments import parse_args
 from utils import LABELS, XNLI_LANGUAGES, available_cpu_cores, has_bfloat16_instructions
@@ -430,7 +431,7 @@ def test_the_exported_static_graph_gives_the_dynamic_logits(trained, tmp_path, x
     np.testing.assert_allclose(logits.numpy(), expected, atol=1e-5)
 
 
-def test_infer_static_labels_pairs_as_predict_file_does(trained, tmp_path, xnli_dir):
+def test_infer_static_labels_pairs_as_predict_file_does(trained, tmp_path, xnli_dir, capsys):
     checkpoint = read_results(trained[0])["checkpoint"]
     test_file = os.path.join(xnli_dir, "XNLI-1.0", "xnli.test.tsv")
     exported = run_script(
@@ -443,6 +444,18 @@ def test_infer_static_labels_pairs_as_predict_file_does(trained, tmp_path, xnli_
     labels = [line.split("\t")[2] for line in result.stdout.splitlines()]
     _, rows = read_predictions(tmp_path / "predictions.tsv")
     assert labels == [row["prediction"] for row in rows] and len(labels) == 15 * 24
+
+    # --output_file: the same rows, whole; one that cannot be written is one line, before any prediction.
+    arguments = ["--model_dir", str(tmp_path / "inference"), "--predict_file", test_file, "--output_file"]
+    infer_static.main([*arguments, str(tmp_path / "labels.tsv")])
+    assert (tmp_path / "labels.tsv").read_text() == result.stdout
+    for output_file, problem in [(tmp_path, "a directory, not a file"), (tmp_path / "no" / "labels.tsv", "cannot")]:
+        with pytest.raises(SystemExit) as exit:
+            infer_static.main([*arguments, str(output_file)])
+        assert exit.value.code == 2
+        assert last_line(capsys.readouterr().err).startswith(
+            f"infer_static.py: error: --output_file {output_file}: {problem}"
+        )
 
 
 @pytest.mark.skipif(not has_bfloat16_instructions(), reason="this CPU lacks avx512_bf16")
