@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+from ernie_m_xnli.setup.arguments import parse_args
 from ernie_m_xnli.training import checkpoints, trainer
 from ernie_m_xnli.training.checkpoints import check_intact
 from utils import written_then_renamed
@@ -163,3 +164,17 @@ def test_a_file_written_through_a_temporary_name_is_whole_or_not_written(tmp_pat
     with written_then_renamed(path) as temporary, open(temporary, "w") as file:
         file.write("the new table\n")
     assert path.read_text() == "the new table\n" and os.listdir(tmp_path) == ["results.md"]
+
+
+@pytest.mark.parametrize("flag", ["--export_model_dir", "--export_hf_dir", "--output_dir"])
+def test_a_folder_on_a_read_only_file_system_is_refused_before_training(tmp_path, capsys, flag):
+    # The exports are written after training: a run must not train for hours to fail there.
+    with small_file_system(tmp_path / "disk", size="64k", read_only=True) as disk:
+        required = {"--task_type": "cross-lingual-transfer", "--model_name_or_path": "ernie-m-base"}
+        arguments = {**required, "--output_dir": str(tmp_path / "run"), flag: str(disk / "model")}
+        with pytest.raises(SystemExit) as exit:
+            parse_args([item for pair in arguments.items() for item in pair])
+        assert exit.value.code == 2
+        assert last_line(capsys.readouterr().err) == (
+            f"run_classifier.py: error: {flag} {disk / 'model'} cannot be written: {disk} is not writable"
+        )

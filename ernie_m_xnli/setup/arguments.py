@@ -389,9 +389,33 @@ def find_invalid_argument(args):
             f"--predict_file {args.predict_file}: no such file",
         ),
         (args.data_dir is None or os.path.isdir(args.data_dir), f"--data_dir {args.data_dir}: no such directory"),
-        (not os.path.isfile(args.output_dir), f"--output_dir {args.output_dir} is a file, expected a directory"),
+        *(
+            (not os.path.isfile(path), f"--{name} {path} is a file, expected a directory")
+            for name in ("tokenizer_name_or_path", "cache_dir")
+            if (path := getattr(args, name))
+        ),
+        *(
+            (not problem, f"--{name} {path} {problem}")
+            for name in ("output_dir", "export_model_dir", "export_hf_dir")
+            if (path := getattr(args, name)) and (problem := unwritable_directory(path))
+        ),
     ]
     return next((message for valid, message in checks if not valid), None)
+
+
+def unwritable_directory(path):
+    """Why `path` cannot be a directory to write into (checked before a run that writes there at its end),
+    or None: it is a file, or the nearest folder above it that exists cannot take it."""
+    if os.path.isfile(path):
+        return "is a file, expected a directory"
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"cannot be created: {existing} is a file"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"cannot be written: {existing} is not writable"
+    return None
 
 
 def looks_like_a_path(name):
