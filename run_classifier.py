@@ -37,6 +37,7 @@ if __name__ == "__main__":
     # Importing Paddle and PaddleNLP takes seconds: --help and argument errors answer before that.
     parse_args(description=__doc__)
 
+from safetensors import SafetensorError  # noqa: E402
 from tqdm.contrib.logging import logging_redirect_tqdm  # noqa: E402
 
 from ernie_m_xnli.data.encoding import PairEncoder  # noqa: E402
@@ -45,9 +46,9 @@ from ernie_m_xnli.data.xnli_files import read_prediction_file  # noqa: E402
 from ernie_m_xnli.evaluation.evaluator import Evaluator  # noqa: E402
 from ernie_m_xnli.evaluation.predictions import write_predictions  # noqa: E402
 from ernie_m_xnli.evaluation.reporting import SelectedResult, format_evaluation, report_results  # noqa: E402
-from ernie_m_xnli.models.hf_checkpoints import check_export_dir, export_hf_checkpoint  # noqa: E402
+from ernie_m_xnli.models.hf_checkpoints import export_hf_checkpoint, is_hf_export  # noqa: E402
 from ernie_m_xnli.models.hub import local_model_source  # noqa: E402
-from ernie_m_xnli.models.inference import export_inference_model  # noqa: E402
+from ernie_m_xnli.models.inference import export_inference_model, is_inference_export  # noqa: E402
 from ernie_m_xnli.models.loading import RunModel, load_classifier, model_name  # noqa: E402
 from ernie_m_xnli.models.precision import run_precision, with_float32_products  # noqa: E402
 from ernie_m_xnli.models.tokenizer_files import load_tokenizer, num_token_ids, pair_has_token_types  # noqa: E402
@@ -56,15 +57,17 @@ from ernie_m_xnli.setup.recipes import describe_recipe  # noqa: E402
 from ernie_m_xnli.setup.runtime import progress_bar, set_up  # noqa: E402
 from ernie_m_xnli.training.checkpoints import (  # noqa: E402
     SELECTION_PROTOCOLS,
+    DiskFull,
     TrainingState,
     check_intact,
     checkpoint_float32_matmul,
     find_resume_checkpoint,
+    no_space_left,
 )
 from ernie_m_xnli.training.output_dir import one_run_in, prepare_output_dir, removed_on_bad_input  # noqa: E402
 from ernie_m_xnli.training.run_control import errors_as_exit_codes  # noqa: E402
 from ernie_m_xnli.training.trainer import Trainer  # noqa: E402
-from utils import cpu_cores_per_process, threads_per_process  # noqa: E402
+from utils import InputError, check_export_dir, cpu_cores_per_process, threads_per_process  # noqa: E402
 
 PREDICTIONS_FILE = "predictions.tsv"
 
@@ -83,8 +86,9 @@ def main(argv=None):
             model = load_model(args, resume_dir, precision)
             if args.export_model_dir:  # before any training: its result must be exportable
                 model.classifier.family.check_static_graph("--export_model_dir")
+                check_export_dir("--export_model_dir", args.export_model_dir, is_inference_export)
             if args.export_hf_dir:
-                check_export_dir(args.export_hf_dir)
+                check_export_dir("--export_hf_dir", args.export_hf_dir, is_hf_export)
             evaluator = Evaluator(
                 model.classifier,
                 args.eval_batch_size,
@@ -178,11 +182,28 @@ def evaluate_selected_models(trainer, evaluator, test_features):
 
 
 def export(args, model):
-    """The (selected) model for Paddle Inference and in transformers' layout, as asked."""
-    if args.export_model_dir:
-        export_inference_model(model.classifier, model.tokenizer, args.export_model_dir)
-    if args.export_hf_dir:
-        export_hf_checkpoint(model.classifier.model, model.classifier.family, model.tokenizer, args.export_hf_dir)
+    """The (selected) model for Paddle Inference and in transformers' layout, as asked, each whole or not
+    at all; one that cannot be written stops in one line, the run's own files complete by then."""
+    exports = {
+        "--export_model_dir": (args.export_model_dir, partial(export_inference_model, model.classifier)),
+        "--export_hf_dir": (
+            args.export_hf_dir,
+            partial(export_hf_checkpoint, model.classifier.model, model.classifier.family),
+        ),
+    }
+    for flag, (directory, write) in exports.items():
+        if not directory:
+            continue
+        try:
+            write(model.tokenizer, directory)
+        except (OSError, SafetensorError) as error:
+            full = no_space_left(error)
+            reason = "No space left on device" if full else getattr(error, "strerror", None) or error
+            raise (DiskFull if full else InputError)(
+                f"{flag} {directory}: cannot write the export ({reason}); nothing of it was kept, and the run's "
+                f"own files in {args.output_dir} are complete: once it can be written, --eval_only with "
+                f"--model_name_or_path set to the checkpoint results.json names and {flag} writes it"
+            ) from None
 
 
 def predict(args, tokenizer, evaluator):

@@ -10,6 +10,7 @@ import platform
 import random
 import struct
 import sys
+import tempfile
 import time
 import zipfile
 from contextlib import contextmanager
@@ -383,6 +384,31 @@ def writing_into(output_dir):
         raise InputError(
             f"--output_dir {output_dir}: cannot write {error.filename or 'its files'} ({error.strerror or error})"
         ) from None
+
+
+@contextmanager
+def replaced_whole(directory):
+    """Yields a new folder beside `directory` to fill; once the block completes it replaces `directory`
+    (an earlier version included), and if the block fails it is removed: a reader finds the old folder
+    or the new one, never half of one."""
+    parent = os.path.dirname(os.path.abspath(directory))
+    os.makedirs(parent, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=parent) as work:
+        new = os.path.join(work, "new")
+        os.makedirs(new)
+        yield new
+        if os.path.isdir(directory):
+            os.rename(directory, os.path.join(work, "old"))
+        os.rename(new, directory)
+
+
+def check_export_dir(flag, directory, is_earlier_export):
+    """An export goes into a new or empty directory, or replaces an earlier export whole (see
+    replaced_whole): anything else there is refused, before training, so that no result waits on it."""
+    if os.path.isdir(directory) and os.listdir(directory) and not is_earlier_export(directory):
+        raise InputError(
+            f"{flag} {directory}: not empty and not an earlier export of this suite; name a new or empty directory"
+        )
 
 
 def write_npz(path, arrays):

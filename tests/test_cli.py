@@ -1,5 +1,6 @@
 """The command line, end to end: arguments, training, evaluation-only, both settings, two processes."""
 
+import errno
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import pytest
 
 import infer_static
 from ernie_m_xnli.data.synthetic import write_xnli_corpus
+from ernie_m_xnli.models.inference import check_loads_back
 from ernie_m_xnli.setup.arguments import parse_args
 from utils import LABELS, XNLI_LANGUAGES, available_cpu_cores, has_bfloat16_instructions
 
@@ -433,6 +435,14 @@ def test_the_exported_static_graph_gives_the_dynamic_logits(trained, tmp_path, x
     exported = paddle.jit.load(str(tmp_path / "export" / "inference"))
     logits = exported(paddle.to_tensor(input_ids), paddle.to_tensor(attention_mask), paddle.to_tensor(position_ids))
     np.testing.assert_allclose(logits.numpy(), expected, atol=1e-5)
+
+    # Its weights cut short, as a full disk leaves them (Paddle writes them without an error): not an export.
+    check_loads_back(str(tmp_path / "export" / "inference"))
+    weights = tmp_path / "export" / "inference.pdiparams"
+    os.truncate(weights, weights.stat().st_size // 2)
+    with pytest.raises(OSError, match="the weights were written short") as short:
+        check_loads_back(str(tmp_path / "export" / "inference"))
+    assert short.value.errno == errno.ENOSPC
 
 
 def test_infer_static_labels_pairs_as_predict_file_does(trained, tmp_path, xnli_dir, capsys):

@@ -89,14 +89,16 @@ def test_an_export_is_whole_portable_readable_and_replaces_only_an_earlier_expor
             )
 
 
-def test_an_export_into_a_directory_of_other_files_is_refused_before_training(tmp_path, xnli_dir):
+@pytest.mark.parametrize("flag", ["export_hf_dir", "export_model_dir"])
+def test_an_export_into_a_directory_of_other_files_is_refused_before_training(tmp_path, xnli_dir, flag):
+    # An export replaces its directory whole: one holding anything but an earlier export is not its to replace.
     other = tmp_path / "papers"
     other.mkdir()
     (other / "draft.tex").write_text("keep me")
-    run = run_main(**cpu_run(fixture_dir("bert"), xnli_dir, tmp_path / "run", export_hf_dir=other, **QUICK))
+    run = run_main(**cpu_run(fixture_dir("bert"), xnli_dir, tmp_path / "run", **{flag: other}, **QUICK))
     assert run.returncode == 2 and not (tmp_path / "run").exists()
     assert last_line(run.stderr) == (
-        f"run_classifier.py: error: --export_hf_dir {other}: not empty and not an earlier export of this suite; "
+        f"run_classifier.py: error: --{flag} {other}: not empty and not an earlier export of this suite; "
         "name a new or empty directory"
     )
     assert os.listdir(other) == ["draft.tex"]

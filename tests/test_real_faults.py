@@ -166,7 +166,7 @@ def test_a_file_written_through_a_temporary_name_is_whole_or_not_written(tmp_pat
     assert path.read_text() == "the new table\n" and os.listdir(tmp_path) == ["results.md"]
 
 
-@pytest.mark.parametrize("flag", ["--export_model_dir", "--export_hf_dir", "--output_dir"])
+@pytest.mark.parametrize("flag", ["--export_model_dir", "--export_hf_dir"])
 def test_a_folder_on_a_read_only_file_system_is_refused_before_training(tmp_path, capsys, flag):
     # The exports are written after training: a run must not train for hours to fail there.
     with small_file_system(tmp_path / "disk", size="64k", read_only=True) as disk:
@@ -178,3 +178,19 @@ def test_a_folder_on_a_read_only_file_system_is_refused_before_training(tmp_path
         assert last_line(capsys.readouterr().err) == (
             f"run_classifier.py: error: {flag} {disk / 'model'} cannot be written: {disk} is not writable"
         )
+
+
+@pytest.mark.parametrize("flag", ["export_model_dir", "export_hf_dir"])
+def test_a_full_disk_at_the_export_stops_in_one_line_and_leaves_nothing_of_it(tmp_path, tiny_model_dir, flag):
+    # Paddle writes a static graph's weights short on a full disk without an error: the export loads them back.
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("A cat sat on the mat.\tA cat sits.\n")
+    predicting = dict(predict_file=pairs, allow_untrained_classifier=True)
+    with small_file_system(tmp_path / "disk", size="64k") as disk:
+        run = run_main(**cpu_run(tiny_model_dir, None, tmp_path / "run", **predicting, **{flag: disk / "export"}))
+        assert run.returncode == 1
+        assert last_line(run.stderr).startswith(
+            f"run_classifier.py: error: --{flag} {disk / 'export'}: cannot write the export (No space left on device"
+        )
+        assert os.listdir(disk) == []
+    assert (tmp_path / "run" / "predictions.tsv").is_file()

@@ -17,7 +17,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from utils import InputError, give_new_file_mode, read_json, write_json_atomically
+from utils import InputError, check_export_dir, give_new_file_mode, read_json, replaced_whole, write_json_atomically
 
 HF_WEIGHTS = "model.safetensors"
 HF_WEIGHTS_INDEX = "model.safetensors.index.json"
@@ -131,16 +131,9 @@ def write_checkpoint(directory, config, state):
             os.remove(partial)
 
 
-def check_export_dir(directory):
-    """--export_hf_dir takes an empty or new directory, or replaces an earlier export; refused before
-    training, so that no run's result waits on a wrong directory."""
-    if not os.path.isdir(directory) or not os.listdir(directory):
-        return
-    if (read_json(os.path.join(directory, "config.json")) or {}).get("exported_by") != EXPORTED_BY:
-        raise InputError(
-            f"--export_hf_dir {directory}: not empty and not an earlier export of this suite; "
-            "name a new or empty directory"
-        )
+def is_hf_export(directory):
+    """Whether `directory` holds an earlier --export_hf_dir export of this suite."""
+    return (read_json(os.path.join(directory, "config.json")) or {}).get("exported_by") == EXPORTED_BY
 
 
 def export_hf_checkpoint(model, family, tokenizer, directory):
@@ -158,21 +151,14 @@ def export_hf_checkpoint(model, family, tokenizer, directory):
     )
     if family.feed_forward_is_4x_hidden:  # whatever size PaddleNLP's config.json gives
         config["intermediate_size"] = 4 * config["hidden_size"]
-    check_export_dir(directory)
-    parent = os.path.dirname(os.path.abspath(directory))
-    os.makedirs(parent, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=parent) as work:
-        new = os.path.join(work, "new")
-        os.makedirs(new)
+    check_export_dir("--export_hf_dir", directory, is_hf_export)
+    with replaced_whole(directory) as new:
         save_file(to_hf_state(family, state), os.path.join(new, HF_WEIGHTS), metadata={"format": "pt"})
         write_json_atomically(os.path.join(new, "config.json"), config)
         tokenizer.save_pretrained(new)
         portable_tokenizer_config(os.path.join(new, "tokenizer_config.json"))
         for name in os.listdir(new):  # safetensors makes private files
             give_new_file_mode(os.path.join(new, name))
-        if os.path.isdir(directory):
-            os.rename(directory, os.path.join(work, "old"))
-        os.rename(new, directory)
     logger.info("exported the model in transformers' layout to %s", directory)
 
 

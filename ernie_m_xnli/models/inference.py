@@ -1,6 +1,7 @@
 """The model as a static graph for Paddle Inference: exported, traced once per run, and run by a
 predictor on the CPU with oneDNN."""
 
+import errno
 import logging
 import os
 import warnings
@@ -9,17 +10,39 @@ import paddle
 from paddle import inference
 
 from ernie_m_xnli.models.dropout import no_dropout_outside_training
+from utils import check_export_dir, replaced_whole
 
 logger = logging.getLogger(__name__)
+
+
+EXPORT_PREFIX = "inference"
 
 
 def export_inference_model(classifier, tokenizer, directory):
     """Save the classifier as a static graph for Paddle Inference (`inference.json`, `inference.pdiparams`),
     with the tokenizer beside it: int64 inputs (data.batching.padded_inputs' arrays), each [batch, length]
-    of any size (infer_static.py shows how to feed them)."""
-    save_static_graph(classifier, os.path.join(directory, "inference"))
-    tokenizer.save_pretrained(directory)
+    of any size (infer_static.py shows how to feed them). The export is whole or not there at all, and
+    replaces an earlier one whole."""
+    check_export_dir("--export_model_dir", directory, is_inference_export)
+    with replaced_whole(directory) as new:
+        tokenizer.save_pretrained(new)
+        save_static_graph(classifier, os.path.join(new, EXPORT_PREFIX))
+        check_loads_back(os.path.join(new, EXPORT_PREFIX))
     logger.info("exported the model for Paddle Inference to %s", directory)
+
+
+def is_inference_export(directory):
+    """Whether `directory` holds an earlier --export_model_dir export."""
+    return all(os.path.isfile(os.path.join(directory, EXPORT_PREFIX + suffix)) for suffix in (".json", ".pdiparams"))
+
+
+def check_loads_back(path_prefix):
+    """Paddle writes a static graph's weights short on a full disk without an error (the last file an
+    export writes): a predictor loads them back, or the export counts as not written."""
+    try:
+        create_predictor(path_prefix, 1)
+    except RuntimeError:
+        raise OSError(errno.ENOSPC, "the weights were written short") from None
 
 
 def static_forward(classifier):

@@ -391,12 +391,12 @@ def find_invalid_argument(args):
         (args.data_dir is None or os.path.isdir(args.data_dir), f"--data_dir {args.data_dir}: no such directory"),
         *(
             (not os.path.isfile(path), f"--{name} {path} is a file, expected a directory")
-            for name in ("tokenizer_name_or_path", "cache_dir")
+            for name in ("output_dir", "tokenizer_name_or_path", "cache_dir")
             if (path := getattr(args, name))
         ),
         *(
             (not problem, f"--{name} {path} {problem}")
-            for name in ("output_dir", "export_model_dir", "export_hf_dir")
+            for name in ("export_model_dir", "export_hf_dir")
             if (path := getattr(args, name)) and (problem := unwritable_directory(path))
         ),
     ]
