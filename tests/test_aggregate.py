@@ -1,12 +1,11 @@
 """aggregate.py: several seeds summarized as mean, std, min and max, beside the paper."""
 
 import json
-import os
 import shutil
 
 import numpy as np
 import pytest
-from test_real_faults import fill, small_file_system
+from test_real_faults import output_dir_on_a_full_disk
 
 import aggregate
 from ernie_m_xnli.evaluation.reporting import COLUMNS
@@ -151,12 +150,7 @@ def test_a_run_given_twice_and_runs_that_cannot_be_read_are_refused(seed_runs, t
 
 
 def test_a_full_disk_stops_aggregate_in_one_line_and_leaves_no_partial_file(seed_runs, tmp_path, capsys):
-    with small_file_system(tmp_path / "disk", size="1m") as disk:
-        fill(disk)
-        with pytest.raises(SystemExit) as exit:
-            aggregate.main([str(seed_runs / "seed1"), str(seed_runs / "seed2"), "--output_dir", str(disk / "out")])
-        assert exit.value.code == 2
-        assert last_line(capsys.readouterr().err) == (
-            f"aggregate.py: error: --output_dir {disk / 'out'}: cannot write its files (No space left on device)"
-        )
-        assert os.listdir(disk / "out") == []
+    runs = [str(seed_runs / "seed1"), str(seed_runs / "seed2")]
+    code, message, left, out = output_dir_on_a_full_disk(tmp_path, capsys, aggregate.main, runs)
+    assert (code, left) == (2, [])
+    assert message == f"aggregate.py: error: --output_dir {out}: cannot write its files (No space left on device)"

@@ -12,7 +12,7 @@ import tarfile
 
 import numpy as np
 import pytest
-from test_real_faults import fill, small_file_system
+from test_real_faults import output_dir_on_a_full_disk
 
 import compare as compare_script
 from ernie_m_xnli.evaluation.predictions import read_test_predictions
@@ -238,12 +238,7 @@ def test_a_row_named_twice_a_run_given_twice_and_runs_that_cannot_be_read_are_re
 
 
 def test_a_full_disk_stops_compare_in_one_line_and_leaves_no_partial_file(model_runs, tmp_path, capsys):
-    with small_file_system(tmp_path / "disk", size="1m") as disk:
-        fill(disk)
-        with pytest.raises(SystemExit) as exit:
-            compare_script.main([row("a", model_runs["ernie"]), "--output_dir", str(disk / "out")])
-        assert exit.value.code == 2
-        assert last_line(capsys.readouterr().err) == (
-            f"compare.py: error: --output_dir {disk / 'out'}: cannot write its files (No space left on device)"
-        )
-        assert os.listdir(disk / "out") == []
+    rows = [row("a", model_runs["ernie"])]
+    code, message, left, out = output_dir_on_a_full_disk(tmp_path, capsys, compare_script.main, rows)
+    assert (code, left) == (2, [])
+    assert message == f"compare.py: error: --output_dir {out}: cannot write its files (No space left on device)"

@@ -43,6 +43,16 @@ def fill(folder, leave=0):
     os.truncate(path, max(0, os.path.getsize(path) - leave))
 
 
+def output_dir_on_a_full_disk(tmp_path, capsys, main, arguments):
+    """main(arguments, --output_dir a folder on a full tmpfs): the SystemExit code, the last line on
+    stderr, what the folder holds afterwards and its path."""
+    with small_file_system(tmp_path / "disk", size="1m") as disk:
+        fill(disk)
+        with pytest.raises(SystemExit) as exit:
+            main([*arguments, "--output_dir", str(disk / "out")])
+        return exit.value.code, last_line(capsys.readouterr().err), os.listdir(disk / "out"), disk / "out"
+
+
 def filling_before(function, when, disk, leave):
     """`function`, which first fills `disk` but `leave` bytes when `when(its path argument)` says so."""
 
