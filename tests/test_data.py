@@ -12,7 +12,14 @@ from ernie_m_xnli.data.encoding import (
     pair_windows,
     truncate_longest_first,
 )
-from ernie_m_xnli.data.xnli_files import Pair, XnliDataError, read_eval_split, read_xnli_tsv, xnli_file_paths
+from ernie_m_xnli.data.xnli_files import (
+    Pair,
+    XnliDataError,
+    read_eval_split,
+    read_prediction_file,
+    read_xnli_tsv,
+    xnli_file_paths,
+)
 from utils import XNLI_LANGUAGES
 
 TRAIN_HEADER = "premise\thypo\tlabel\n"
@@ -45,6 +52,22 @@ def test_rows_with_an_empty_field_and_blank_lines_are_skipped_and_counted(tmp_pa
     xnli_file = read_xnli_tsv(write(tmp_path / "train.tsv", text))
     assert xnli_file.pairs_by_language[None] == [Pair("a", "b", 1), Pair("c", "d", 0)]
     assert xnli_file.num_skipped == 5
+
+
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ("", "it holds no row of pairs"),
+        ("premise\thypothesis\n", "it holds no row of pairs"),
+        ("a\t\n\tb\n", "each of its 2 row(s) has an empty field"),
+    ],
+    ids=["empty", "header-only", "empty-fields"],
+)
+def test_a_file_to_predict_without_a_pair_is_refused(tmp_path, text, why):
+    path = write(tmp_path / "pairs.tsv", text)
+    with pytest.raises(XnliDataError) as error:
+        read_prediction_file(path)
+    assert str(error.value) == f"{path}: no pair to predict ({why}; expected premise<TAB>hypothesis rows)"
 
 
 def test_crlf_line_ends_and_a_bom_are_accepted(tmp_path):

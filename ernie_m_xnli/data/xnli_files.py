@@ -123,7 +123,15 @@ def read_xnli_tsv(path, labelled=True, skip_malformed=False):
 def read_prediction_file(path):
     """(pairs, each pair's language or None, rows skipped) of a file to predict, in file order (an XNLI
     file's languages grouped): an XNLI file (columns by header name, labels optional), or
-    `premise<TAB>hypothesis` rows without a header."""
+    `premise<TAB>hypothesis` rows without a header. A file without a pair is refused."""
+    pairs, languages, num_skipped = _prediction_rows(path)
+    if not pairs:
+        skipped = f"each of its {num_skipped} row(s) has an empty field" if num_skipped else "it holds no row of pairs"
+        raise XnliDataError(f"{path}: no pair to predict ({skipped}; expected premise<TAB>hypothesis rows)")
+    return pairs, languages, num_skipped
+
+
+def _prediction_rows(path):
     _, first_fields = next(_tsv_rows(path), (1, [""]))
     if any(name in first_fields for name in PREMISE_COLUMNS):
         xnli_file = read_xnli_tsv(path, labelled=False)
