@@ -59,6 +59,7 @@ from benchmarks.common import (
     TRANSFORMERS_BF16,
     UPSTREAM,
     matmul_flops,
+    python_problem,
 )
 from ernie_m_xnli.data.xnli_files import XnliDataError, xnli_file_paths
 from ernie_m_xnli.models.hf_checkpoints import is_hf_layout, read_config
@@ -264,11 +265,11 @@ def settings_to_run(args, notes):
         for setting in set(settings) & set(BFLOAT16_SETTINGS):
             settings.remove(setting)
             notes.append(f"{setting}: left out, this CPU ({describe_cpu()}) lacks avx512_bf16")
-    missing = missing_packages(args.transformers_python)
-    for setting in set(settings) & set(PEER_SETTINGS) if missing else ():
+    problem = python_problem(args.transformers_python, PEER_PACKAGES)
+    for setting in set(settings) & set(PEER_SETTINGS) if problem else ():
         settings.remove(setting)
         notes.append(
-            f"{setting}: left out, {args.transformers_python} has no {' or '.join(missing)} "
+            f"{setting}: left out, {problem} "
             "(README: Benchmark says how to install them apart; then pass --transformers_python)"
         )
     return settings
@@ -280,15 +281,6 @@ def has_bfloat16(args):
 
 def is_bfloat16(peak_name):
     return "bfloat16" in peak_name
-
-
-def missing_packages(python):
-    """Which of torch and transformers `python` cannot import."""
-    check = (
-        "import importlib.util, sys; print(' '.join(n for n in sys.argv[1:] if importlib.util.find_spec(n) is None))"
-    )
-    found = subprocess.run([python, "-c", check, *PEER_PACKAGES], capture_output=True, text=True, check=False)
-    return found.stdout.split() if found.returncode == 0 else list(PEER_PACKAGES)
 
 
 def run_setting(args, setting):

@@ -7,6 +7,8 @@ tokens per second up to all of them, whose computed tokens (padding included) ar
 """
 
 import resource
+import shutil
+import subprocess
 import time
 
 import numpy as np
@@ -115,3 +117,16 @@ def matmul_flops(matmul, repeats=10):
     for _ in range(repeats):
         matmul()
     return 2 * 2048**3 * repeats / (time.perf_counter() - started)
+
+
+def python_problem(python, packages):
+    """Why the Python program `python` cannot run a peer that imports `packages`: not a program, or the
+    packages it cannot import; None when it can."""
+    if shutil.which(python) is None:
+        return f"{python}: no such program"
+    check = (
+        "import importlib.util, sys; print(' '.join(n for n in sys.argv[1:] if importlib.util.find_spec(n) is None))"
+    )
+    found = subprocess.run([python, "-c", check, *packages], capture_output=True, text=True, check=False)
+    missing = found.stdout.split() if found.returncode == 0 else packages
+    return f"{python} has no {' or '.join(missing)}" if missing else None

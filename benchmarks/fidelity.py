@@ -33,12 +33,15 @@ import sys
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)  # run as a script, from anywhere
 
+from benchmarks.common import python_problem  # noqa: E402
 from benchmarks.fine_tuning_settings import add_fine_tuning_settings, refuse_unusable_paths  # noqa: E402
 from ernie_m_xnli.evaluation.predictions import TEST_PREDICTIONS_FILE, read_test_predictions  # noqa: E402
 from ernie_m_xnli.setup.arguments import OneLineErrorParser  # noqa: E402
 from utils import XNLI_LANGUAGES, write_json_atomically  # noqa: E402
 
 PROGRAM = "fidelity.py"
+# What benchmarks/hf_finetune_peer.py imports: transformers' Trainer needs accelerate.
+TRAINER_PACKAGES = ("torch", "transformers", "accelerate")
 REFERENCE_FILE, RESULT_FILE = "transformers_reference.json", "fidelity.json"
 # The config.json keys of the dropout rates of the families' encoders and heads.
 DROPOUT_KEYS = (
@@ -66,6 +69,9 @@ def parse_args(argv=None):
         "--min_identical", type=float, default=0.98, help="Smallest share of test pairs both must label alike."
     )
     args = parser.parse_args(argv)
+    problem = args.transformers_python and python_problem(args.transformers_python, TRAINER_PACKAGES)
+    if problem:
+        parser.error(f"--transformers_python {problem}")
     refuse_unusable_paths(parser, args, ["en"])
     if args.reference and not os.path.isfile(args.reference):
         parser.error(f"--reference {args.reference}: no such file")

@@ -2,8 +2,11 @@
 
 import os
 import shutil
+import sys
 
 import pytest
+
+from benchmarks.common import python_problem
 
 from conftest import cpu_run, fixture_dir, last_line, run_main, run_script
 
@@ -151,6 +154,11 @@ def test_a_local_directory_that_cannot_be_loaded_is_named_as_given(tmp_path, tin
         ),
         (
             "benchmarks/fidelity.py",
+            ["--model_dir", "nowhere", "--xnli_dir", "x", "--transformers_python", "/no/such/python"],
+            "fidelity.py: error: --transformers_python /no/such/python: no such program",
+        ),
+        (
+            "benchmarks/fidelity.py",
             ["--model_dir", "nowhere", "--xnli_dir", "x", "--reference", "recorded.json", "--output_dir", "README.md"],
             "fidelity.py: error: --output_dir README.md: a file, not a directory",
         ),
@@ -190,3 +198,9 @@ def test_argument_errors_are_one_line_in_every_script(script, arguments, message
     result = run_script(*arguments, script=script)
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(message), result.stderr
+
+
+def test_a_python_for_the_transformers_peer_is_checked_for_what_the_peer_imports():
+    assert python_problem(sys.executable, ("numpy", "json")) is None
+    assert python_problem(sys.executable, ("numpy", "no_such_package")) == f"{sys.executable} has no no_such_package"
+    assert python_problem("/no/such/python", ("numpy",)) == "/no/such/python: no such program"
