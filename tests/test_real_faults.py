@@ -190,17 +190,33 @@ def test_a_folder_on_a_read_only_file_system_is_refused_before_training(tmp_path
         )
 
 
-@pytest.mark.parametrize("flag", ["export_model_dir", "export_hf_dir"])
-def test_a_full_disk_at_the_export_stops_in_one_line_and_leaves_nothing_of_it(tmp_path, tiny_model_dir, flag):
-    # Paddle writes a static graph's weights short on a full disk without an error: the export loads them back.
+def pairs_to_predict(tmp_path):
+    """A file of one pair, and the arguments that predict it with a model not fine-tuned."""
     pairs = tmp_path / "pairs.tsv"
     pairs.write_text("A cat sat on the mat.\tA cat sits.\n")
-    predicting = dict(predict_file=pairs, allow_untrained_classifier=True)
+    return dict(predict_file=pairs, allow_untrained_classifier=True)
+
+
+@pytest.mark.parametrize("flag", ["export_model_dir", "export_hf_dir"])
+def test_a_full_disk_at_the_export_stops_in_one_line_and_leaves_nothing_of_it(tmp_path, tiny_model_dir, flag):
     with small_file_system(tmp_path / "disk", size="64k") as disk:
-        run = run_main(**cpu_run(tiny_model_dir, None, tmp_path / "run", **predicting, **{flag: disk / "export"}))
+        export = {flag: disk / "export"}
+        run = run_main(**cpu_run(tiny_model_dir, None, tmp_path / "run", **pairs_to_predict(tmp_path), **export))
         assert run.returncode == 1
         assert last_line(run.stderr).startswith(
             f"run_classifier.py: error: --{flag} {disk / 'export'}: cannot write the export (No space left on device"
         )
         assert os.listdir(disk) == []
-    assert (tmp_path / "run" / "predictions.tsv").is_file()
+    assert (tmp_path / "run" / "predictions.tsv").is_file()  # the run's own files come first
+
+
+def test_a_full_disk_under_the_predictions_stops_in_one_line(tmp_path, tiny_model_dir):
+    with small_file_system(tmp_path / "disk", size="64k") as disk:
+        fill(disk)
+        run = run_main(**cpu_run(tiny_model_dir, None, disk / "run", **pairs_to_predict(tmp_path)))
+        assert run.returncode == 1
+        assert last_line(run.stderr) == (
+            "run_classifier.py: error: no space left on device: free some space and run again; what was saved "
+            "before is intact (--resume_from_checkpoint latest continues a training run)"
+        )
+        assert os.listdir(disk / "run") == []

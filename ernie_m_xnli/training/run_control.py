@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from ernie_m_xnli.evaluation.reporting import format_evaluation
 from ernie_m_xnli.setup import distributed
 from ernie_m_xnli.setup.arguments import PROGRAM
-from ernie_m_xnli.training.checkpoints import DiskFull
+from ernie_m_xnli.training.checkpoints import DiskFull, no_space_left
 from utils import XNLI_LANGUAGES, InputError
 
 logger = logging.getLogger(__name__)
@@ -73,13 +73,28 @@ def errors_as_exit_codes(debug):
     fails; the message is one line on stderr, with the traceback only with --debug."""
     try:
         yield
+    except OSError as error:  # a full disk where no writer says more (predictions, results)
+        if not no_space_left(error):
+            raise
+        where = f" while writing {error.filename}" if error.filename else ""
+        _exit(
+            debug,
+            DiskFull(
+                f"no space left on device{where}: free some space and run again; what was saved "
+                "before is intact (--resume_from_checkpoint latest continues a training run)"
+            ),
+        )
     except (InputError, TrainingStopped, TrainingFailed, DiskFull, distributed.RankTimeout) as error:
-        if debug:
-            traceback.print_exc()
-        # A stop is what was asked for, not a failure.
-        kind = "" if isinstance(error, TrainingStopped) else "error: "
-        print(f"{PROGRAM}: {kind}{error}", file=sys.stderr)
-        sys.exit(2 if isinstance(error, InputError) else getattr(error, "exit_code", 1))
+        _exit(debug, error)
+
+
+def _exit(debug, error):
+    if debug:
+        traceback.print_exc()
+    # A stop is what was asked for, not a failure.
+    kind = "" if isinstance(error, TrainingStopped) else "error: "
+    print(f"{PROGRAM}: {kind}{error}", file=sys.stderr)
+    sys.exit(2 if isinstance(error, InputError) else getattr(error, "exit_code", 1))
 
 
 class NoWriter:
