@@ -112,7 +112,7 @@ def test_runs_that_differ_only_in_flags_that_change_no_result_are_summarized(see
     assert json.loads((tmp_path / "summary.json").read_text())["n"] == 2
 
 
-def test_seeds_run_on_another_machine_or_other_versions_are_summarized_and_named(seed_runs, tmp_path):
+def test_seeds_run_on_another_machine_or_other_versions_are_summarized_and_named(seed_runs, tmp_path, capsys):
     elsewhere = tmp_path / "seed3-elsewhere"
     shutil.copytree(seed_runs / "seed3", elsewhere)
     results = read_results(elsewhere)
@@ -120,15 +120,14 @@ def test_seeds_run_on_another_machine_or_other_versions_are_summarized_and_named
     results["environment"].update(cpu="Intel(R) Xeon(R) Platinum 8480+", amx=True, avx512_bf16=True)
     results["environment"]["versions"] = {**here["versions"], "paddle": "3.0.0"}
     (elsewhere / "results.json").write_text(json.dumps(results))
-    runs = [seed_runs / "seed1", seed_runs / "seed2", elsewhere]
-    result = run_script(*runs, "--output_dir", tmp_path, script="aggregate.py")
-    assert result.returncode == 0, result.stderr
+    aggregate.main([str(seed_runs / "seed1"), str(seed_runs / "seed2"), str(elsewhere), "--output_dir", str(tmp_path)])
+    stdout = capsys.readouterr().out
     machine, versions = json.loads((tmp_path / "summary.json").read_text())["machines"]
     xeon = "Intel(R) Xeon(R) Platinum 8480+ (amx, avx512_bf16)"
     assert machine.startswith(f"seeds ({elsewhere}) ran on another machine: {xeon} vs {here['cpu']} (")
     assert versions == f"seeds ({elsewhere}) ran other versions: paddle {here['versions']['paddle']} -> 3.0.0"
     for note in (machine, versions):
-        assert f"Note: {note}." in result.stdout and f"Note: {note}." in (tmp_path / "summary.md").read_text()
+        assert f"Note: {note}." in stdout and f"Note: {note}." in (tmp_path / "summary.md").read_text()
 
 
 def test_a_run_given_twice_and_runs_that_cannot_be_read_are_refused(seed_runs, tmp_path, capsys):
