@@ -115,6 +115,8 @@ def common_start(args):
         "1",
         "--max_seq_length",
         str(args.max_seq_length),
+        "--seed",
+        str(args.seed),
     )
     if args.dropout == "off":
         config_path = os.path.join(start, "config.json")

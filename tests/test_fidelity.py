@@ -6,11 +6,16 @@ check runs against transformers itself."""
 
 import json
 import os
+import shutil
 
+import numpy as np
 import pytest
+from safetensors.numpy import load_file, save_file
 
-from benchmarks.fidelity import fidelity_report, format_report, parse_args, run_outcome
+from benchmarks.fidelity import common_start, fidelity_report, format_report, parse_args, run_outcome
 from ernie_m_xnli.data.xnli_files import xnli_file_paths
+from ernie_m_xnli.models.loading import load_classifier
+from utils import set_seed
 
 from conftest import TRANSFORMERS_PYTHON, XNLI_DIR, first_rows, fixture_dir, has_peer_packages, last_line, run_script
 
@@ -88,6 +93,28 @@ def checked_args(output_dir, *source):
     for name, value in SETTINGS.items():
         arguments += [f"--{name}", str(value)]
     return parse_args([*arguments, *source])
+
+
+def test_the_classifier_starts_as_the_suite_draws_it_with_the_seed(recorded_check, tmp_path):
+    # A checkpoint without a classifier, as multilingual-e5: the start drew it with seed 42 whatever --seed said.
+    _, output_dir = recorded_check
+    pretrained = tmp_path / "pretrained"
+    shutil.copytree(fixture_dir("bert"), pretrained)
+    weights = load_file(pretrained / "model.safetensors")
+    save_file(
+        {name: array for name, array in weights.items() if not name.startswith("classifier.")},
+        pretrained / "model.safetensors",
+    )
+    source = ["--reference", REFERENCE, "--seed", "7", "--model_dir", str(pretrained), "--output_dir", str(tmp_path)]
+    start = load_file(os.path.join(common_start(checked_args(output_dir, *source)), "model.safetensors"))
+
+    def drawn_by_the_suite(seed):
+        set_seed(seed)
+        classifier = load_classifier(str(pretrained), 0.1, 10, 64, None, False, True, name="bert")
+        return classifier.model.state_dict()["classifier.weight"].numpy()
+
+    assert np.array_equal(start["classifier.weight"], drawn_by_the_suite(7).T)
+    assert not np.array_equal(start["classifier.weight"], drawn_by_the_suite(42).T)
 
 
 def test_a_reference_that_is_not_one_or_of_other_settings_is_refused_in_one_line(tmp_path):
