@@ -70,7 +70,6 @@ from utils import (
     InputError,
     describe_cpu,
     has_bfloat16_instructions,
-    is_a_file,
     str2bool,
     threads_per_process,
     use_mkl_fast_path_on_amd,
@@ -177,7 +176,7 @@ def find_invalid_argument(args):
             return f"--{name} must be at least 1, got {getattr(args, name)}"
     if args.cpu_threads < 0:
         return f"--cpu_threads must be 0 (all the cores) or more, got {args.cpu_threads}"
-    if is_a_file(args.work_dir):
+    if args.work_dir and os.path.isfile(args.work_dir):
         return f"--work_dir {args.work_dir}: a file, not a directory"
     try:
         xnli_file_paths(args.xnli_dir, ["en"])

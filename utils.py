@@ -365,11 +365,6 @@ def written_then_renamed(path):
             os.remove(temporary)
 
 
-def is_a_file(path):
-    """Whether `path`, given as a directory to write into, is taken by something that is not a directory."""
-    return bool(path) and os.path.exists(path) and not os.path.isdir(path)
-
-
 @contextmanager
 def writing_into(output_dir):
     """Creates `output_dir` for the block to write its files into; an OSError (a file of that name, no

@@ -6,7 +6,7 @@ import math
 import os
 
 from ernie_m_xnli.data.xnli_files import XnliDataError, xnli_file_paths
-from utils import is_a_file, seed_number
+from utils import seed_number
 
 
 def add_fine_tuning_settings(parser, eval_pairs_per_language):
@@ -37,7 +37,7 @@ def warmup_steps(warmup_proportion, num_training_steps):
 def refuse_unusable_paths(parser, args, train_languages):
     """A one-line error for an --model_dir without config.json, an --xnli_dir without the files read or an
     --output_dir that is a file."""
-    if is_a_file(args.output_dir):
+    if os.path.isfile(args.output_dir):
         parser.error(f"--output_dir {args.output_dir}: a file, not a directory")
     if not os.path.isfile(os.path.join(args.model_dir, "config.json")):
         parser.error(f"--model_dir {args.model_dir}: no config.json (expected a Hugging Face checkpoint directory)")
