@@ -105,3 +105,15 @@ def test_the_arguments_page_is_the_parsers():
     )
     documented = set(re.findall(r"^\| `(--\w+)`", read("docs/arguments.md"), re.M))
     assert documented == {flag for action in build_parser()._actions for flag in action.option_strings[:1]} - {"-h"}
+
+
+def test_the_code_map_names_every_module():
+    code_map = read("docs/code-map.md")
+    modules = [
+        name
+        for pattern in ("*.py", "benchmarks/*.py", "ernie_m_xnli/**/*.py")
+        for name in glob.glob(pattern, root_dir=REPO_ROOT, recursive=True)
+        if not name.endswith("__init__.py")
+    ]
+    unnamed = [name for name in modules if not re.search(rf"(^|\s){re.escape(os.path.basename(name))}\s", code_map)]
+    assert not unnamed, f"docs/code-map.md does not name {unnamed}"
