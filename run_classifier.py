@@ -41,7 +41,7 @@ from safetensors import SafetensorError  # noqa: E402
 from tqdm.contrib.logging import logging_redirect_tqdm  # noqa: E402
 
 from ernie_m_xnli.data.encoding import PairEncoder  # noqa: E402
-from ernie_m_xnli.data.splits import prepare_features  # noqa: E402
+from ernie_m_xnli.data.splits import find_data_files, prepare_features  # noqa: E402
 from ernie_m_xnli.data.xnli_files import read_prediction_file  # noqa: E402
 from ernie_m_xnli.evaluation.evaluator import Evaluator  # noqa: E402
 from ernie_m_xnli.evaluation.predictions import write_predictions  # noqa: E402
@@ -83,6 +83,7 @@ def main(argv=None):
             logger.info(describe_recipe(args.resolved_recipe))
         with removed_on_bad_input(args.output_dir), one_run_in(args.output_dir), logging_redirect_tqdm():
             resume_dir = find_resume_checkpoint(args)  # each directory is checked against its manifest once
+            data_files = None if args.predict_file else find_data_files(args)  # named before a model loads
             model = load_model(args, resume_dir, precision)
             if args.export_model_dir:  # before any training: its result must be exportable
                 model.classifier.family.check_static_graph("--export_model_dir")
@@ -103,7 +104,7 @@ def main(argv=None):
             if args.predict_file:
                 predict(args, model.tokenizer, evaluator)
             else:
-                train_and_evaluate(args, model, evaluator, resume_dir)
+                train_and_evaluate(args, model, evaluator, resume_dir, data_files)
         if distributed.is_main():
             export(args, model)
 
@@ -134,9 +135,9 @@ def load_model(args, resume_dir, precision):
     return RunModel(classifier, tokenizer, precision)
 
 
-def train_and_evaluate(args, model, evaluator, resume_dir):
+def train_and_evaluate(args, model, evaluator, resume_dir, data_files):
     """Train (unless --eval_only), select on dev, evaluate the selected models on test, report."""
-    features = prepare_features(args, model.tokenizer)
+    features = prepare_features(args, model.tokenizer, data_files)
     started = time.time()
     examples_per_second = None
     if args.eval_only:

@@ -69,6 +69,27 @@ def test_a_failed_start_removes_the_output_dir_it_made_but_not_one_that_was_ther
     assert os.listdir(tmp_path / "mine") == ["notes.txt"]
 
 
+def test_missing_training_files_are_named_before_a_model_loads_with_the_languages_at_hand(
+    tmp_path, tiny_model_dir, xnli_dir
+):
+    data_dir = tmp_path / "xnli"
+    shutil.copytree(xnli_dir, data_dir)
+    train_folder = data_dir / "XNLI-MT-1.0" / "multinli"
+    for lang in ("el", "bg", "th"):
+        os.remove(train_folder / f"multinli.train.{lang}.tsv")
+    no_model = tmp_path / "config-only"  # loading it would fail: the data's error comes first
+    no_model.mkdir()
+    shutil.copy(os.path.join(tiny_model_dir, "config.json"), no_model)
+    result = run_main(**cpu_run(no_model, data_dir, tmp_path / "out", task_type="translate-train-all"))
+    assert result.returncode == 2
+    missing = ", ".join(str(train_folder / f"multinli.train.{lang}.tsv") for lang in ("el", "bg", "th"))
+    assert last_line(result.stderr) == (
+        f"run_classifier.py: error: {data_dir}: missing XNLI file(s): {missing} (to train on the languages at "
+        "hand: --train_languages en fr es de ru tr ar vi zh hi sw ur)"
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_evaluating_a_model_that_was_never_fine_tuned_is_refused(tmp_path, tiny_model_dir, xnli_dir):
     result = run_main("--eval_only", **cpu_run(tiny_model_dir, xnli_dir, tmp_path / "eval"))
     assert result.returncode == 2

@@ -28,15 +28,21 @@ class XnliFeatures(NamedTuple):
     test_file: str  # its path
 
 
-def prepare_features(args, tokenizer):
-    """Read XNLI and tokenize every split once for the whole run (or load it from the cache)."""
+def find_data_files(args):
+    """The XNLI files the run reads, {"dev": path, "test": path, "train": {language: path}} (no training
+    files with --eval_only), under --data_dir or downloaded; a missing one is named."""
     train_languages = () if args.eval_only else args.train_languages
-    paths = xnli_file_paths(args.data_dir or download_xnli(with_train=bool(train_languages)), train_languages)
+    return xnli_file_paths(args.data_dir or download_xnli(with_train=bool(train_languages)), train_languages)
+
+
+def prepare_features(args, tokenizer, paths):
+    """Read the XNLI files `paths` (find_data_files') and tokenize every split once for the whole run
+    (or load it from the cache)."""
     readers = {split: (partial(read_eval_split, paths[split]), [paths[split]]) for split in ("dev", "test")}
-    if train_languages:
+    if paths["train"]:
         readers["train"] = (partial(read_train_split, paths["train"]), list(paths["train"].values()))
     features = {split: tokenized_split(split, read, files, tokenizer, args) for split, (read, files) in readers.items()}
-    train_features = Features.concatenate(features["train"].values()) if train_languages else None
+    train_features = Features.concatenate(features["train"].values()) if paths["train"] else None
     dev, test = (first_pairs(features[split], args.eval_pairs_per_language, split) for split in ("dev", "test"))
     return XnliFeatures(train_features, dev, test, paths["test"])
 

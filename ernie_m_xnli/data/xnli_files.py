@@ -162,7 +162,9 @@ def xnli_file_paths(data_dir, train_languages):
     paths["train"] = {lang: os.path.join(train_folder, f"multinli.train.{lang}.tsv") for lang in train_languages}
     missing = [path for path in [paths["dev"], paths["test"], *paths["train"].values()] if not os.path.isfile(path)]
     if missing:
-        raise XnliDataError(f"{data_dir}: missing XNLI file(s): {', '.join(missing)}")
+        at_hand = [lang for lang, path in paths["train"].items() if path not in missing]
+        hint = f" (to train on the languages at hand: --train_languages {' '.join(at_hand)})" if at_hand else ""
+        raise XnliDataError(f"{data_dir}: missing XNLI file(s): {', '.join(missing)}{hint}")
     return paths
 
 
