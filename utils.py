@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import random
+import re
 import struct
 import sys
 import tempfile
@@ -313,6 +314,21 @@ def use_mkl_fast_path_on_amd(enabled, vendor=None, environ=os.environ):
         return "MKL's slow default path on this AMD CPU (--mkl_fast_path_on_amd false)"
     environ[MKL_CPU_TYPE_VARIABLE] = "5"
     return f"MKL's AVX2 path on this AMD CPU ({MKL_CPU_TYPE_VARIABLE}=5)"
+
+
+def error_reason(error, limit=240):
+    """An exception's message for a one-line error: the first sentences of its first line that fit in
+    `limit` characters (at least one, whole), or its type's name."""
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__
+    sentences = re.split(r"(?<=[.!?])\s+", text.splitlines()[0].strip())
+    kept = sentences[:1]
+    for sentence in sentences[1:]:
+        if len(" ".join([*kept, sentence])) > limit:
+            break
+        kept.append(sentence)
+    return " ".join(kept).rstrip(".")
 
 
 def set_seed(seed, rank=0):

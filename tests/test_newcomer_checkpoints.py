@@ -9,6 +9,8 @@ import stat
 import pytest
 from safetensors.numpy import load_file, save_file
 
+from utils import error_reason
+
 from conftest import cpu_run, fixture_dir, last_line, read_results, run_main, run_script
 
 FIXTURE_SEQ_LENGTH = 48
@@ -52,6 +54,30 @@ def test_a_hub_id_without_network_says_how_to_get_the_directory(tmp_path, xnli_d
         "that has it, then pass --model_name_or_path DIR"
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_a_hub_id_behind_a_refusing_connection_says_so_in_the_systems_words(tmp_path, xnli_dir, monkeypatch):
+    # a real connection, refused by the port (requests wraps the refusal in urllib3's nested reprs)
+    for variable in ("HTTPS_PROXY", "https_proxy"):
+        monkeypatch.setenv(variable, "http://127.0.0.1:9")
+    result = run_main(**cpu_run("FacebookAI/xlm-roberta-base", xnli_dir, tmp_path / "run", cache_dir=tmp_path / "c"))
+    assert result.returncode == 2
+    assert last_line(result.stderr) == (
+        "run_classifier.py: error: --model_name_or_path FacebookAI/xlm-roberta-base: neither a directory nor a name "
+        "PaddleNLP resolves, and the Hugging Face hub did not give it (no connection to the hub: [Errno 111] "
+        "Connection refused); without network, run `huggingface-cli download FacebookAI/xlm-roberta-base "
+        "--local-dir DIR` on a machine that has it, then pass --model_name_or_path DIR"
+    )
+
+
+def test_error_reasons_are_whole_sentences_of_the_first_line():
+    text = "Cannot find a snapshot. Check your connection and try again.\nTraceback follows"
+    assert error_reason(OSError(text)) == "Cannot find a snapshot. Check your connection and try again"
+    assert error_reason(OSError(text), limit=30) == "Cannot find a snapshot"
+    assert error_reason(OSError("one sentence longer than the limit, kept whole"), limit=5) == (
+        "one sentence longer than the limit, kept whole"
+    )
+    assert error_reason(KeyError()) == "KeyError"
 
 
 @pytest.mark.parametrize("name", ["bert-base-multilingual-cased", "ernie-m-base"])

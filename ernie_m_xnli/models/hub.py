@@ -4,11 +4,12 @@ id (xlm-roberta-base, microsoft/mdeberta-v3-base), fetched with huggingface_hub 
 safetensors only, never pickles) into the run's cache and loaded as a Hugging Face directory."""
 
 import os
+import re
 
 from paddlenlp import transformers
 
 from ernie_m_xnli.models.families import FAMILIES
-from utils import InputError
+from utils import InputError, error_reason
 
 # What a hub checkpoint needs: config, safetensors weights (sharded or not), every tokenizer layout.
 HUB_FILES = ("*.json", "*.safetensors", "*.model", "vocab.txt", "merges.txt")
@@ -41,8 +42,16 @@ def local_model_source(name_or_path, cache_dir):
             cache_dir=os.path.join(cache_dir, "hub") if cache_dir else None,
         )
     except Exception as error:  # huggingface_hub's errors for no network, an unknown id, a gated model, ...
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InputError(
             f"--model_name_or_path {name_or_path}: neither a directory nor a name PaddleNLP resolves, and the "
-            f"Hugging Face hub did not give it ({reason[:200]}); {way_forward}"
+            f"Hugging Face hub did not give it ({hub_reason(error)}); {way_forward}"
         ) from None
+
+
+def hub_reason(error):
+    """Why the hub did not answer: a failed connection in the system's words (requests passes on
+    urllib3's nested reprs), anything else in huggingface_hub's whole sentences."""
+    connection = re.search(r"\[Errno -?\d+\] [^\"'()]+", str(error))
+    if "Max retries exceeded" in str(error) and connection:
+        return f"no connection to the hub: {connection.group(0).strip()}"
+    return error_reason(error)

@@ -10,7 +10,7 @@ from paddlenlp.utils.log import logger as paddlenlp_logger
 from ernie_m_xnli.models.families import Classifier, family_of, family_of_name
 from ernie_m_xnli.models.hf_checkpoints import is_hf_layout, paddle_checkpoint, read_config
 from ernie_m_xnli.models.precision import Precision
-from utils import LABELS, InputError
+from utils import LABELS, InputError, error_reason
 
 WEIGHT_FILES = ("model_state.pdparams", "model.safetensors")
 
@@ -46,7 +46,7 @@ class NewWeights(logging.Filter):
 def download_error(name, error):
     """The one-line error of a model that cannot be loaded: a local directory as given, or a pretrained
     name that cannot be downloaded (no network, most often)."""
-    reason = whole_sentences(str(error).strip().splitlines()[0]) if str(error).strip() else type(error).__name__
+    reason = error_reason(error)
     if os.path.isdir(name):
         return InputError(f"--model_name_or_path {name}: cannot load it ({reason})")
     return InputError(
@@ -54,17 +54,6 @@ def download_error(name, error):
         f"directory saved with save_pretrained, e.g. a copy of ~/.paddlenlp/models/{name} from a machine that "
         "downloaded it"
     )
-
-
-def whole_sentences(text, limit=240):
-    """The first sentences of `text` that fit in `limit` characters (at least the first one, whole)."""
-    sentences = re.split(r"(?<=[.!?])\s+", text.strip())
-    kept = sentences[:1]
-    for sentence in sentences[1:]:
-        if len(" ".join([*kept, sentence])) > limit:
-            break
-        kept.append(sentence)
-    return " ".join(kept).rstrip(".")
 
 
 def load_classifier(
