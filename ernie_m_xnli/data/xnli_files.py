@@ -12,7 +12,7 @@ or PaddleNLP's download cache, where each release folder is nested twice
 import os
 from typing import NamedTuple
 
-from utils import LABELS, XNLI_LANGUAGES, InputError
+from utils import LABELS, XNLI_LANGUAGES, InputError, error_reason
 
 LABEL_IDS = {label: index for index, label in enumerate(LABELS)}
 # The label of a pair to predict whose gold label is unknown.
@@ -179,7 +179,7 @@ def download_xnli(with_train=True):
         load_dataset("xnli", "en", splits=("train", "dev", "test") if with_train else ("dev", "test"), lazy=True)
     except (OSError, RuntimeError) as error:
         raise XnliDataError(
-            f"XNLI could not be downloaded ({str(error).strip()[:160]}). Without network, pass --data_dir with "
+            f"XNLI could not be downloaded ({error_reason(error)}). Without network, pass --data_dir with "
             "XNLI-1.0/xnli.{dev,test}.tsv and XNLI-MT-1.0/multinli/multinli.train.<lang>.tsv (README: Data)"
         ) from None
     return os.path.join(DATA_HOME, "XNLI")
