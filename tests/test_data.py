@@ -1,5 +1,7 @@
 """Reading XNLI files, tokenizing into windows, and batching."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -125,6 +127,15 @@ def test_missing_files_are_all_named(tmp_path):
     message = str(error.value)
     assert "xnli.test.tsv" in message and "multinli.train.en.tsv" in message and "multinli.train.fr.tsv" in message
     assert "xnli.dev.tsv" not in message
+    assert "--train_languages" not in message  # no training file at hand
+
+    write(tmp_path / "XNLI-1.0" / "xnli.test.tsv", "x")
+    (tmp_path / "XNLI-MT-1.0" / "multinli").mkdir(parents=True)
+    write(tmp_path / "XNLI-MT-1.0" / "multinli" / "multinli.train.en.tsv", "x")
+    os.remove(tmp_path / "XNLI-1.0" / "xnli.dev.tsv")
+    with pytest.raises(XnliDataError) as error:
+        xnli_file_paths(str(tmp_path), ["en"])
+    assert str(error.value).endswith("xnli.dev.tsv")  # every training file there: nothing to say of them
 
 
 @pytest.mark.parametrize("premise_length, hypothesis_length", [(a, b) for a in range(0, 14) for b in range(0, 14)])

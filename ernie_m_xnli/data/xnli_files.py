@@ -163,7 +163,9 @@ def xnli_file_paths(data_dir, train_languages):
     missing = [path for path in [paths["dev"], paths["test"], *paths["train"].values()] if not os.path.isfile(path)]
     if missing:
         at_hand = [lang for lang, path in paths["train"].items() if path not in missing]
-        hint = f" (to train on the languages at hand: --train_languages {' '.join(at_hand)})" if at_hand else ""
+        hint = ""
+        if at_hand and len(at_hand) < len(paths["train"]):
+            hint = f" (to train on the languages at hand: --train_languages {' '.join(at_hand)})"
         raise XnliDataError(f"{data_dir}: missing XNLI file(s): {', '.join(missing)}{hint}")
     return paths
 
