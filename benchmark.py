@@ -21,6 +21,9 @@ MKL's default path), to show apart what the machine settings add.
 project-bf16 and transformers-bf16: the project with --use_amp --amp_dtype bfloat16 (the encoder's
 products through oneDNN in training, Paddle Inference's oneDNN bfloat16 in evaluation) and
 transformers with Trainer's --bf16 (torch.autocast on the CPU), on CPUs with AVX512-BF16 only.
+transformers-compile and transformers-bf16-compile: the two with Trainer's --torch_compile (inductor;
+the time compiling takes is printed under the table and left out of their times). The last ratio row
+sets the project's fastest setting against transformers' fastest, in training and evaluation apart.
 
 Text lengths come from the real XNLI files (English training pairs, all 75,150 test pairs) under a
 sentencepiece tokenizer trained on XNLI text. A CPU cannot run whole epochs or the whole test set
@@ -41,6 +44,7 @@ rate on the model's own Linear shapes, and the CPU's model and instruction sets 
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -48,15 +52,19 @@ import numpy as np
 
 from benchmarks.common import (
     BFLOAT16_SETTINGS,
+    COMPILED_SETTINGS,
     CPU_DEFAULTS,
     PEER_BATCHES_FILE,
     PEER_SETTINGS,
     PROJECT,
     PROJECT_BF16,
+    PROJECT_SETTINGS,
     SETTINGS,
     SHAPES,
     TRANSFORMERS,
     TRANSFORMERS_BF16,
+    TRANSFORMERS_BF16_COMPILE,
+    TRANSFORMERS_COMPILE,
     UPSTREAM,
     matmul_flops,
     python_problem,
@@ -271,6 +279,10 @@ def settings_to_run(args, notes):
             f"{setting}: left out, {problem} "
             "(README: Benchmark says how to install them apart; then pass --transformers_python)"
         )
+    compiler = os.environ.get("CXX", "g++")  # what inductor compiles its CPU kernels with
+    for setting in set(settings) & set(COMPILED_SETTINGS) if not shutil.which(compiler) else ():
+        settings.remove(setting)
+        notes.append(f"{setting}: left out, torch.compile needs a C++ compiler and {compiler} is not on PATH")
     return settings
 
 
@@ -319,13 +331,45 @@ COLUMNS = [
 
 
 def ratio_row(name, faster, slower):
-    """A table row of how many times `faster` trains and evaluates as fast as `slower`, and its memory's share."""
+    """A table row of how many times `faster` trains and evaluates as fast as `slower`, and its memory's share
+    (where both rows have one)."""
     ratios = {
         "train_examples_per_s": f"{faster['train_examples_per_s'] / slower['train_examples_per_s']:.2f}x",
         "eval_seconds": f"{slower['eval_seconds'] / faster['eval_seconds']:.2f}x faster",
-        "peak_memory_mb": f"{faster['peak_memory_mb'] / slower['peak_memory_mb']:.2f}x",
     }
+    if "peak_memory_mb" in faster and "peak_memory_mb" in slower:
+        ratios["peak_memory_mb"] = f"{faster['peak_memory_mb'] / slower['peak_memory_mb']:.2f}x"
     return f"| {name} | " + " | ".join(ratios.get(key, "") for _, key, _ in COLUMNS) + " |"
+
+
+def fastest(rows, settings):
+    """The best training and the best evaluation among the rows of `settings`, with the settings they came from."""
+    measured = [row for row in rows if row["setting"] in settings]
+    training = max(measured, key=lambda row: row["train_examples_per_s"])
+    evaluation = min(measured, key=lambda row: row["eval_seconds"])
+    times = {"train_examples_per_s": training["train_examples_per_s"], "eval_seconds": evaluation["eval_seconds"]}
+    return times, training["setting"], evaluation["setting"]
+
+
+def fastest_ratio_row(rows):
+    """The project's fastest setting against transformers' fastest, in training and in evaluation apart:
+    what a user who picks the best of each gets."""
+    project, project_training, project_evaluation = fastest(rows, PROJECT_SETTINGS)
+    peer, peer_training, peer_evaluation = fastest(rows, PEER_SETTINGS)
+    name = (
+        f"project's fastest / transformers' fastest (training: {project_training} / {peer_training}; "
+        f"evaluation: {project_evaluation} / {peer_evaluation})"
+    )
+    return ratio_row(name, project, peer)
+
+
+def compile_notes(rows):
+    return [
+        f"{row['setting']}: torch.compile took {row['train_compile_seconds']:.0f} s on training's shapes and "
+        f"{row['eval_compile_seconds']:.0f} s on evaluation's, left out of its times"
+        for row in rows
+        if "eval_compile_seconds" in row
+    ]
 
 
 def format_table(rows, peaks, peak_names, num_threads, device):
@@ -340,12 +384,16 @@ def format_table(rows, peaks, peak_names, num_threads, device):
         (PROJECT_BF16, TRANSFORMERS, "bfloat16 against float32"),
         (PROJECT_BF16, PROJECT, "bfloat16 against float32"),
         (TRANSFORMERS_BF16, TRANSFORMERS, "bfloat16 against float32"),
+        (TRANSFORMERS_COMPILE, TRANSFORMERS, "torch.compile against eager"),
+        (TRANSFORMERS_BF16_COMPILE, TRANSFORMERS_BF16, "torch.compile against eager"),
         (PROJECT, UPSTREAM, "equal settings"),
         (UPSTREAM, CPU_DEFAULTS, "machine settings"),
     ]
     for faster, slower, what in comparisons:
         if faster in by_setting and slower in by_setting:
             lines.append(ratio_row(f"{faster} / {slower} ({what})", by_setting[faster], by_setting[slower]))
+    if len(set(by_setting) & set(PEER_SETTINGS)) > 1 and set(by_setting) & set(PROJECT_SETTINGS):
+        lines.append(fastest_ratio_row(rows))
     where = f", {num_threads} threads on {describe_cpu()}" if device == "cpu" else ""
     measured = ", ".join(f"{name} {flops / 1e9:.1f}" for name, flops in sorted(peaks.items(), key=lambda kv: -kv[1]))
     lines.append("")
@@ -360,7 +408,7 @@ def format_table(rows, peaks, peak_names, num_threads, device):
             f"the model's Linear products (forward and both gradients, {PRODUCT_MEASUREMENT_TOKENS} tokens{where}), "
             f"GFLOP/s: {rates}"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + compile_notes(rows))
 
 
 if __name__ == "__main__":

@@ -18,9 +18,13 @@ from ernie_m_xnli.data.packing import packed_rows
 PROJECT, TRANSFORMERS, UPSTREAM, CPU_DEFAULTS = "project", "transformers", "upstream-style", "upstream-cpu-defaults"
 # bfloat16 mixed precision on a CPU: the project's --use_amp --amp_dtype bfloat16, transformers' --bf16.
 PROJECT_BF16, TRANSFORMERS_BF16 = "project-bf16", "transformers-bf16"
-SETTINGS = (PROJECT, PROJECT_BF16, TRANSFORMERS, TRANSFORMERS_BF16, UPSTREAM, CPU_DEFAULTS)
-PEER_SETTINGS = (TRANSFORMERS, TRANSFORMERS_BF16)
-BFLOAT16_SETTINGS = (PROJECT_BF16, TRANSFORMERS_BF16)
+# Trainer's --torch_compile: the peer's model through torch.compile (inductor), as accelerate wraps it.
+TRANSFORMERS_COMPILE, TRANSFORMERS_BF16_COMPILE = "transformers-compile", "transformers-bf16-compile"
+PROJECT_SETTINGS = (PROJECT, PROJECT_BF16)
+PEER_SETTINGS = (TRANSFORMERS, TRANSFORMERS_BF16, TRANSFORMERS_COMPILE, TRANSFORMERS_BF16_COMPILE)
+COMPILED_SETTINGS = (TRANSFORMERS_COMPILE, TRANSFORMERS_BF16_COMPILE)
+SETTINGS = (*PROJECT_SETTINGS, *PEER_SETTINGS, UPSTREAM, CPU_DEFAULTS)
+BFLOAT16_SETTINGS = (PROJECT_BF16, TRANSFORMERS_BF16, TRANSFORMERS_BF16_COMPILE)
 SHAPES = {
     "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12),
     "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16),

@@ -17,8 +17,8 @@ from paddlenlp.transformers import AutoTokenizer, ErnieMConfig, ErnieMForSequenc
 from benchmarks.common import (
     CPU_DEFAULTS,
     ERNIE_M_VOCABULARY,
-    PROJECT,
     PROJECT_BF16,
+    PROJECT_SETTINGS,
     SHAPES,
     evaluation_row,
     file_order_batches,
@@ -139,7 +139,7 @@ def measure(args):
     else:
         config = ErnieMConfig(vocab_size=ERNIE_M_VOCABULARY, pad_token_id=1, num_labels=3, **SHAPES[args.model])
         model = ErnieMForSequenceClassification(config)
-    project = args.setting in (PROJECT, PROJECT_BF16)
+    project = args.setting in PROJECT_SETTINGS
     precision = Precision(args.device, BFLOAT16 if args.setting == PROJECT_BF16 else None)
     if project:  # measured anew in the work folder unless --cpu_matmul names the library
         precision = with_float32_products(precision, model, args.cpu_matmul, num_threads, args.work_dir)

@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import zipfile
 from collections import Counter
 
@@ -103,11 +104,15 @@ def benchmark_run(real_text_model_dir):
 def test_the_benchmark_compares_the_settings_on_real_lengths(benchmark_run):
     table, stdout = benchmark_run
     peer, bf16 = has_peer_packages(TRANSFORMERS_PYTHON), has_bfloat16_instructions()
+    compiled = peer and shutil.which(os.environ.get("CXX", "g++"))
+    fastest = [name for name in table if name.startswith("project's fastest / transformers' fastest (training: ")]
     assert list(table) == [
         "project",
         *(["project-bf16"] if bf16 else []),
         *(["transformers"] if peer else []),
         *(["transformers-bf16"] if peer and bf16 else []),
+        *(["transformers-compile"] if compiled else []),
+        *(["transformers-bf16-compile"] if compiled and bf16 else []),
         "upstream-style",
         "upstream-cpu-defaults",
         *(["project / transformers (same threads)"] if peer else []),
@@ -115,9 +120,13 @@ def test_the_benchmark_compares_the_settings_on_real_lengths(benchmark_run):
         *(["project-bf16 / transformers (bfloat16 against float32)"] if peer and bf16 else []),
         *(["project-bf16 / project (bfloat16 against float32)"] if bf16 else []),
         *(["transformers-bf16 / transformers (bfloat16 against float32)"] if peer and bf16 else []),
+        *(["transformers-compile / transformers (torch.compile against eager)"] if compiled else []),
+        *(["transformers-bf16-compile / transformers-bf16 (torch.compile against eager)"] if compiled and bf16 else []),
         "project / upstream-style (equal settings)",
         "upstream-style / upstream-cpu-defaults (machine settings)",
+        *(fastest if peer else []),
     ]
+    assert len(fastest) == (1 if peer else 0)
     if bf16:  # the same packed batches, in bfloat16, against the bfloat16 peak
         assert (
             table["project-bf16"]["training computed/real tokens"] == table["project"]["training computed/real tokens"]
@@ -170,6 +179,19 @@ def test_the_transformers_peer_runs_the_same_batches_on_the_same_threads(benchma
         bf16 = table["transformers-bf16"]
         assert bf16["training computed/real tokens"] == peer["training computed/real tokens"]
         assert re.search(r"PyTorch \S+ bfloat16 matmul \d", stdout.split("measured GFLOP/s:")[1])
+    peers = [setting for setting in table if setting.startswith("transformers") and " / " not in setting]
+    for setting in peers:  # Trainer's --torch_compile: the same batches through torch.compile, its compiling apart
+        compiled = table[setting]
+        assert compiled["evaluation computed/real tokens"] == peer["evaluation computed/real tokens"]
+        assert compiled["matrix products by"].endswith(", torch.compile (inductor)") == setting.endswith("-compile")
+        if setting.endswith("-compile"):
+            took = rf"\n{setting}: torch.compile took \d+ s on training's shapes and \d+ s on evaluation's, left out"
+            assert re.search(took, stdout)
+    (fastest,) = [name for name in table if name.startswith("project's fastest / transformers' fastest")]
+    best_training = max(float(table[setting]["training examples/s"]) for setting in peers)
+    project_training = max(float(table[s]["training examples/s"]) for s in ("project", "project-bf16") if s in table)
+    ratio = float(table[fastest]["training examples/s"].rstrip("x"))
+    assert ratio == pytest.approx(project_training / best_training, rel=0.02)
 
 
 def run_one_setting(model_dir, test_pairs, **options):
