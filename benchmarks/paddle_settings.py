@@ -39,7 +39,7 @@ from ernie_m_xnli.models.cpu_matmuls import BFLOAT16 as BFLOAT16_PRODUCTS
 from ernie_m_xnli.models.cpu_matmuls import FLOAT32, ONEDNN_FLOAT32
 from ernie_m_xnli.models.families import ERNIE_M, Classifier
 from ernie_m_xnli.models.inference import create_predictor, predictor_logits, save_static_graph
-from ernie_m_xnli.models.matmul_path import describe_path, linear_shapes, product_rate
+from ernie_m_xnli.models.matmul_path import describe_path, linear_shapes, product_rates
 from ernie_m_xnli.models.precision import BFLOAT16, Precision, with_float32_products
 from ernie_m_xnli.models.training_forward import TrainingForward
 from ernie_m_xnli.training.optimization import create_optimizer, linear_schedule
@@ -186,12 +186,10 @@ def encoder_product_rates(model, bfloat16, num_threads):
     if paddle.get_device() != "cpu":
         return {}
     shapes = linear_shapes(model)
-    rates = {
-        "Paddle (MKL) float32": product_rate(FLOAT32.matmul, shapes),
-        f"oneDNN {onednn.version()} float32": product_rate(ONEDNN_FLOAT32.matmul, shapes),
-    }
+    matmuls = {"Paddle (MKL) float32": FLOAT32.matmul, f"oneDNN {onednn.version()} float32": ONEDNN_FLOAT32.matmul}
     if bfloat16:
-        rates[f"oneDNN {onednn.version()} bfloat16"] = product_rate(BFLOAT16_PRODUCTS.matmul, shapes)
+        matmuls[f"oneDNN {onednn.version()} bfloat16"] = BFLOAT16_PRODUCTS.matmul
+    rates = product_rates(matmuls, shapes)
     inference = f"Paddle Inference (oneDNN) {'bfloat16' if bfloat16 else 'float32'}, forward only"
     rates[inference] = inference_forward_rate(shapes, num_threads, bfloat16)
     return rates

@@ -182,8 +182,9 @@ def encoder_product_rates(model, bfloat16):
     return rates
 
 
-def product_rate(shapes, context, tokens=PRODUCT_MEASUREMENT_TOKENS, repeats=2):
-    """The suite's matmul_path.product_rate, in PyTorch (this process imports no Paddle)."""
+def product_rate(shapes, context, tokens=PRODUCT_MEASUREMENT_TOKENS, repeats=3):
+    """One library's rate as the suite's matmul_path.product_rates measures it (each shape's fastest of
+    three after one untimed), in PyTorch (this process imports no Paddle)."""
     seconds = flops = 0.0
     for (inputs, outputs), count in shapes.items():
         operands = torch.randn(tokens, inputs), torch.randn(outputs, inputs), torch.randn(tokens, outputs)

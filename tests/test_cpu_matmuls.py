@@ -5,6 +5,8 @@ libraries once and keeps the answer."""
 import contextlib
 import json
 import sys
+import time
+from types import SimpleNamespace
 
 import numpy as np
 import paddle
@@ -120,11 +122,34 @@ def test_auto_measures_both_libraries_on_the_models_shapes_once_and_keeps_the_fa
     assert f"measured on this CPU before: mkl {rates[MKL]} GFLOP/s" in caplog.text
 
 
+def test_a_moment_the_machine_is_busy_does_not_decide_for_the_slower_library(tmp_path, monkeypatch):
+    # Two stand-in libraries whose products take 2 ms (MKL) and 1 ms (oneDNN); another process takes
+    # the CPU for 150 ms from oneDNN's first product, making every product in that time 10 ms longer.
+    # Measured one library after the other, that moment fell on all of oneDNN's products and MKL won.
+    busy_until = []
+
+    def library(milliseconds, starts_the_busy_moment=False):
+        def matmul(*operands):
+            if starts_the_busy_moment and not busy_until:
+                busy_until.append(time.perf_counter() + 0.15)
+            busy = busy_until and time.perf_counter() < busy_until[0]
+            time.sleep((milliseconds + 10 * bool(busy)) / 1000)
+
+        return SimpleNamespace(matmul=matmul)
+
+    monkeypatch.setattr(matmul_path, "FLOAT32", library(2))
+    monkeypatch.setattr(matmul_path, "ONEDNN_FLOAT32", library(1, starts_the_busy_moment=True))
+    model = paddle.nn.Sequential(*(paddle.nn.Linear(8, 8 + layer) for layer in range(3)))
+    assert float32_matmul_path(AUTO, model, 2, str(tmp_path)) == ONEDNN
+    ((_, measured),) = json.loads((tmp_path / CACHE_FILE).read_text()).items()
+    assert measured["gflops"][ONEDNN] > 1.3 * measured["gflops"][MKL]
+
+
 def test_a_kept_answer_is_followed_and_an_argument_overrides_it(tmp_path, monkeypatch):
     def measured_as(path):
         return {"path": path, "gflops": {MKL: 1.0, ONEDNN: 1.0}}
 
-    monkeypatch.setattr(matmul_path, "product_rate", lambda *arguments: pytest.fail("measured although kept"))
+    monkeypatch.setattr(matmul_path, "product_rates", lambda *arguments: pytest.fail("measured although kept"))
     model = paddle.nn.Sequential(paddle.nn.Linear(4, 6), paddle.nn.Linear(6, 4), paddle.nn.Linear(4, 6))
     key = f"{describe_cpu()}, 3 thread(s), paddle {paddle.__version__}, Linear layers 2 x 4x6, 1 x 6x4"
     for kept in (MKL, ONEDNN):

@@ -7,8 +7,10 @@ of family 26 (AVX-512 at full width) oneDNN computed ernie-m-base's float32 prod
 tiny model's products oneDNN's fixed cost per call loses. Intel's MKL takes AVX-512 itself, and a CPU
 with AVX2 only leaves both libraries the same instructions. So `--cpu_matmul auto` measures the two
 on the model's own Linear shapes, once per CPU model, thread count, Paddle version and shapes, and
-keeps the answer in the cache folder (a short measurement: a busy machine can mislead it;
-`--cpu_matmul mkl` or `onednn` decides instead).
+keeps the answer in the cache folder. The two take turns on every shape, three rounds, each keeping
+its fastest: measured one after the other, a moment another process took a core once fell on all of
+oneDNN's products and halved its rate, and the kept answer slowed every later run. (A machine busy
+throughout can still mislead it; `--cpu_matmul mkl` or `onednn` decides instead.)
 """
 
 import json
@@ -96,7 +98,7 @@ def _measured_path(shapes, num_threads, cache_dir):
     if cached:
         return MatmulPath(cached["path"], f"measured on this CPU before: {_rates(cached)}; kept in {cache_path}")
     try:
-        rates = {MKL: product_rate(FLOAT32.matmul, shapes), ONEDNN: product_rate(ONEDNN_FLOAT32.matmul, shapes)}
+        rates = product_rates({MKL: FLOAT32.matmul, ONEDNN: ONEDNN_FLOAT32.matmul}, shapes)
     except (OSError, onednn.OneDnnError) as error:
         return MatmulPath(MKL, f"oneDNN cannot be used here: {error}")
     gflops = {name: round(rate / 1e9, 2) for name, rate in rates.items()}
@@ -112,22 +114,32 @@ def _rates(measured):
     return ", ".join(f"{name} {gflops} GFLOP/s" for name, gflops in measured["gflops"].items())
 
 
-def product_rate(matmul, shapes, repeats=2):
-    """FLOP/s of `matmul(a, b, transpose_a, transpose_b)` computing the three products of a training
-    step (forward, input and weight gradients) through Linear layers of `shapes` ({(inputs, outputs):
-    how many}) on TOKENS rows: each shape's fastest of `repeats` after one untimed, counted as often as
-    the model has it. Its inputs come from numpy: the run's seeded Paddle generator stays untouched."""
+def product_rates(matmuls, shapes, rounds=3):
+    """{name: FLOP/s} of each of `matmuls` ({name: matmul(a, b, transpose_a, transpose_b)}) computing the
+    three products of a training step (forward, input and weight gradients) through Linear layers of
+    `shapes` ({(inputs, outputs): how many}) on TOKENS rows: each shape's fastest of `rounds` after one
+    untimed, counted as often as the model has it. The libraries take turns on every shape of every round,
+    in alternating order, so that a moment another process takes a core slows both, not one library's
+    whole measurement. Its inputs come from numpy: the run's seeded Paddle generator stays untouched."""
     rng = np.random.default_rng(0)
-    seconds = flops = 0.0
-    for (inputs, outputs), count in shapes.items():
-        operands = [
-            paddle.to_tensor(rng.standard_normal(shape, dtype=np.float32))
-            for shape in ((TOKENS, inputs), (inputs, outputs), (TOKENS, outputs))
+    operands = {
+        shape: [
+            paddle.to_tensor(rng.standard_normal(dims, dtype=np.float32))
+            for dims in ((TOKENS, shape[0]), shape, (TOKENS, shape[1]))
         ]
-        _training_products(matmul, *operands)
-        seconds += count * min(seconds_of(_training_products, matmul, *operands) for _ in range(repeats))
-        flops += count * 3 * 2 * TOKENS * inputs * outputs
-    return flops / seconds
+        for shape in shapes
+    }
+    fastest = {(name, shape): float("inf") for name in matmuls for shape in shapes}
+    for shape in shapes:
+        for matmul in matmuls.values():
+            _training_products(matmul, *operands[shape])
+    for turn in range(rounds):
+        for shape in shapes:
+            for name in list(matmuls)[:: 1 if turn % 2 == 0 else -1]:
+                seconds = seconds_of(_training_products, matmuls[name], *operands[shape])
+                fastest[name, shape] = min(fastest[name, shape], seconds)
+    flops = sum(count * 3 * 2 * TOKENS * inputs * outputs for (inputs, outputs), count in shapes.items())
+    return {name: flops / sum(count * fastest[name, shape] for shape, count in shapes.items()) for name in matmuls}
 
 
 def _training_products(matmul, x, weight, gradient):
