@@ -9,6 +9,7 @@ import tempfile
 import numpy as np
 
 import utils
+from ernie_m_xnli.setup import runtime
 
 from conftest import REPO_ROOT
 
@@ -101,3 +102,21 @@ def test_paddlenlp_loads_without_the_sub_packages_the_suite_never_uses():
     )
     loaded = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert loaded.stdout.split() == [importlib.metadata.version("paddlenlp"), "False", "False"]
+
+
+def test_more_threads_than_cores_is_a_warning_naming_both(monkeypatch, caplog):
+    for module in (utils, runtime):
+        monkeypatch.setattr(module, "available_cpu_cores", lambda: 4)
+    monkeypatch.setenv("PADDLE_LOCAL_SIZE", "2")  # two processes on the machine: 2 cores each
+    caplog.set_level("WARNING", logger="ernie_m_xnli")
+    try:
+        runtime.configure_cpu(2, False, False)
+        assert not caplog.records
+        runtime.configure_cpu(3, False, False)
+    finally:
+        monkeypatch.undo()
+        utils.set_cpu_threads(utils.threads_per_process())
+    assert caplog.messages == [
+        "--cpu_threads 3: more threads than this process's 2 CPU core(s) (the machine's 4 shared by its processes); "
+        "the threads beyond the cores wait on each other and slow every product (0, the default, takes the cores)"
+    ]

@@ -10,6 +10,8 @@ from tqdm import tqdm
 from ernie_m_xnli.setup import distributed
 from utils import (
     InputError,
+    available_cpu_cores,
+    cpu_cores_per_process,
     flush_denormals,
     set_cpu_threads,
     set_seed,
@@ -76,6 +78,21 @@ def configure_cpu(cpu_threads, flush_denormal_numbers, mkl_fast_path_on_amd):
     )
     if flush_denormal_numbers and not flushed:
         logger.warning("--flush_denormals: not supported on this platform (only Linux on x86-64 or aarch64)")
+    warn_if_more_threads_than_cores(num_threads)
+
+
+def warn_if_more_threads_than_cores(num_threads):
+    """Threads beyond a process's share of the cores wait on each other (docs/recipes.md)."""
+    cores, machine_cores = cpu_cores_per_process(), available_cpu_cores()
+    if num_threads > cores:
+        shared = f" (the machine's {machine_cores} shared by its processes)" if cores < machine_cores else ""
+        logger.warning(
+            "--cpu_threads %d: more threads than this process's %d CPU core(s)%s; the threads beyond the cores "
+            "wait on each other and slow every product (0, the default, takes the cores)",
+            num_threads,
+            cores,
+            shared,
+        )
 
 
 def progress_bar(disabled, iterable=None, **options):
