@@ -183,8 +183,8 @@ def encoder_product_rates(model, bfloat16):
 
 
 def product_rate(shapes, context, tokens=PRODUCT_MEASUREMENT_TOKENS, repeats=3):
-    """One library's rate as the suite's matmul_path.product_rates measures it (each shape's fastest of
-    three after one untimed), in PyTorch (this process imports no Paddle)."""
+    """One library's rate on the model's Linear shapes, each shape's fastest of three after one untimed
+    (matmul_path.product_rates's count; one library at a time), in PyTorch (this process imports no Paddle)."""
     seconds = flops = 0.0
     for (inputs, outputs), count in shapes.items():
         operands = torch.randn(tokens, inputs), torch.randn(outputs, inputs), torch.randn(tokens, outputs)
