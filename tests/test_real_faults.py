@@ -1,7 +1,8 @@
 """Faults as a user's machine makes them: a real full file system (a small tmpfs) under the checkpoints
-and the token cache, a read-only one, and a truncated cache file."""
+and the token cache, a read-only one, and files cut short: a cache entry, a model whose download stopped."""
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -133,6 +134,62 @@ def test_a_truncated_cache_entry_is_tokenized_again_and_replaced(tmp_path, tiny_
 
     third = run_main(**cpu_run(tiny_model_dir, xnli_dir, tmp_path / "third", cache_dir=cache_dir, **QUICK_RUN))
     assert third.returncode == 0 and "WARNING" not in third.stderr, third.stderr[-3000:]
+
+
+def cut_in_half(path):
+    os.truncate(path, os.path.getsize(path) // 2)
+
+
+def hugging_face_download_cut_short(directory, tiny_model_dir):
+    shutil.copytree(fixture_dir("bert"), directory)
+    cut_in_half(directory / "model.safetensors")
+
+
+def paddlenlp_download_cut_short(directory, tiny_model_dir):
+    from paddlenlp.transformers import ErnieMModel
+
+    shutil.copytree(tiny_model_dir, directory)
+    ErnieMModel.from_pretrained(tiny_model_dir).save_pretrained(str(directory), safe_serialization=True)
+    os.remove(directory / "model_state.pdparams")
+    cut_in_half(directory / "model.safetensors")
+
+
+def hugging_face_download_stopped_between_shards(directory, tiny_model_dir):
+    shutil.copytree(fixture_dir("bert"), directory)
+    os.rename(directory / "model.safetensors", directory / "model-00001-of-00002.safetensors")
+    weight_map = {"embeddings.word_embeddings.weight": "model-00001-of-00002.safetensors"}
+    weight_map["pooler.dense.weight"] = "model-00002-of-00002.safetensors"
+    (directory / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+
+
+CUT_SHORT = (
+    "{model}/model.safetensors: not a complete safetensors file (Error while deserializing header: "
+    "incomplete metadata, file not fully covered); download or copy it again"
+)
+
+
+@pytest.mark.parametrize(
+    "write_model, message",
+    [
+        (hugging_face_download_cut_short, CUT_SHORT),
+        (paddlenlp_download_cut_short, CUT_SHORT),
+        (
+            hugging_face_download_stopped_between_shards,
+            "{model}/model.safetensors.index.json: names model-00002-of-00002.safetensors, not in {model} "
+            "(a download that stopped?)",
+        ),
+    ],
+    ids=["hugging-face", "paddlenlp", "hugging-face-shards"],
+)
+def test_a_model_whose_download_stopped_is_refused_naming_the_file(
+    tmp_path, tiny_model_dir, xnli_dir, write_model, message
+):
+    model = tmp_path / "model"
+    write_model(model, tiny_model_dir)
+    run = run_main(**cpu_run(model, xnli_dir, tmp_path / "run", cache_dir=tmp_path / "cache"))
+    assert run.returncode == 2
+    assert last_line(run.stderr) == "run_classifier.py: error: " + message.format(model=model)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("read_only", [False, True], ids=["full", "read-only"])

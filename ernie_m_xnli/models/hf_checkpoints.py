@@ -14,7 +14,7 @@ import os
 import tempfile
 
 import numpy as np
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 
 from utils import InputError, check_export_dir, give_new_file_mode, read_json, replaced_whole, write_json_atomically
@@ -46,9 +46,7 @@ def weight_files(directory):
     """The safetensors files of a Hugging Face checkpoint (one, or the shards its index names)."""
     index = os.path.join(directory, HF_WEIGHTS_INDEX)
     if os.path.isfile(index):
-        with open(index, encoding="utf-8") as file:
-            shards = sorted(set(json.load(file)["weight_map"].values()))
-        return [os.path.join(directory, shard) for shard in shards]
+        return shard_files(directory, index)
     if os.path.isfile(os.path.join(directory, HF_WEIGHTS)):
         return [os.path.join(directory, HF_WEIGHTS)]
     if os.path.isfile(os.path.join(directory, TORCH_WEIGHTS)):
@@ -58,6 +56,40 @@ def weight_files(directory):
             "safe_serialization=True))"
         )
     raise InputError(f"--model_name_or_path {directory}: no weights ({HF_WEIGHTS} or {HF_WEIGHTS_INDEX})")
+
+
+def shard_files(directory, index):
+    """The shards `index` (model.safetensors.index.json) names, each there: a download stopped between
+    shards leaves the index naming files that never came."""
+    weight_map = (read_json(index) or {}).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise InputError(f'{index}: expected a "weight_map" from weight names to shard files')
+    shards = [os.path.join(directory, shard) for shard in sorted(set(weight_map.values()))]
+    missing = [os.path.basename(shard) for shard in shards if not os.path.isfile(shard)]
+    if missing:
+        raise InputError(f"{index}: names {', '.join(missing)}, not in {directory} (a download that stopped?)")
+    return shards
+
+
+@contextlib.contextmanager
+def complete_safetensors(path):
+    """Reading the safetensors file `path` in the block: InputError naming it where it is cut short or
+    damaged, as an interrupted download or copy leaves it."""
+    try:
+        yield
+    except SafetensorError as error:
+        raise InputError(f"{path}: not a complete safetensors file ({error}); download or copy it again") from None
+
+
+def read_weights(path):
+    with complete_safetensors(path):
+        return load_file(path)
+
+
+def check_complete(path):
+    """Reads only the header, which says how long the file must be."""
+    with complete_safetensors(path), safe_open(path, framework="np"):
+        pass
 
 
 def to_paddle_state(family, hf_weights):
@@ -101,7 +133,7 @@ def paddle_checkpoint(directory, family, config, cache_dir):
         logger.info("%s: converted weights from the cache (%s)", directory, target)
         yield target
         return
-    state = to_paddle_state(family, {name: array for path in files for name, array in load_file(path).items()})
+    state = to_paddle_state(family, {name: array for path in files for name, array in read_weights(path).items()})
     if target:
         try:
             write_checkpoint(target, config, state)

@@ -8,11 +8,12 @@ from typing import NamedTuple
 from paddlenlp.utils.log import logger as paddlenlp_logger
 
 from ernie_m_xnli.models.families import Classifier, family_of, family_of_name
-from ernie_m_xnli.models.hf_checkpoints import is_hf_layout, paddle_checkpoint, read_config
+from ernie_m_xnli.models.hf_checkpoints import check_complete, is_hf_layout, paddle_checkpoint, read_config
 from ernie_m_xnli.models.precision import Precision
 from utils import LABELS, InputError, error_reason
 
-WEIGHT_FILES = ("model_state.pdparams", "model.safetensors")
+SAFE_WEIGHTS = "model.safetensors"
+WEIGHT_FILES = ("model_state.pdparams", SAFE_WEIGHTS)
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +116,8 @@ def load_family_model(model_dir, family, config, dropout, cache_dir):
             return from_pretrained(family, converted, dropout, model_dir)
     if os.path.isdir(model_dir) and not any(os.path.isfile(os.path.join(model_dir, name)) for name in WEIGHT_FILES):
         raise InputError(f"{source}: no weights ({' or '.join(WEIGHT_FILES)})")
+    if os.path.isfile(os.path.join(model_dir, SAFE_WEIGHTS)):
+        check_complete(os.path.join(model_dir, SAFE_WEIGHTS))  # PaddleNLP's own message names no file
     return from_pretrained(family, model_dir, dropout, model_dir)
 
 
@@ -153,7 +156,9 @@ def from_pretrained(family, directory, dropout, source):
                 f"{len(LABELS)} labels (a model fine-tuned for another task): give its encoder without the "
                 f"classifier's weights ({family.output_layer}.*), which fine-tuning then trains from scratch"
             ) from None
-        raise InputError(f"--model_name_or_path {source}: weights do not fit config.json ({reason})") from None
+        if "shape" in reason:
+            raise InputError(f"--model_name_or_path {source}: weights do not fit config.json ({reason})") from None
+        raise InputError(f"--model_name_or_path {source}: cannot load its weights ({reason})") from None
     finally:
         paddlenlp_logger.logger.removeFilter(new_weights)
     return model, new_weights.names
