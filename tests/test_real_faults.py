@@ -140,6 +140,17 @@ def cut_in_half(path):
     os.truncate(path, os.path.getsize(path) // 2)
 
 
+def emptied(path):
+    os.truncate(path, 0)
+
+
+def saved_in_utf_16(path):
+    with open(path, encoding="utf-8") as file:
+        text = file.read()
+    with open(path, "w", encoding="utf-16") as file:
+        file.write(text)
+
+
 def hugging_face_download_cut_short(directory, tiny_model_dir):
     shutil.copytree(fixture_dir("bert"), directory)
     cut_in_half(directory / "model.safetensors")
@@ -190,6 +201,38 @@ def test_a_model_whose_download_stopped_is_refused_naming_the_file(
     assert run.returncode == 2
     assert last_line(run.stderr) == "run_classifier.py: error: " + message.format(model=model)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "source, damaged, damage, error",
+    [
+        ("tiny-ernie-m", "sentencepiece.bpe.model", cut_in_half, "TypeError"),
+        ("tiny-ernie-m", "vocab.txt", emptied, "AssertionError"),
+        ("xlm-roberta-tokenizer-json-only", "tokenizer.json", cut_in_half, "Exception"),
+        ("bert", "vocab.txt", saved_in_utf_16, "UnicodeDecodeError"),
+    ],
+    ids=["sentencepiece-cut-short", "vocab-emptied", "tokenizer-json-cut-short", "vocab-not-utf-8"],
+)
+def test_tokenizer_files_that_cannot_be_read_are_named_in_one_line(
+    tmp_path, tiny_model_dir, xnli_dir, source, damaged, damage, error
+):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir if source == "tiny-ernie-m" else fixture_dir(source), model)
+    if source == "bert":  # its slow files are read only where there is no tokenizer.json
+        os.remove(model / "tokenizer.json")
+    damage(model / damaged)
+    read = {"tiny-ernie-m": ["sentencepiece.bpe.model", "vocab.txt"]}.get(source, [damaged])
+
+    run = run_main(**cpu_run(model, xnli_dir, tmp_path / "run"))
+    assert run.returncode == 2
+    files = ", ".join(str(model / name) for name in read)
+    line = last_line(run.stderr)
+    assert line.startswith(
+        f"run_classifier.py: error: --model_name_or_path: cannot read the tokenizer in {files} ({error}: "
+    )
+    assert line.endswith(
+        "): is a file cut short, empty or not UTF-8? Save the tokenizer there again with save_pretrained"
+    )
 
 
 @pytest.mark.parametrize("read_only", [False, True], ids=["full", "read-only"])

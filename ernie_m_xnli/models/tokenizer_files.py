@@ -8,6 +8,7 @@ transformers' for BERT, XLM-R and DeBERTa-v2, tested; ERNIE-M's is the original)
 `tokenizers` library reads tokenizer.json, as transformers does.
 """
 
+import contextlib
 import os
 
 from paddlenlp import transformers
@@ -16,7 +17,7 @@ from paddlenlp.transformers.tokenizer_utils_fast import PretrainedTokenizerFast
 
 from ernie_m_xnli.models.families import family_of
 from ernie_m_xnli.models.loading import download_error
-from utils import InputError, read_json, write_json_atomically
+from utils import InputError, error_reason, read_json, write_json_atomically
 
 FAST_TOKENIZER_FILE = "tokenizer.json"
 SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
@@ -80,11 +81,13 @@ def load_tokenizer(name_or_dir, argument="--model_name_or_path"):
     slow_class = slow_tokenizer_class(class_name)
     slow_files = slow_class and [os.path.join(name_or_dir, f) for f in slow_class.resource_files_names.values()]
     if slow_files and all(os.path.isfile(path) for path in slow_files):
-        return slow_class.from_pretrained(name_or_dir, **special_tokens)
+        with reading_tokenizer_files(argument, slow_files):
+            return slow_class.from_pretrained(name_or_dir, **special_tokens)
     fast_file = os.path.join(name_or_dir, FAST_TOKENIZER_FILE)
     if os.path.isfile(fast_file):
         hub_class = class_name or "PreTrainedTokenizerFast"
-        return JsonTokenizer(tokenizer_file=fast_file, hub_tokenizer_class=hub_class, **special_tokens)
+        with reading_tokenizer_files(argument, [fast_file]):
+            return JsonTokenizer(tokenizer_file=fast_file, hub_tokenizer_class=hub_class, **special_tokens)
     expected = " and ".join(os.path.basename(path) for path in slow_files or [])
     elsewhere = ", or pass --tokenizer_name_or_path" if argument == "--model_name_or_path" else ""
     raise InputError(
@@ -92,6 +95,20 @@ def load_tokenizer(name_or_dir, argument="--model_name_or_path"):
         + (f", or {expected}" if expected else "")
         + f"); save the tokenizer there with save_pretrained{elsewhere}"
     )
+
+
+@contextlib.contextmanager
+def reading_tokenizer_files(argument, paths):
+    """One line naming the files where they cannot be read: PaddleNLP, sentencepiece and tokenizers
+    answer a file cut short, empty or not UTF-8 with anything from an AssertionError to a TypeError."""
+    try:
+        yield
+    except Exception as error:
+        files = ", ".join(paths)
+        raise InputError(
+            f"{argument}: cannot read the tokenizer in {files} ({type(error).__name__}: {error_reason(error)}): "
+            "is a file cut short, empty or not UTF-8? Save the tokenizer there again with save_pretrained"
+        ) from error
 
 
 def tokenizer_class_name(directory, settings, argument):
