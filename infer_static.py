@@ -27,7 +27,7 @@ from ernie_m_xnli.models.inference import create_predictor, predictor_logits
 from ernie_m_xnli.models.precision import run_precision
 from ernie_m_xnli.models.tokenizer_files import load_tokenizer
 from ernie_m_xnli.setup.arguments import OneLineErrorParser
-from utils import AMP_DTYPES, LABELS, InputError, available_cpu_cores, str2bool, written_then_renamed
+from utils import AMP_DTYPES, LABELS, InputError, available_cpu_cores, not_a_file, str2bool, written_then_renamed
 
 
 def parse_args(argv=None):
@@ -61,8 +61,8 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         graph = exported_graph(args.model_dir)
-        if not os.path.isfile(args.predict_file):
-            raise InputError(f"--predict_file {args.predict_file}: no such file")
+        if problem := not_a_file(args.predict_file):
+            raise InputError(f"--predict_file {args.predict_file}: {problem}")
         if args.output_file and os.path.isdir(args.output_file):
             raise InputError(f"--output_file {args.output_file}: a directory, not a file")
         precision = run_precision("cpu", args.use_amp, args.amp_dtype)

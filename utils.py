@@ -432,6 +432,13 @@ def write_npz(path, arrays):
                 np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
+def not_a_file(path):
+    """Why `path` cannot be read as a file, or None."""
+    if os.path.isdir(path):
+        return "a directory, not a file"
+    return None if os.path.isfile(path) else "no such file"
+
+
 def read_json(path):
     """A JSON file as Python data, or None where there is none; InputError naming it where it is not JSON."""
     if not os.path.isfile(path):

@@ -63,6 +63,14 @@ def assert_table_matches_results(stdout, results):
         (["--max_seq_length", "64", "--memory_length", "60"], "--memory_length must be at least 0 and below"),
         (["--model_name_or_path", "no/such/dir"], "--model_name_or_path no/such/dir: no such directory (a name is"),
         (["--data_dir", "no/such/dir"], "--data_dir no/such/dir: no such directory"),
+        (
+            ["--model_name_or_path", "tests/fixtures/hf/bert", "--predict_file", "no/such.tsv"],
+            "--predict_file no/such.tsv: no such file",
+        ),
+        (
+            ["--model_name_or_path", "tests/fixtures/hf/bert", "--predict_file", "tests"],
+            "--predict_file tests: a directory, not a file",
+        ),
         (["--task_type", "zero-shot"], "argument --task_type: invalid choice: 'zero-shot'"),
         (
             ["--use_amp", "Ture"],

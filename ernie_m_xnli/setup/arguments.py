@@ -17,6 +17,7 @@ from utils import (
     XNLI_LANGUAGES,
     cpu_mixed_precision_refusal,
     launched_world_size,
+    not_a_file,
     seed_number,
     str2bool,
 )
@@ -318,6 +319,7 @@ def add_reporting_arguments(group):
 
 def find_invalid_argument(args):
     """A one-line description of the first invalid argument, or None."""
+    predict_file_problem = args.predict_file and not_a_file(args.predict_file)
     checks = [
         (args.batch_size >= 1, f"--batch_size must be at least 1, got {args.batch_size}"),
         (
@@ -384,10 +386,7 @@ def find_invalid_argument(args):
             not ((args.eval_only or args.predict_file) and args.resume_from_checkpoint),
             "--resume_from_checkpoint goes with training, not --eval_only or --predict_file",
         ),
-        (
-            args.predict_file is None or os.path.isfile(args.predict_file),
-            f"--predict_file {args.predict_file}: no such file",
-        ),
+        (not predict_file_problem, f"--predict_file {args.predict_file}: {predict_file_problem}"),
         (args.data_dir is None or os.path.isdir(args.data_dir), f"--data_dir {args.data_dir}: no such directory"),
         *(
             (not os.path.isfile(path), f"--{name} {path} is a file, expected a directory")
