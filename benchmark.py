@@ -223,6 +223,9 @@ def main(argv=None):
     args.device = args.device or paddle_settings.default_device()
     notes = []
     settings = settings_to_run(args, notes)
+    if not settings:
+        print(f"benchmark.py: error: no setting asked for runs here: {'; '.join(notes)}", file=sys.stderr)
+        sys.exit(2)
     with paddle_settings.work_dir(args):
         paddle_settings.prepare_tokenizer(args)
         if any(setting in PEER_SETTINGS for setting in settings):

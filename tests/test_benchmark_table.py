@@ -1,5 +1,9 @@
-"""benchmark.py's table: which rows it compares, and the project's fastest against transformers' fastest."""
+"""benchmark.py's table: which rows it compares, and the project's fastest against transformers' fastest; and
+settings none of which this machine runs."""
 
+import pytest
+
+import benchmark
 from benchmark import format_table
 
 
@@ -56,3 +60,13 @@ def test_the_last_row_sets_the_fastest_of_each_side_against_each_other_in_traini
 def test_no_fastest_row_with_one_transformers_setting():
     table, _ = table_rows([row("project", 6.0, 1800.0), row("transformers", 2.0, 5000.0)])
     assert list(table) == ["project", "transformers", "project / transformers (same threads)"]
+
+
+def test_settings_none_of_which_runs_here_are_refused_naming_why(xnli_dir, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(["--xnli_dir", xnli_dir, "--transformers_python", "/no/python", "--settings", "transformers"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "benchmark.py: error: no setting asked for runs here: transformers: left out, /no/python: no such program "
+        "(README: Benchmark says how to install them apart; then pass --transformers_python)"
+    )
