@@ -156,13 +156,18 @@ def hugging_face_download_cut_short(directory, tiny_model_dir):
     cut_in_half(directory / "model.safetensors")
 
 
-def paddlenlp_download_cut_short(directory, tiny_model_dir):
+def paddlenlp_safetensors_cut_short(directory, tiny_model_dir):
     from paddlenlp.transformers import ErnieMModel
 
     shutil.copytree(tiny_model_dir, directory)
     ErnieMModel.from_pretrained(tiny_model_dir).save_pretrained(str(directory), safe_serialization=True)
     os.remove(directory / "model_state.pdparams")
     cut_in_half(directory / "model.safetensors")
+
+
+def paddlenlp_pdparams_cut_short(directory, tiny_model_dir):
+    shutil.copytree(tiny_model_dir, directory)
+    cut_in_half(directory / "model_state.pdparams")
 
 
 def hugging_face_download_stopped_between_shards(directory, tiny_model_dir):
@@ -183,14 +188,19 @@ CUT_SHORT = (
     "write_model, message",
     [
         (hugging_face_download_cut_short, CUT_SHORT),
-        (paddlenlp_download_cut_short, CUT_SHORT),
+        (paddlenlp_safetensors_cut_short, CUT_SHORT),
+        (
+            paddlenlp_pdparams_cut_short,
+            "--model_name_or_path {model}: cannot load its weights (`paddle.load` can not parse the "
+            "file:{model}/model_state.pdparams.)",
+        ),
         (
             hugging_face_download_stopped_between_shards,
             "{model}/model.safetensors.index.json: names model-00002-of-00002.safetensors, not in {model} "
             "(a download that stopped?)",
         ),
     ],
-    ids=["hugging-face", "paddlenlp", "hugging-face-shards"],
+    ids=["hugging-face", "paddlenlp-safetensors", "paddlenlp-pdparams", "hugging-face-shards"],
 )
 def test_a_model_whose_download_stopped_is_refused_naming_the_file(
     tmp_path, tiny_model_dir, xnli_dir, write_model, message
