@@ -16,7 +16,7 @@ from paddlenlp.transformers import ErnieMConfig, ErnieMForSequenceClassification
 
 from ernie_m_xnli.models import matmul_path, onednn
 from ernie_m_xnli.models.cpu_matmuls import ONEDNN_FLOAT32, bias_gradients_by_matmul, onednn_matmuls
-from ernie_m_xnli.models.matmul_path import AUTO, CACHE_FILE, MKL, ONEDNN, float32_matmul_path
+from ernie_m_xnli.models.matmul_path import AUTO, CACHE_FILE, MEASUREMENT, MKL, ONEDNN, float32_matmul_path
 from utils import describe_cpu
 
 from conftest import as_multiplied, product_operands
@@ -110,7 +110,7 @@ def test_auto_measures_both_libraries_on_the_models_shapes_once_and_keeps_the_fa
     drawn_after = paddle.rand([4]).numpy()
     ((key, measured),) = json.loads((tmp_path / CACHE_FILE).read_text()).items()
     layers = "1 x 32x3, 9 x 32x32, 2 x 32x128, 2 x 128x32"  # head; q, k, v, out of 2 layers and the pooler; FFN
-    assert key == f"{describe_cpu()}, 2 thread(s), paddle {paddle.__version__}, Linear layers {layers}"
+    assert key == f"{describe_cpu()}, 2 thread(s), paddle {paddle.__version__}, Linear layers {layers}, {MEASUREMENT}"
     rates = measured["gflops"]
     assert chosen == measured["path"] == (ONEDNN if rates[ONEDNN] >= 1.05 * rates[MKL] else MKL)
     assert "measured now: mkl " in caplog.text
@@ -151,12 +151,22 @@ def test_a_kept_answer_is_followed_and_an_argument_overrides_it(tmp_path, monkey
 
     monkeypatch.setattr(matmul_path, "product_rates", lambda *arguments: pytest.fail("measured although kept"))
     model = paddle.nn.Sequential(paddle.nn.Linear(4, 6), paddle.nn.Linear(6, 4), paddle.nn.Linear(4, 6))
-    key = f"{describe_cpu()}, 3 thread(s), paddle {paddle.__version__}, Linear layers 2 x 4x6, 1 x 6x4"
+    key = f"{describe_cpu()}, 3 thread(s), paddle {paddle.__version__}, Linear layers 2 x 4x6, 1 x 6x4, {MEASUREMENT}"
     for kept in (MKL, ONEDNN):
         (tmp_path / CACHE_FILE).write_text(json.dumps({key: measured_as(kept)}))
         assert float32_matmul_path(AUTO, model, 3, str(tmp_path)) == kept
         overridden = ONEDNN if kept == MKL else MKL
         assert float32_matmul_path(overridden, model, 3, str(tmp_path)) == overridden
+
+
+def test_an_answer_kept_by_an_earlier_way_of_measuring_is_measured_again(tmp_path):
+    # The libraries measured one after the other kept answers of a busy moment; this one no measurement
+    # gives, so that following it would show.
+    model = paddle.nn.Sequential(paddle.nn.Linear(4, 6))
+    earlier_key = f"{describe_cpu()}, 2 thread(s), paddle {paddle.__version__}, Linear layers 1 x 4x6"
+    (tmp_path / CACHE_FILE).write_text(json.dumps({earlier_key: {"path": "neither", "gflops": {MKL: 1.0}}}))
+    assert float32_matmul_path(AUTO, model, 2, str(tmp_path)) in (MKL, ONEDNN)
+    assert list(json.loads((tmp_path / CACHE_FILE).read_text())) == [earlier_key, f"{earlier_key}, {MEASUREMENT}"]
 
 
 def test_a_damaged_answer_is_measured_again(tmp_path):
