@@ -8,12 +8,11 @@ from typing import NamedTuple
 from paddlenlp.utils.log import logger as paddlenlp_logger
 
 from ernie_m_xnli.models.families import Classifier, family_of, family_of_name
-from ernie_m_xnli.models.hf_checkpoints import check_complete, is_hf_layout, paddle_checkpoint, read_config
+from ernie_m_xnli.models.hf_checkpoints import HF_WEIGHTS, check_complete, is_hf_layout, paddle_checkpoint, read_config
 from ernie_m_xnli.models.precision import Precision
 from utils import LABELS, InputError, error_reason
 
-SAFE_WEIGHTS = "model.safetensors"
-WEIGHT_FILES = ("model_state.pdparams", SAFE_WEIGHTS)
+WEIGHT_FILES = ("model_state.pdparams", HF_WEIGHTS)  # PaddleNLP saves safetensors under transformers' name
 
 logger = logging.getLogger(__name__)
 
@@ -116,8 +115,8 @@ def load_family_model(model_dir, family, config, dropout, cache_dir):
             return from_pretrained(family, converted, dropout, model_dir)
     if os.path.isdir(model_dir) and not any(os.path.isfile(os.path.join(model_dir, name)) for name in WEIGHT_FILES):
         raise InputError(f"{source}: no weights ({' or '.join(WEIGHT_FILES)})")
-    if os.path.isfile(os.path.join(model_dir, SAFE_WEIGHTS)):
-        check_complete(os.path.join(model_dir, SAFE_WEIGHTS))  # PaddleNLP's own message names no file
+    if os.path.isfile(os.path.join(model_dir, HF_WEIGHTS)):
+        check_complete(os.path.join(model_dir, HF_WEIGHTS))  # PaddleNLP's own message names no file
     return from_pretrained(family, model_dir, dropout, model_dir)
 
 
